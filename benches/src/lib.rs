@@ -1,0 +1,38 @@
+//! Shared helpers for keystead's criterion benchmarks (`cargo bench --workspace`).
+//!
+//! Every figure in `BENCHMARKS.md` is a ratio against the raw primitive or
+//! driver measured in the same run, so the numbers say what keystead adds,
+//! independent of the machine.
+#![forbid(unsafe_code)]
+
+use keystead::store::{Batch, Precondition};
+
+/// A multi-threaded runtime for driving async store calls from criterion.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// The 8-byte big-endian key of item `i`.
+pub fn key(i: u64) -> [u8; 8] {
+    i.to_be_bytes()
+}
+
+/// A 100-byte value, the size of a typical small record.
+pub fn value() -> Vec<u8> {
+    vec![0x5A; 100]
+}
+
+/// A batch putting `n` keys starting at `start`, unconditionally.
+pub fn batch_of(start: u64, n: u64) -> Batch {
+    let mut batch = Batch::new();
+    for i in start..start + n {
+        batch
+            .put(key(i).to_vec(), value(), Precondition::Any)
+            .expect("bench batch is valid");
+    }
+    batch
+}

@@ -1,0 +1,84 @@
+//! The one error type every keystead call returns.
+//!
+//! Errors are grouped by domain (storage, validation, …; later issues add
+//! authentication, MFA, devices and tokens), and every variant has a stable
+//! machine-readable [`Error::code`] that front-ends and the example server map
+//! to HTTP status codes. Codes never change between releases; messages may.
+
+use crate::store::{BatchError, StorageError};
+
+/// Every failure a keystead call can report.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Input was rejected before anything was read or written.
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+    /// The storage backend failed or a precondition did not hold.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl Error {
+    /// A stable, upper-case identifier for this failure (`VALIDATION_FAILED`,
+    /// `STORAGE_CONFLICT`, …), safe to show to clients.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Validation(_) => "VALIDATION_FAILED",
+            Error::Storage(e) => e.code(),
+        }
+    }
+}
+
+/// Input that breaks a documented rule; names the field and the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: {problem}")]
+pub struct ValidationError {
+    /// The input field (`"username"`, `"batch.value"`, …).
+    pub field: &'static str,
+    /// What is wrong with it, in words a developer can act on.
+    pub problem: String,
+}
+
+impl ValidationError {
+    /// A validation failure of `field` described by `problem`.
+    pub fn new(field: &'static str, problem: impl Into<String>) -> Self {
+        Self {
+            field,
+            problem: problem.into(),
+        }
+    }
+}
+
+impl From<BatchError> for ValidationError {
+    fn from(e: BatchError) -> Self {
+        let field = match e {
+            BatchError::EmptyKey | BatchError::KeyTooLarge { .. } => "batch.key",
+            BatchError::ValueTooLarge { .. } => "batch.value",
+            BatchError::DuplicateKey { .. } => "batch",
+        };
+        Self::new(field, e.to_string())
+    }
+}
+
+impl From<BatchError> for Error {
+    fn from(e: BatchError) -> Self {
+        Error::Validation(e.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_stable() {
+        let v: Error = ValidationError::new("username", "too long").into();
+        assert_eq!(v.code(), "VALIDATION_FAILED");
+        assert_eq!(v.to_string(), "invalid username: too long");
+        let c: Error = StorageError::Conflict { key: b"k".to_vec() }.into();
+        assert_eq!(c.code(), "STORAGE_CONFLICT");
+        let b: Error = BatchError::EmptyKey.into();
+        assert_eq!(b.code(), "VALIDATION_FAILED");
+    }
+}

@@ -1,0 +1,614 @@
+//! The conformance cases. Each takes a [`Harness`] and panics on a breach of
+//! the contract.
+
+use super::{Harness, put};
+use crate::store::key::Key;
+use crate::store::{Batch, MAX_VALUE_LEN, Precondition, StorageError, Store, StoreClosed};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+async fn value(store: &dyn Store, key: &[u8]) -> Option<Vec<u8>> {
+    store.get(key).await.expect("get").map(|v| v.value)
+}
+
+async fn version(store: &dyn Store, key: &[u8]) -> Option<u64> {
+    store.get(key).await.expect("get").map(|v| v.version)
+}
+
+fn assert_conflict(result: Result<(), StorageError>, expected_key: &[u8]) {
+    match result {
+        Err(StorageError::Conflict { key }) => {
+            assert_eq!(key, expected_key, "conflict names the failing key");
+        }
+        other => panic!("expected Conflict at {expected_key:?}, got {other:?}"),
+    }
+}
+
+/// Put, get and delete one key.
+pub async fn get_put_delete_round_trip(h: Harness) {
+    let store = h.open().await;
+    assert_eq!(store.get(b"k").await.unwrap(), None);
+    store
+        .commit(put(b"k", b"v1", Precondition::Any))
+        .await
+        .unwrap();
+    let got = store.get(b"k").await.unwrap().expect("present after put");
+    assert_eq!(got.value, b"v1");
+    assert!(got.version >= 1);
+    let mut delete = Batch::new();
+    delete.delete(b"k".to_vec(), Precondition::Any).unwrap();
+    store.commit(delete).await.unwrap();
+    assert_eq!(store.get(b"k").await.unwrap(), None);
+    // Deleting an absent key is a no-op, not an error.
+    let mut again = Batch::new();
+    again.delete(b"k".to_vec(), Precondition::Absent).unwrap();
+    store.commit(again).await.unwrap();
+    // An empty batch is a no-op.
+    store.commit(Batch::new()).await.unwrap();
+}
+
+/// Every commit with writes takes the next number; its keys share it; a
+/// re-created key never gets an old version back.
+pub async fn versions_come_from_a_commit_counter(h: Harness) {
+    let store = h.open().await;
+    let mut both = Batch::new();
+    both.put(b"a".to_vec(), b"1".to_vec(), Precondition::Absent)
+        .unwrap();
+    both.put(b"b".to_vec(), b"1".to_vec(), Precondition::Absent)
+        .unwrap();
+    store.commit(both).await.unwrap();
+    assert_eq!(version(&*store, b"a").await, Some(1));
+    assert_eq!(version(&*store, b"b").await, Some(1));
+
+    store
+        .commit(put(b"a", b"2", Precondition::Version(1)))
+        .await
+        .unwrap();
+    assert_eq!(version(&*store, b"a").await, Some(2));
+    assert_eq!(
+        version(&*store, b"b").await,
+        Some(1),
+        "untouched key keeps its version"
+    );
+
+    let mut checks = Batch::new();
+    checks
+        .check(b"a".to_vec(), Precondition::Version(2))
+        .unwrap();
+    store.commit(checks).await.unwrap();
+
+    let mut delete = Batch::new();
+    delete
+        .delete(b"a".to_vec(), Precondition::Version(2))
+        .unwrap();
+    store.commit(delete).await.unwrap();
+    store
+        .commit(put(b"a", b"3", Precondition::Absent))
+        .await
+        .unwrap();
+    assert_eq!(
+        version(&*store, b"a").await,
+        Some(4),
+        "check-only batches take no number; deletes do; no ABA after re-creation"
+    );
+    assert_conflict(
+        store
+            .commit(put(b"a", b"x", Precondition::Version(1)))
+            .await,
+        b"a",
+    );
+}
+
+/// `Absent` on an existing key fails and changes nothing.
+pub async fn absent_on_existing_key_conflicts(h: Harness) {
+    let store = h.open().await;
+    store
+        .commit(put(b"user/alice", b"first", Precondition::Absent))
+        .await
+        .unwrap();
+    assert_conflict(
+        store
+            .commit(put(b"user/alice", b"second", Precondition::Absent))
+            .await,
+        b"user/alice",
+    );
+    assert_eq!(value(&*store, b"user/alice").await.unwrap(), b"first");
+}
+
+/// `Version(v)` holds only for the current version of an existing key.
+pub async fn version_mismatch_conflicts(h: Harness) {
+    let store = h.open().await;
+    assert_conflict(
+        store
+            .commit(put(b"k", b"v", Precondition::Version(1)))
+            .await,
+        b"k",
+    );
+    store
+        .commit(put(b"k", b"v1", Precondition::Absent))
+        .await
+        .unwrap();
+    let v = version(&*store, b"k").await.unwrap();
+    assert_conflict(
+        store
+            .commit(put(b"k", b"v2", Precondition::Version(v + 1)))
+            .await,
+        b"k",
+    );
+    assert_conflict(
+        store
+            .commit(put(b"k", b"v2", Precondition::Version(v - 1)))
+            .await,
+        b"k",
+    );
+    let mut stale_delete = Batch::new();
+    stale_delete
+        .delete(b"k".to_vec(), Precondition::Version(v + 7))
+        .unwrap();
+    assert_conflict(store.commit(stale_delete).await, b"k");
+    assert_eq!(value(&*store, b"k").await.unwrap(), b"v1");
+    store
+        .commit(put(b"k", b"v2", Precondition::Version(v)))
+        .await
+        .unwrap();
+    assert_eq!(value(&*store, b"k").await.unwrap(), b"v2");
+}
+
+/// One failed precondition in a multi-key batch applies nothing at all, and
+/// the conflict names the smallest failing key.
+pub async fn failed_precondition_applies_nothing(h: Harness) {
+    let store = h.open().await;
+    let mut setup = Batch::new();
+    setup
+        .put(b"d".to_vec(), b"old".to_vec(), Precondition::Any)
+        .unwrap();
+    setup
+        .put(b"e".to_vec(), b"keep".to_vec(), Precondition::Any)
+        .unwrap();
+    setup
+        .put(b"f".to_vec(), b"taken".to_vec(), Precondition::Any)
+        .unwrap();
+    store.commit(setup).await.unwrap();
+    let before = version(&*store, b"d").await;
+
+    let mut batch = Batch::new();
+    batch
+        .put(b"a".to_vec(), b"new".to_vec(), Precondition::Absent)
+        .unwrap();
+    batch
+        .put(b"b".to_vec(), b"new".to_vec(), Precondition::Any)
+        .unwrap();
+    batch
+        .put(b"d".to_vec(), b"new".to_vec(), Precondition::Any)
+        .unwrap();
+    batch.delete(b"e".to_vec(), Precondition::Any).unwrap();
+    batch.check(b"f".to_vec(), Precondition::Absent).unwrap(); // fails
+    batch
+        .put(b"g".to_vec(), b"new".to_vec(), Precondition::Version(99))
+        .unwrap(); // fails too
+    assert_conflict(store.commit(batch).await, b"f");
+
+    assert_eq!(value(&*store, b"a").await, None);
+    assert_eq!(value(&*store, b"b").await, None);
+    assert_eq!(value(&*store, b"d").await.unwrap(), b"old");
+    assert_eq!(version(&*store, b"d").await, before);
+    assert_eq!(value(&*store, b"e").await.unwrap(), b"keep");
+    assert_eq!(value(&*store, b"g").await, None);
+    // The failed commit took no number.
+    store
+        .commit(put(b"z", b"1", Precondition::Any))
+        .await
+        .unwrap();
+    assert_eq!(version(&*store, b"z").await, before.map(|v| v + 1));
+}
+
+/// Checks gate a batch without writing the checked key.
+pub async fn pure_checks_gate_without_writing(h: Harness) {
+    let store = h.open().await;
+    store
+        .commit(put(b"counter", b"5", Precondition::Any))
+        .await
+        .unwrap();
+    let v = version(&*store, b"counter").await.unwrap();
+
+    let mut gated = Batch::new();
+    gated
+        .check(b"counter".to_vec(), Precondition::Version(v))
+        .unwrap();
+    gated
+        .check(b"missing".to_vec(), Precondition::Absent)
+        .unwrap();
+    gated
+        .put(b"item".to_vec(), b"x".to_vec(), Precondition::Any)
+        .unwrap();
+    store.commit(gated).await.unwrap();
+    assert_eq!(
+        version(&*store, b"counter").await,
+        Some(v),
+        "a checked key is not written"
+    );
+    assert_eq!(
+        value(&*store, b"missing").await,
+        None,
+        "a checked key is not created"
+    );
+    assert_eq!(value(&*store, b"item").await.unwrap(), b"x");
+
+    let mut blocked = Batch::new();
+    blocked
+        .check(b"counter".to_vec(), Precondition::Version(v + 100))
+        .unwrap();
+    blocked
+        .put(b"other".to_vec(), b"y".to_vec(), Precondition::Any)
+        .unwrap();
+    assert_conflict(store.commit(blocked).await, b"counter");
+    assert_eq!(value(&*store, b"other").await, None);
+
+    let mut only_checks = Batch::new();
+    only_checks
+        .check(b"missing".to_vec(), Precondition::Version(1))
+        .unwrap();
+    assert_conflict(store.commit(only_checks).await, b"missing");
+}
+
+/// Scan returns keys in ascending byte order whatever the insertion order.
+pub async fn scan_is_ordered_by_key(h: Harness) {
+    let store = h.open().await;
+    let keys: [&[u8]; 6] = [b"p/m", b"p/a", b"p/z", b"p/b", b"p/aa", b"p/"];
+    for key in keys {
+        store
+            .commit(put(key, key, Precondition::Absent))
+            .await
+            .unwrap();
+    }
+    let got: Vec<Vec<u8>> = store
+        .scan(b"p/", None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| {
+            assert_eq!(k, v.value, "value belongs to its key");
+            k
+        })
+        .collect();
+    let mut expected: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
+    expected.sort();
+    assert_eq!(got, expected);
+}
+
+/// With the [`Key`] layout, the children of `a` never include those of `ab`;
+/// raw byte prefixes are plain byte prefixes.
+pub async fn scan_respects_prefix_boundaries(h: Harness) {
+    let store = h.open().await;
+    let under_a = Key::new().push("a").push("1");
+    let under_ab = Key::new().push("ab").push("1");
+    let with_zero = Key::new().push([b'a', 0]).push("1");
+    for key in [&under_a, &under_ab, &with_zero] {
+        store
+            .commit(put(key.as_bytes(), b"", Precondition::Absent))
+            .await
+            .unwrap();
+    }
+    store
+        .commit(put(b"a", b"", Precondition::Absent))
+        .await
+        .unwrap();
+    let a = Key::new().push("a");
+    let got: Vec<Vec<u8>> = store
+        .scan(a.as_bytes(), None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(got, vec![under_a.into_bytes()]);
+
+    let raw: Vec<Vec<u8>> = store
+        .scan(b"a", None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        raw.len(),
+        4,
+        "a raw prefix matches every key starting with its bytes"
+    );
+    assert!(store.scan(b"b", None, 100).await.unwrap().is_empty());
+}
+
+/// Following the `after` cursor visits every key exactly once, in order.
+pub async fn pagination_returns_every_key_once(h: Harness) {
+    let store = h.open().await;
+    let prefix = Key::new().push("page");
+    let mut expected = BTreeSet::new();
+    let mut batch = Batch::new();
+    for i in 0u32..250 {
+        let key = prefix.clone().push(i.to_be_bytes()).into_bytes();
+        batch
+            .put(key.clone(), i.to_be_bytes().to_vec(), Precondition::Absent)
+            .unwrap();
+        expected.insert(key);
+    }
+    store.commit(batch).await.unwrap();
+    store
+        .commit(put(b"zzz-outside", b"", Precondition::Any))
+        .await
+        .unwrap();
+
+    let mut seen = Vec::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = store
+            .scan(prefix.as_bytes(), after.as_deref(), 7)
+            .await
+            .unwrap();
+        assert!(page.len() <= 7);
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        seen.extend(page.into_iter().map(|(k, _)| k));
+    }
+    assert_eq!(
+        seen,
+        expected.iter().cloned().collect::<Vec<_>>(),
+        "every key once, ascending"
+    );
+
+    assert!(
+        store
+            .scan(prefix.as_bytes(), None, 0)
+            .await
+            .unwrap()
+            .is_empty(),
+        "limit 0"
+    );
+    let from_middle = store
+        .scan(prefix.as_bytes(), Some(&seen[100]), 1000)
+        .await
+        .unwrap();
+    assert_eq!(from_middle.len(), 149);
+    // A cursor that is not itself a stored key still works.
+    let mut between = seen[10].clone();
+    between.push(0);
+    assert_eq!(
+        store
+            .scan(prefix.as_bytes(), Some(&between), 1)
+            .await
+            .unwrap()[0]
+            .0,
+        seen[11]
+    );
+    // A cursor before the prefix starts at the prefix; one past it yields nothing.
+    assert_eq!(
+        store.scan(prefix.as_bytes(), Some(b"a"), 1).await.unwrap()[0].0,
+        seen[0]
+    );
+    assert!(
+        store
+            .scan(prefix.as_bytes(), Some(b"zz"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Empty values and values of 1 MiB (and the limit itself) round-trip.
+pub async fn empty_and_one_mebibyte_values(h: Harness) {
+    let store = h.open().await;
+    let mebibyte: Vec<u8> = (0..1024 * 1024).map(|i: u32| (i % 251) as u8).collect();
+    let largest = vec![0xAB; MAX_VALUE_LEN];
+    store
+        .commit(put(b"empty", b"", Precondition::Absent))
+        .await
+        .unwrap();
+    store
+        .commit(put(b"mib", &mebibyte, Precondition::Absent))
+        .await
+        .unwrap();
+    store
+        .commit(put(b"max", &largest, Precondition::Absent))
+        .await
+        .unwrap();
+    assert_eq!(value(&*store, b"empty").await.unwrap(), b"");
+    assert_eq!(value(&*store, b"mib").await.unwrap(), mebibyte);
+    assert_eq!(value(&*store, b"max").await.unwrap(), largest);
+    let scanned = store.scan(b"mib", None, 1).await.unwrap();
+    assert_eq!(scanned[0].1.value, mebibyte);
+}
+
+/// Keys are arbitrary bytes, including 0x00 and 0xFF, ordered bytewise.
+pub async fn binary_keys_with_zero_and_ff_bytes(h: Harness) {
+    let store = h.open().await;
+    let keys: Vec<Vec<u8>> = vec![
+        vec![0xFF, 0xFF],
+        vec![0x00],
+        vec![0x00, 0x00],
+        vec![0xFF],
+        vec![0x00, 0xFF],
+        vec![0x01],
+        vec![0xFF, 0x00, 0xFF],
+        vec![0x7F, 0x00],
+    ];
+    for key in &keys {
+        store
+            .commit(put(key, key, Precondition::Absent))
+            .await
+            .unwrap();
+    }
+    for key in &keys {
+        assert_eq!(value(&*store, key).await.as_ref(), Some(key));
+    }
+    let mut sorted = keys.clone();
+    sorted.sort();
+    let all: Vec<Vec<u8>> = store
+        .scan(&[], None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(all, sorted);
+    let ff: Vec<Vec<u8>> = store
+        .scan(&[0xFF], None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        ff,
+        vec![vec![0xFF], vec![0xFF, 0x00, 0xFF], vec![0xFF, 0xFF]]
+    );
+    let ffff: Vec<Vec<u8>> = store
+        .scan(&[0xFF, 0xFF], None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(ffff, vec![vec![0xFF, 0xFF]]);
+    let zero: Vec<Vec<u8>> = store
+        .scan(&[0x00], Some(&[0x00]), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(zero, vec![vec![0x00, 0x00], vec![0x00, 0xFF]]);
+}
+
+/// 64 tasks each add one to a counter with compare-and-swap, retrying on
+/// conflict: the counter ends at exactly 64.
+pub async fn concurrent_cas_increments_lose_no_update(h: Harness) {
+    const TASKS: u64 = 64;
+    let store = h.open().await;
+    let mut tasks = Vec::new();
+    for _ in 0..TASKS {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let mut conflicts = 0u32;
+            loop {
+                let current = store.get(b"counter").await.unwrap();
+                let (count, pre) = match &current {
+                    Some(v) => (
+                        u64::from_be_bytes(v.value.as_slice().try_into().unwrap()),
+                        Precondition::Version(v.version),
+                    ),
+                    None => (0, Precondition::Absent),
+                };
+                match store
+                    .commit(put(b"counter", &(count + 1).to_be_bytes(), pre))
+                    .await
+                {
+                    Ok(()) => return conflicts,
+                    Err(StorageError::Conflict { .. }) => conflicts += 1,
+                    Err(e) => panic!("unexpected error: {e}"),
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task panicked");
+    }
+    let final_value = store.get(b"counter").await.unwrap().unwrap().value;
+    assert_eq!(u64::from_be_bytes(final_value.try_into().unwrap()), TASKS);
+}
+
+/// 32 tasks race to create one key with `Absent`: exactly one wins and its
+/// value is the one stored.
+pub async fn absent_race_has_exactly_one_winner(h: Harness) {
+    let store = h.open().await;
+    let mut tasks = Vec::new();
+    for i in 0u8..32 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            match store
+                .commit(put(b"unique/name", &[i], Precondition::Absent))
+                .await
+            {
+                Ok(()) => Some(i),
+                Err(StorageError::Conflict { .. }) => None,
+                Err(e) => panic!("unexpected error: {e}"),
+            }
+        }));
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        if let Some(i) = task.await.expect("task panicked") {
+            winners.push(i);
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one winner, got {winners:?}");
+    assert_eq!(
+        value(&*store, b"unique/name").await.unwrap(),
+        vec![winners[0]]
+    );
+}
+
+/// After `close`, every call fails with a `Backend` error carrying
+/// [`StoreClosed`]; closing twice is fine.
+pub async fn closed_store_reports_backend_error(h: Harness) {
+    let store = h.open().await;
+    store
+        .commit(put(b"k", b"v", Precondition::Any))
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    store.close().await.unwrap();
+    let is_closed = |e: StorageError| match e {
+        StorageError::Backend(inner) => inner.is::<StoreClosed>(),
+        _ => false,
+    };
+    assert!(is_closed(store.get(b"k").await.unwrap_err()));
+    assert!(is_closed(store.scan(b"", None, 10).await.unwrap_err()));
+    assert!(is_closed(
+        store
+            .commit(put(b"k", b"w", Precondition::Any))
+            .await
+            .unwrap_err()
+    ));
+}
+
+/// Every acknowledged commit is there after the store is dropped and opened
+/// again in the same directory (persistent backends only).
+pub async fn reopen_keeps_acknowledged_commits(h: Harness) {
+    let store = h.open().await;
+    for i in 0u32..50 {
+        store
+            .commit(put(
+                &i.to_be_bytes(),
+                &i.to_le_bytes(),
+                Precondition::Absent,
+            ))
+            .await
+            .unwrap();
+    }
+    let mut delete = Batch::new();
+    delete
+        .delete(7u32.to_be_bytes().to_vec(), Precondition::Any)
+        .unwrap();
+    store.commit(delete).await.unwrap();
+    let last_version = version(&*store, &49u32.to_be_bytes()).await.unwrap();
+    drop(store);
+
+    let reopened = h.open().await;
+    for i in 0u32..50 {
+        let expected = (i != 7).then(|| i.to_le_bytes().to_vec());
+        assert_eq!(
+            value(&*reopened, &i.to_be_bytes()).await,
+            expected,
+            "key {i}"
+        );
+    }
+    // The commit counter survives too: versions keep increasing.
+    reopened
+        .commit(put(b"after", b"", Precondition::Any))
+        .await
+        .unwrap();
+    assert_eq!(version(&*reopened, b"after").await, Some(last_version + 2));
+    reopened.close().await.unwrap();
+    drop(reopened);
+    let third = h.open().await;
+    assert_eq!(value(&*third, b"after").await.unwrap(), b"");
+}

@@ -1,0 +1,236 @@
+//! Process-level tests for file backends: SIGKILL in the middle of commits,
+//! and two processes sharing one store.
+//!
+//! A backend adds a test target with `harness = false` whose `main` calls
+//! [`main`] with its opener. The same binary plays both parts: started without
+//! arguments it is the parent, which re-executes itself as children with a
+//! role argument.
+
+use super::{Opener, put};
+use crate::store::key::Key;
+use crate::store::{Precondition, StorageError, Store};
+use ring::rand::{SecureRandom, SystemRandom};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+const CHILD_COMMITS: &str = "--keystead-crash-child";
+const CHILD_CAS: &str = "--keystead-cas-child";
+const CRASH_ROUNDS: usize = 4;
+const CAS_CHILDREN: usize = 2;
+const CAS_INCREMENTS: u64 = 150;
+
+/// Entry point of a backend's crash test binary.
+#[allow(clippy::needless_pass_by_value)] // called as `main(opener(..))`
+pub fn main(open: Opener) {
+    let args: Vec<String> = std::env::args().collect();
+    let rt = super::runtime();
+    match args.get(1).map(String::as_str) {
+        Some(CHILD_COMMITS) => rt.block_on(child_commits(&open, PathBuf::from(&args[2]))),
+        Some(CHILD_CAS) => rt.block_on(child_cas(&open, PathBuf::from(&args[2]))),
+        _ => {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            for round in 0..CRASH_ROUNDS {
+                rt.block_on(crash_round(&open, dir.path(), round));
+            }
+            println!("crash test: {CRASH_ROUNDS} SIGKILL rounds kept every acknowledged commit");
+            let shared = tempfile::tempdir().expect("temporary directory");
+            rt.block_on(two_processes(&open, shared.path()));
+        }
+    }
+}
+
+fn record_key(i: u64) -> Vec<u8> {
+    Key::new().push("crash").push(i.to_be_bytes()).into_bytes()
+}
+
+/// Number of crash records present; they must be exactly `0..n`.
+async fn contiguous_records(store: &dyn Store) -> u64 {
+    let prefix = Key::new().push("crash").into_bytes();
+    let mut count = 0u64;
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = store
+            .scan(&prefix, after.as_deref(), 1000)
+            .await
+            .expect("scan");
+        let Some((last, _)) = page.last() else {
+            return count;
+        };
+        after = Some(last.clone());
+        for (key, versioned) in page {
+            assert_eq!(
+                key,
+                record_key(count),
+                "records are contiguous: a commit vanished"
+            );
+            assert_eq!(
+                versioned.value,
+                count.to_le_bytes(),
+                "record {count} has the wrong value"
+            );
+            count += 1;
+        }
+    }
+}
+
+/// Child: commit numbered records forever, printing each acknowledged one.
+async fn child_commits(open: &Opener, dir: PathBuf) {
+    let store = open(dir).await.expect("child opens the store");
+    let mut next = contiguous_records(&*store).await;
+    let stdout = std::io::stdout();
+    loop {
+        store
+            .commit(put(
+                &record_key(next),
+                &next.to_le_bytes(),
+                Precondition::Absent,
+            ))
+            .await
+            .expect("child commit");
+        let mut out = stdout.lock();
+        writeln!(out, "{next}")
+            .and_then(|()| out.flush())
+            .expect("report ack");
+        next += 1;
+    }
+}
+
+fn random_millis(max: u64) -> u64 {
+    let mut bytes = [0u8; 8];
+    SystemRandom::new().fill(&mut bytes).expect("randomness");
+    u64::from_le_bytes(bytes) % max
+}
+
+fn spawn_child(role: &str, dir: &Path) -> std::process::Child {
+    Command::new(std::env::current_exe().expect("own executable"))
+        .arg(role)
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn child")
+}
+
+async fn crash_round(open: &Opener, dir: &Path, round: usize) {
+    let mut child = spawn_child(CHILD_COMMITS, dir);
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (first_ack_tx, first_ack_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut acked = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            acked.push(line.parse::<u64>().expect("child prints numbers"));
+            if acked.len() == 1 {
+                let _ = first_ack_tx.send(());
+            }
+        }
+        acked
+    });
+    // Kill at a random moment after the child has started committing.
+    first_ack_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("child acknowledged a first commit");
+    std::thread::sleep(Duration::from_millis(random_millis(300)));
+    child.kill().expect("SIGKILL the child");
+    child.wait().expect("reap the child");
+    let acked = reader.join().expect("reader thread");
+
+    let store = open(dir.to_path_buf())
+        .await
+        .expect("store opens cleanly after SIGKILL");
+    let present = contiguous_records(&*store).await;
+    let last_acked = *acked.last().expect("at least one ack");
+    assert!(
+        present > last_acked,
+        "round {round}: acknowledged record {last_acked} lost after SIGKILL ({present} present)"
+    );
+    // The store still takes writes after the crash.
+    store
+        .commit(put(
+            b"after-crash",
+            &[u8::try_from(round).unwrap_or(0)],
+            Precondition::Any,
+        ))
+        .await
+        .expect("commit after crash");
+    store.close().await.expect("close");
+    println!(
+        "crash round {round}: {} acks, {present} records present",
+        acked.len()
+    );
+}
+
+/// Child: add `CAS_INCREMENTS` to a shared counter with compare-and-swap,
+/// then print how many it added. Prints `open-failed` if the backend refuses
+/// a second process.
+async fn child_cas(open: &Opener, dir: PathBuf) {
+    let store: Arc<dyn Store> = match open(dir).await {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("second process refused: {e}");
+            println!("open-failed");
+            return;
+        }
+    };
+    for _ in 0..CAS_INCREMENTS {
+        loop {
+            let current = store.get(b"counter").await.expect("get");
+            let (count, pre) = match &current {
+                Some(v) => (
+                    u64::from_be_bytes(v.value.as_slice().try_into().expect("8 bytes")),
+                    Precondition::Version(v.version),
+                ),
+                None => (0, Precondition::Absent),
+            };
+            match store
+                .commit(put(b"counter", &(count + 1).to_be_bytes(), pre))
+                .await
+            {
+                Ok(()) => break,
+                Err(StorageError::Conflict { .. }) => {}
+                Err(e) => panic!("child CAS failed: {e}"),
+            }
+        }
+    }
+    store.close().await.expect("close");
+    println!("{CAS_INCREMENTS}");
+}
+
+/// Two processes increment one counter at once. Backends that allow shared
+/// access must lose no update; backends that lock the store must refuse the
+/// second process cleanly. Either way the counter equals the sum of what the
+/// finished children added.
+async fn two_processes(open: &Opener, dir: &Path) {
+    let children: Vec<_> = (0..CAS_CHILDREN)
+        .map(|_| spawn_child(CHILD_CAS, dir))
+        .collect();
+    let mut added = 0u64;
+    let mut refused = 0usize;
+    for child in children {
+        let output = child.wait_with_output().expect("child output");
+        assert!(
+            output.status.success(),
+            "CAS child failed: {:?}",
+            output.status
+        );
+        match String::from_utf8_lossy(&output.stdout).trim() {
+            "open-failed" => refused += 1,
+            n => added += n.parse::<u64>().expect("child prints its count"),
+        }
+    }
+    assert!(
+        refused < CAS_CHILDREN,
+        "at least one process opened the store"
+    );
+    let store = open(dir.to_path_buf()).await.expect("reopen");
+    let counter = store.get(b"counter").await.expect("get").map_or(0, |v| {
+        u64::from_be_bytes(v.value.as_slice().try_into().expect("8 bytes"))
+    });
+    assert_eq!(counter, added, "no update lost across processes");
+    println!(
+        "two processes: counter {counter}, {refused} process(es) refused by the backend's lock"
+    );
+}

@@ -1,0 +1,115 @@
+//! The in-memory reference backend.
+
+use super::{Batch, Mutation, StorageError, Store, Versioned};
+use async_trait::async_trait;
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::{Mutex, MutexGuard};
+
+/// A [`Store`] kept in a `BTreeMap` behind a mutex.
+///
+/// It is the reference implementation of the contract: the simplest code that
+/// meets it, used by unit tests and as a fast store for embedders' tests.
+/// Nothing survives the process.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<Option<State>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    entries: BTreeMap<Vec<u8>, Versioned>,
+    last_commit: u64,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self {
+            state: Mutex::new(Some(State::default())),
+        }
+    }
+
+    /// Run `f` on the open state. A panic while the lock was held (poison)
+    /// or a closed store is a `Backend` error, never a second panic.
+    fn with_state<T>(
+        &self,
+        f: impl FnOnce(&mut State) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let mut guard: MutexGuard<'_, Option<State>> = self
+            .state
+            .lock()
+            .map_err(|_| StorageError::backend("memory store lock poisoned by a panic"))?;
+        match guard.as_mut() {
+            Some(state) => f(state),
+            None => Err(StorageError::closed()),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn get(&self, key: &[u8]) -> Result<Option<Versioned>, StorageError> {
+        self.with_state(|s| Ok(s.entries.get(key).cloned()))
+    }
+
+    async fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Versioned)>, StorageError> {
+        self.with_state(|s| {
+            let start = match after {
+                Some(after) if after >= prefix => Bound::Excluded(after),
+                _ => Bound::Included(prefix),
+            };
+            Ok(s.entries
+                .range::<[u8], _>((start, Bound::Unbounded))
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .take(limit)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect())
+        })
+    }
+
+    async fn commit(&self, batch: Batch) -> Result<(), StorageError> {
+        self.with_state(|s| {
+            for (key, pre, _) in batch.iter() {
+                if !pre.holds(s.entries.get(key).map(|v| v.version)) {
+                    return Err(StorageError::Conflict { key: key.to_vec() });
+                }
+            }
+            if !batch.has_writes() {
+                return Ok(());
+            }
+            s.last_commit += 1;
+            let version = s.last_commit;
+            for (key, _, mutation) in batch.iter() {
+                match mutation {
+                    Mutation::Put(value) => {
+                        s.entries.insert(
+                            key.to_vec(),
+                            Versioned {
+                                value: value.clone(),
+                                version,
+                            },
+                        );
+                    }
+                    Mutation::Delete => {
+                        s.entries.remove(key);
+                    }
+                    Mutation::Check => {}
+                }
+            }
+            Ok(())
+        })
+    }
+
+    async fn close(&self) -> Result<(), StorageError> {
+        if let Ok(mut guard) = self.state.lock() {
+            *guard = None;
+        }
+        Ok(())
+    }
+}
