@@ -9,8 +9,12 @@
 use keystead::clock::{Clock, SystemClock};
 use keystead::id::{RealmId, UserId};
 use keystead::store::key::Key;
-use keystead::store::{Batch, MemoryStore, Precondition, StorageError, Store, record};
+use keystead::store::{Batch, Precondition, StorageError, Store, record};
+use keystead_sqlite::SqliteStore;
 use serde::{Deserialize, Serialize};
+
+/// The quickstart's database, in the current directory.
+const DB_FILE: &str = "keystead-quickstart.db";
 
 #[derive(Debug, Serialize, Deserialize)]
 enum DemoUser {
@@ -19,7 +23,14 @@ enum DemoUser {
 
 #[tokio::main]
 async fn main() -> Result<(), keystead::Error> {
-    let store = MemoryStore::new();
+    let path = std::path::Path::new(DB_FILE);
+    let existed = path.exists();
+    let store = SqliteStore::open(path).await?;
+    if existed {
+        println!("reusing {DB_FILE} (delete it to start afresh); this run adds a new realm");
+    } else {
+        println!("created {DB_FILE} (SQLite, WAL, synchronous=FULL)");
+    }
     let now = SystemClock.now();
     let realm = RealmId::generate(now);
     println!("realm {realm}");
@@ -64,5 +75,6 @@ async fn main() -> Result<(), keystead::Error> {
         let DemoUser::V1 { id, name } = record::decode(&key, &stored.value)?;
         println!("user {name} ({id}) at version {}", stored.version);
     }
+    store.close().await?;
     Ok(())
 }
