@@ -37,27 +37,5 @@ pub fn batch_of(start: u64, n: u64) -> Batch {
     batch
 }
 
-/// Add one to the big-endian `u64` counter at `key` with compare-and-swap,
-/// retrying on conflict — how a domain service updates an admission counter.
-pub async fn cas_increment(store: &dyn keystead::store::Store, key: &[u8]) {
-    use keystead::store::StorageError;
-    loop {
-        let current = store.get(key).await.expect("get counter");
-        let (count, pre) = match &current {
-            Some(v) => (
-                u64::from_be_bytes(v.value.as_slice().try_into().expect("8-byte counter")),
-                Precondition::Version(v.version),
-            ),
-            None => (0, Precondition::Absent),
-        };
-        let mut batch = Batch::new();
-        batch
-            .put(key.to_vec(), (count + 1).to_be_bytes().to_vec(), pre)
-            .expect("valid batch");
-        match store.commit(batch).await {
-            Ok(()) => return,
-            Err(StorageError::Conflict { .. }) => {}
-            Err(e) => panic!("counter commit failed: {e}"),
-        }
-    }
-}
+/// Compare-and-swap increment with retry, shared with the conformance suite.
+pub use keystead::store::conformance::increment as cas_increment;

@@ -487,32 +487,13 @@ pub async fn concurrent_cas_increments_lose_no_update(h: Harness) {
     for _ in 0..TASKS {
         let store = Arc::clone(&store);
         tasks.push(tokio::spawn(async move {
-            let mut conflicts = 0u32;
-            loop {
-                let current = store.get(b"counter").await.unwrap();
-                let (count, pre) = match &current {
-                    Some(v) => (
-                        u64::from_be_bytes(v.value.as_slice().try_into().unwrap()),
-                        Precondition::Version(v.version),
-                    ),
-                    None => (0, Precondition::Absent),
-                };
-                match store
-                    .commit(put(b"counter", &(count + 1).to_be_bytes(), pre))
-                    .await
-                {
-                    Ok(()) => return conflicts,
-                    Err(StorageError::Conflict { .. }) => conflicts += 1,
-                    Err(e) => panic!("unexpected error: {e}"),
-                }
-            }
+            super::increment(&*store, b"counter").await
         }));
     }
     for task in tasks {
         task.await.expect("task panicked");
     }
-    let final_value = store.get(b"counter").await.unwrap().unwrap().value;
-    assert_eq!(u64::from_be_bytes(final_value.try_into().unwrap()), TASKS);
+    assert_eq!(super::counter(&*store, b"counter").await, TASKS);
 }
 
 /// 32 tasks race to create one key with `Absent`: exactly one wins and its

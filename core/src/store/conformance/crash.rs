@@ -8,7 +8,7 @@
 
 use super::{Opener, put};
 use crate::store::key::Key;
-use crate::store::{Precondition, StorageError, Store};
+use crate::store::{Precondition, Store};
 use ring::rand::{SecureRandom, SystemRandom};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -176,24 +176,7 @@ async fn child_cas(open: &Opener, dir: PathBuf) {
         }
     };
     for _ in 0..CAS_INCREMENTS {
-        loop {
-            let current = store.get(b"counter").await.expect("get");
-            let (count, pre) = match &current {
-                Some(v) => (
-                    u64::from_be_bytes(v.value.as_slice().try_into().expect("8 bytes")),
-                    Precondition::Version(v.version),
-                ),
-                None => (0, Precondition::Absent),
-            };
-            match store
-                .commit(put(b"counter", &(count + 1).to_be_bytes(), pre))
-                .await
-            {
-                Ok(()) => break,
-                Err(StorageError::Conflict { .. }) => {}
-                Err(e) => panic!("child CAS failed: {e}"),
-            }
-        }
+        super::increment(&*store, b"counter").await;
     }
     store.close().await.expect("close");
     println!("{CAS_INCREMENTS}");
@@ -226,9 +209,7 @@ async fn two_processes(open: &Opener, dir: &Path) {
         "at least one process opened the store"
     );
     let store = open(dir.to_path_buf()).await.expect("reopen");
-    let counter = store.get(b"counter").await.expect("get").map_or(0, |v| {
-        u64::from_be_bytes(v.value.as_slice().try_into().expect("8 bytes"))
-    });
+    let counter = super::counter(&*store, b"counter").await;
     assert_eq!(counter, added, "no update lost across processes");
     println!(
         "two processes: counter {counter}, {refused} process(es) refused by the backend's lock"

@@ -98,6 +98,39 @@ pub fn put(key: &[u8], value: &[u8], pre: Precondition) -> Batch {
     batch
 }
 
+/// Add one to the big-endian `u64` counter at `key` with compare-and-swap
+/// (`Absent` if it does not exist yet, else `Version(v)`), retrying on
+/// conflict — the way a domain service updates an admission counter. Returns
+/// how many conflicts it retried.
+pub async fn increment(store: &dyn Store, key: &[u8]) -> u32 {
+    let mut conflicts = 0;
+    loop {
+        let current = store.get(key).await.expect("get counter");
+        let (count, pre) = match &current {
+            Some(v) => (
+                u64::from_be_bytes(v.value.as_slice().try_into().expect("8-byte counter")),
+                Precondition::Version(v.version),
+            ),
+            None => (0, Precondition::Absent),
+        };
+        match store
+            .commit(put(key, &(count + 1).to_be_bytes(), pre))
+            .await
+        {
+            Ok(()) => return conflicts,
+            Err(StorageError::Conflict { .. }) => conflicts += 1,
+            Err(e) => panic!("counter commit failed: {e}"),
+        }
+    }
+}
+
+/// The counter [`increment`] maintains at `key` (0 if absent).
+pub async fn counter(store: &dyn Store, key: &[u8]) -> u64 {
+    store.get(key).await.expect("get counter").map_or(0, |v| {
+        u64::from_be_bytes(v.value.as_slice().try_into().expect("8-byte counter"))
+    })
+}
+
 /// Expands to one `#[test]` per conformance case for a backend; see the
 /// [`conformance`](crate::store::conformance) module docs.
 #[macro_export]
