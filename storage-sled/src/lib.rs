@@ -117,6 +117,7 @@
 
 use async_trait::async_trait;
 use keystead::StorageError;
+use keystead::store::watch::{Notifier, Watch};
 use keystead::store::{Batch, Mutation, Precondition, Store, Versioned, prefix_end};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -253,6 +254,9 @@ pub struct SledStore {
     /// and, once it returns, no handle to the database remains.
     handles: Arc<RwLock<Option<Handles>>>,
     flush_on_commit: bool,
+    /// Wakes watches after each commit; sled is single-process, so
+    /// in-process fan-out reaches every committer.
+    notifier: Arc<Notifier>,
 }
 
 /// The open database and the two trees keystead uses in it.
@@ -336,6 +340,7 @@ impl SledStore {
                 scan_gate: RwLock::new(()),
             }))),
             flush_on_commit: options.flush_on_commit,
+            notifier: Arc::new(Notifier::new()),
         })
     }
 
@@ -571,12 +576,23 @@ impl Store for SledStore {
             return self.with_handles(|_| Ok(())).await;
         }
         let flush = self.flush_on_commit;
-        self.with_handles(move |h| commit_blocking(h, &batch, flush))
-            .await
+        let batch = self
+            .with_handles(move |h| commit_blocking(h, &batch, flush).map(|()| batch))
+            .await?;
+        self.notifier.notify(&batch);
+        Ok(())
+    }
+
+    async fn watch(&self, prefix: &[u8]) -> Result<Watch, StorageError> {
+        let watch = self.notifier.watch(prefix);
+        // Still report a closed store.
+        self.with_handles(|_| Ok(())).await?;
+        Ok(watch)
     }
 
     async fn close(&self) -> Result<(), StorageError> {
         let handles = Arc::clone(&self.handles);
+        self.notifier.close();
         blocking::unblock(move || {
             // Waits for every call in progress; afterwards none can start.
             let taken = handles

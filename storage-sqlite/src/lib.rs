@@ -50,7 +50,10 @@
 mod schema;
 
 use async_trait::async_trait;
-use keystead::store::{Batch, Mutation, StorageError, Store, Versioned, prefix_end};
+use keystead::store::watch::{Notifier, Watch};
+use keystead::store::{
+    Batch, DEFAULT_POLL_INTERVAL, Mutation, StorageError, Store, Versioned, prefix_end,
+};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use std::path::{Path, PathBuf};
@@ -104,6 +107,7 @@ struct Inner {
     writer: Mutex<Option<Connection>>,
     readers: Mutex<Vec<Connection>>,
     closed: AtomicBool,
+    notifier: Notifier,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -166,6 +170,7 @@ impl SqliteStore {
                 writer: Mutex::new(Some(writer)),
                 readers: Mutex::new(Vec::new()),
                 closed: AtomicBool::new(false),
+                notifier: Notifier::new(),
             }),
         }
     }
@@ -338,6 +343,14 @@ fn commit(conn: &mut Connection, batch: &Batch) -> Result<(), StorageError> {
     tx.commit().map_err(backend)
 }
 
+/// The number of the last commit, which changes whenever anything is written.
+fn last_commit(conn: &Connection) -> Result<i64, StorageError> {
+    conn.prepare_cached("SELECT last_commit FROM commit_counter")
+        .map_err(backend)?
+        .query_row([], |row| row.get(0))
+        .map_err(backend)
+}
+
 fn scan(
     conn: &Connection,
     prefix: &[u8],
@@ -422,7 +435,14 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let inner = Arc::clone(&self.inner);
-        blocking::unblock(move || inner.with_writer(|conn| commit(conn, &batch))).await
+        let batch = blocking::unblock(move || {
+            inner
+                .with_writer(|conn| commit(conn, &batch))
+                .map(|()| batch)
+        })
+        .await?;
+        self.inner.notifier.notify(&batch);
+        Ok(())
     }
 
     async fn close(&self) -> Result<(), StorageError> {
@@ -434,9 +454,40 @@ impl Store for SqliteStore {
             if let Some(conn) = lock(&inner.writer)?.take() {
                 conn.close().map_err(|(_, e)| backend(e))?;
             }
+            inner.notifier.close();
             Ok(())
         })
         .await
+    }
+
+    /// In-process commits wake watches at once; for a file, the commit
+    /// counter is also polled every [`DEFAULT_POLL_INTERVAL`] so commits by
+    /// other processes sharing the file wake them too.
+    async fn watch(&self, prefix: &[u8]) -> Result<Watch, StorageError> {
+        self.inner.ensure_open()?;
+        let local = self.inner.notifier.watch(prefix);
+        if self.inner.path.is_none() {
+            return Ok(local);
+        }
+        let store = self.clone();
+        let seen = self.read(last_commit).await?;
+        // The state is the last counter value seen; `None` ends the stream
+        // after reporting an error once.
+        let polled = futures::stream::unfold(Some(seen), move |seen| {
+            let store = store.clone();
+            async move {
+                let seen = seen?;
+                loop {
+                    blocking::unblock(|| std::thread::sleep(DEFAULT_POLL_INTERVAL)).await;
+                    match store.read(last_commit).await {
+                        Ok(now) if now == seen => {}
+                        Ok(now) => return Some((Ok(()), Some(now))),
+                        Err(e) => return Some((Err(e), None)),
+                    }
+                }
+            }
+        });
+        Ok(local.merge(Watch::from_stream(Box::pin(polled))))
     }
 }
 

@@ -1,5 +1,6 @@
 //! The in-memory reference backend.
 
+use super::watch::{Notifier, Watch};
 use super::{Batch, Mutation, StorageError, Store, Versioned};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use std::sync::{Mutex, MutexGuard};
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     state: Mutex<Option<State>>,
+    notifier: Notifier,
 }
 
 #[derive(Debug, Default)]
@@ -27,6 +29,7 @@ impl MemoryStore {
     pub fn new() -> Self {
         Self {
             state: Mutex::new(Some(State::default())),
+            notifier: Notifier::new(),
         }
     }
 
@@ -74,42 +77,53 @@ impl Store for MemoryStore {
     }
 
     async fn commit(&self, batch: Batch) -> Result<(), StorageError> {
-        self.with_state(|s| {
-            for (key, pre, _) in batch.iter() {
-                if !pre.holds(s.entries.get(key).map(|v| v.version)) {
-                    return Err(StorageError::Conflict { key: key.to_vec() });
-                }
-            }
-            if !batch.has_writes() {
-                return Ok(());
-            }
-            s.last_commit += 1;
-            let version = s.last_commit;
-            for (key, _, mutation) in batch.iter() {
-                match mutation {
-                    Mutation::Put(value) => {
-                        s.entries.insert(
-                            key.to_vec(),
-                            Versioned {
-                                value: value.clone(),
-                                version,
-                            },
-                        );
-                    }
-                    Mutation::Delete => {
-                        s.entries.remove(key);
-                    }
-                    Mutation::Check => {}
-                }
-            }
-            Ok(())
-        })
+        self.with_state(|s| apply(s, &batch))?;
+        self.notifier.notify(&batch);
+        Ok(())
     }
 
     async fn close(&self) -> Result<(), StorageError> {
         if let Ok(mut guard) = self.state.lock() {
             *guard = None;
         }
+        self.notifier.close();
         Ok(())
     }
+
+    async fn watch(&self, prefix: &[u8]) -> Result<Watch, StorageError> {
+        self.with_state(|_| Ok(self.notifier.watch(prefix)))
+    }
+}
+
+/// Check every precondition, then apply every write under the next commit
+/// number; all or nothing.
+fn apply(s: &mut State, batch: &Batch) -> Result<(), StorageError> {
+    for (key, pre, _) in batch.iter() {
+        if !pre.holds(s.entries.get(key).map(|v| v.version)) {
+            return Err(StorageError::Conflict { key: key.to_vec() });
+        }
+    }
+    if !batch.has_writes() {
+        return Ok(());
+    }
+    s.last_commit += 1;
+    let version = s.last_commit;
+    for (key, _, mutation) in batch.iter() {
+        match mutation {
+            Mutation::Put(value) => {
+                s.entries.insert(
+                    key.to_vec(),
+                    Versioned {
+                        value: value.clone(),
+                        version,
+                    },
+                );
+            }
+            Mutation::Delete => {
+                s.entries.remove(key);
+            }
+            Mutation::Check => {}
+        }
+    }
+    Ok(())
 }

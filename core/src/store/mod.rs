@@ -39,6 +39,7 @@
 pub mod key;
 mod memory;
 pub mod record;
+pub mod watch;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -316,7 +317,22 @@ pub trait Store: Send + Sync + 'static {
     /// Flush and release the backend. Every later call, except `close`
     /// itself, fails with [`StorageError::Backend`] ([`StoreClosed`]).
     async fn close(&self) -> Result<(), StorageError>;
+
+    /// A [`Watch`](watch::Watch) that wakes after commits writing keys under
+    /// `prefix`, from this process or any other sharing the store; see
+    /// [`watch`] for the exact guarantee.
+    ///
+    /// The default polls every [`DEFAULT_POLL_INTERVAL`], which is correct
+    /// for every backend (watches may wake spuriously); backends override it
+    /// with real notifications.
+    async fn watch(&self, prefix: &[u8]) -> Result<watch::Watch, StorageError> {
+        let _ = prefix;
+        Ok(watch::Watch::polling(DEFAULT_POLL_INTERVAL))
+    }
 }
+
+/// How often the default [`Store::watch`] wakes a subscriber to re-read.
+pub const DEFAULT_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
 #[async_trait]
 impl<S: Store + ?Sized> Store for Arc<S> {
@@ -339,6 +355,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     async fn close(&self) -> Result<(), StorageError> {
         (**self).close().await
+    }
+
+    async fn watch(&self, prefix: &[u8]) -> Result<watch::Watch, StorageError> {
+        (**self).watch(prefix).await
     }
 }
 

@@ -593,3 +593,82 @@ pub async fn reopen_keeps_acknowledged_commits(h: Harness) {
     let third = h.open().await;
     assert_eq!(value(&*third, b"after").await.unwrap(), b"");
 }
+
+/// How long a watch may take to wake; generous for polling backends on a
+/// loaded CI machine.
+const WAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A watch wakes after a commit that writes under its prefix, and every
+/// watch covering the key wakes.
+pub async fn watch_wakes_after_commit_under_prefix(h: Harness) {
+    let store = h.open().await;
+    let group = Key::new().push("group").push("g1");
+    let mut exact = store.watch(group.as_bytes()).await.unwrap();
+    let mut parent = store
+        .watch(Key::new().push("group").as_bytes())
+        .await
+        .unwrap();
+    let mut everything = store.watch(&[]).await.unwrap();
+
+    let key = group.clone().push("event").push(1u64.to_be_bytes());
+    let writer = Arc::clone(&store);
+    let commit = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        writer
+            .commit(put(key.as_bytes(), b"e1", Precondition::Absent))
+            .await
+            .unwrap();
+    });
+    for watch in [&mut exact, &mut parent, &mut everything] {
+        tokio::time::timeout(WAKE_TIMEOUT, watch.changed())
+            .await
+            .expect("watch woke in time")
+            .expect("watch delivered");
+    }
+    commit.await.unwrap();
+}
+
+/// The subscriber pattern — watch, read from a cursor, wait, read again —
+/// sees every record a concurrent writer appends, in order, none missed.
+pub async fn watch_subscriber_misses_no_record(h: Harness) {
+    const RECORDS: u64 = 40;
+    let store = h.open().await;
+    let outbox = Key::new().push("outbox");
+    let mut watch = store.watch(outbox.as_bytes()).await.unwrap();
+
+    let writer = Arc::clone(&store);
+    let prefix = outbox.clone();
+    let producer = tokio::spawn(async move {
+        for i in 0..RECORDS {
+            let key = prefix.clone().push(i.to_be_bytes());
+            writer
+                .commit(put(key.as_bytes(), &i.to_be_bytes(), Precondition::Absent))
+                .await
+                .unwrap();
+            if i % 7 == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+    });
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<Vec<u8>> = None;
+    while (seen.len() as u64) < RECORDS {
+        for (key, v) in store
+            .scan(outbox.as_bytes(), cursor.as_deref(), 1000)
+            .await
+            .unwrap()
+        {
+            seen.push(u64::from_be_bytes(v.value.as_slice().try_into().unwrap()));
+            cursor = Some(key);
+        }
+        if (seen.len() as u64) < RECORDS {
+            tokio::time::timeout(WAKE_TIMEOUT, watch.changed())
+                .await
+                .expect("a pending record woke the watch")
+                .expect("watch delivered");
+        }
+    }
+    producer.await.unwrap();
+    assert_eq!(seen, (0..RECORDS).collect::<Vec<_>>());
+}

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 const CHILD_COMMITS: &str = "--keystead-crash-child";
 const CHILD_CAS: &str = "--keystead-cas-child";
+const CHILD_WATCHED: &str = "--keystead-watched-child";
 const CRASH_ROUNDS: usize = 4;
 const CAS_CHILDREN: usize = 2;
 const CAS_INCREMENTS: u64 = 150;
@@ -30,6 +31,7 @@ pub fn main(open: Opener) {
     match args.get(1).map(String::as_str) {
         Some(CHILD_COMMITS) => rt.block_on(child_commits(&open, PathBuf::from(&args[2]))),
         Some(CHILD_CAS) => rt.block_on(child_cas(&open, PathBuf::from(&args[2]))),
+        Some(CHILD_WATCHED) => rt.block_on(child_watched(&open, PathBuf::from(&args[2]))),
         _ => {
             let dir = tempfile::tempdir().expect("temporary directory");
             for round in 0..CRASH_ROUNDS {
@@ -38,6 +40,8 @@ pub fn main(open: Opener) {
             println!("crash test: {CRASH_ROUNDS} SIGKILL rounds kept every acknowledged commit");
             let shared = tempfile::tempdir().expect("temporary directory");
             rt.block_on(two_processes(&open, shared.path()));
+            let watched = tempfile::tempdir().expect("temporary directory");
+            rt.block_on(watch_across_processes(&open, watched.path()));
         }
     }
 }
@@ -214,4 +218,59 @@ async fn two_processes(open: &Opener, dir: &Path) {
     println!(
         "two processes: counter {counter}, {refused} process(es) refused by the backend's lock"
     );
+}
+
+fn watched_key() -> Vec<u8> {
+    Key::new().push("watched").push("1").into_bytes()
+}
+
+/// Child: commit one record under the watched prefix, or report that the
+/// backend refused a second process.
+async fn child_watched(open: &Opener, dir: PathBuf) {
+    match open(dir).await {
+        Ok(store) => {
+            store
+                .commit(put(
+                    &watched_key(),
+                    b"from another process",
+                    Precondition::Absent,
+                ))
+                .await
+                .expect("child commit");
+            store.close().await.expect("close");
+            println!("committed");
+        }
+        Err(e) => {
+            eprintln!("second process refused: {e}");
+            println!("open-failed");
+        }
+    }
+}
+
+/// A watch in this process wakes for a commit made by another process
+/// (backends that admit a second process at all).
+async fn watch_across_processes(open: &Opener, dir: &Path) {
+    let store = open(dir.to_path_buf()).await.expect("open");
+    let mut watch = store
+        .watch(&Key::new().push("watched").into_bytes())
+        .await
+        .expect("watch");
+    let output = spawn_child(CHILD_WATCHED, dir)
+        .wait_with_output()
+        .expect("child output");
+    assert!(output.status.success(), "watched child failed");
+    match String::from_utf8_lossy(&output.stdout).trim() {
+        "open-failed" => println!("watch across processes: the backend admits one process only"),
+        "committed" => {
+            tokio::time::timeout(Duration::from_secs(10), watch.changed())
+                .await
+                .expect("a commit by another process woke the watch")
+                .expect("watch delivered");
+            let got = store.get(&watched_key()).await.expect("get");
+            assert!(got.is_some(), "the other process's commit is visible");
+            println!("watch across processes: woke for another process's commit");
+        }
+        other => panic!("unexpected child output {other:?}"),
+    }
+    store.close().await.expect("close");
 }

@@ -154,7 +154,9 @@ macro_rules! store_conformance_tests {
             binary_keys_with_zero_and_ff_bytes,
             concurrent_cas_increments_lose_no_update,
             absent_race_has_exactly_one_winner,
-            closed_store_reports_backend_error
+            closed_store_reports_backend_error,
+            watch_wakes_after_commit_under_prefix,
+            watch_subscriber_misses_no_record
         ]);
         #[test]
         fn random_batches_match_the_model() {
