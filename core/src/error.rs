@@ -1,10 +1,11 @@
 //! The one error type every keystead call returns.
 //!
-//! Errors are grouped by domain (storage, validation, …; later issues add
+//! Errors are grouped by domain (storage, validation, crypto, …; later issues add
 //! authentication, MFA, devices and tokens), and every variant has a stable
 //! machine-readable [`Error::code`] that front-ends and the example server map
 //! to HTTP status codes. Codes never change between releases; messages may.
 
+use crate::crypto::CryptoError;
 use crate::store::{BatchError, StorageError};
 
 /// Every failure a keystead call can report.
@@ -17,6 +18,9 @@ pub enum Error {
     /// The storage backend failed or a precondition did not hold.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// A cryptographic operation failed (bad key, altered ciphertext, …).
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
 }
 
 impl Error {
@@ -26,6 +30,7 @@ impl Error {
         match self {
             Error::Validation(_) => "VALIDATION_FAILED",
             Error::Storage(e) => e.code(),
+            Error::Crypto(e) => e.code(),
         }
     }
 }
@@ -80,5 +85,16 @@ mod tests {
         assert_eq!(c.code(), "STORAGE_CONFLICT");
         let b: Error = BatchError::EmptyKey.into();
         assert_eq!(b.code(), "VALIDATION_FAILED");
+    }
+
+    #[test]
+    fn crypto_codes_are_stable() {
+        let open: Error = CryptoError::OpenFailed.into();
+        assert_eq!(open.code(), "CRYPTO_OPEN_FAILED");
+        let key: Error = CryptoError::InvalidPublicKey {
+            reason: "low order",
+        }
+        .into();
+        assert_eq!(key.code(), "CRYPTO_INVALID_PUBLIC_KEY");
     }
 }

@@ -16,14 +16,17 @@
 //!
 //! Identifiers are typed UUID v7 newtypes ([`id`]); secrets live in
 //! [`secret`] wrappers that never print and are wiped on drop; every failure is
-//! one [`Error`] with a stable [`Error::code`].
+//! one [`Error`] with a stable [`Error::code`]. All cryptography (device keys,
+//! group-key envelopes, at-rest sealing) goes through [`crypto`].
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod crypto;
 pub mod error;
 pub mod id;
 pub mod secret;
 pub mod store;
 
+pub use crypto::CryptoError;
 pub use error::{Error, ValidationError};
 pub use store::StorageError;
