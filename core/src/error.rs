@@ -6,6 +6,7 @@
 //! to HTTP status codes. Codes never change between releases; messages may.
 
 use crate::crypto::CryptoError;
+use crate::realm::RealmError;
 use crate::store::{BatchError, StorageError};
 
 /// Every failure a keystead call can report.
@@ -21,6 +22,9 @@ pub enum Error {
     /// A cryptographic operation failed (bad key, altered ciphertext, …).
     #[error(transparent)]
     Crypto(#[from] CryptoError),
+    /// A realm is missing, disabled or its name is taken.
+    #[error(transparent)]
+    Realm(#[from] RealmError),
 }
 
 impl Error {
@@ -31,6 +35,7 @@ impl Error {
             Error::Validation(_) => "VALIDATION_FAILED",
             Error::Storage(e) => e.code(),
             Error::Crypto(e) => e.code(),
+            Error::Realm(e) => e.code(),
         }
     }
 }

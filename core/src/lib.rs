@@ -24,9 +24,15 @@ pub mod clock;
 pub mod crypto;
 pub mod error;
 pub mod id;
+mod keystead;
+pub mod page;
+pub mod realm;
 pub mod secret;
 pub mod store;
+#[cfg(feature = "conformance")]
+pub mod suite;
 
 pub use crypto::CryptoError;
 pub use error::{Error, ValidationError};
+pub use keystead::{Keystead, KeysteadBuilder, MAX_RETRIES};
 pub use store::StorageError;

@@ -3,3 +3,7 @@
 keystead::store_conformance_tests!(|_dir: std::path::PathBuf| async {
     Ok::<_, keystead::StorageError>(keystead::store::MemoryStore::new())
 });
+
+keystead::domain_tests!(|_dir: std::path::PathBuf| async {
+    Ok::<_, keystead::StorageError>(keystead::store::MemoryStore::new())
+});

@@ -4,3 +4,7 @@
 keystead::store_conformance_tests!(persistent: |dir: std::path::PathBuf| async move {
     keystead_sled::SledStore::open(dir.join("db")).await
 });
+
+keystead::domain_tests!(|dir: std::path::PathBuf| async move {
+    keystead_sled::SledStore::open(dir.join("db")).await
+});

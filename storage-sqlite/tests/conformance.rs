@@ -12,3 +12,7 @@ mod in_memory {
         keystead_sqlite::SqliteStore::open_in_memory().await
     });
 }
+
+keystead::domain_tests!(|dir: PathBuf| async move {
+    keystead_sqlite::SqliteStore::open(dir.join("keystead.db")).await
+});

@@ -132,6 +132,14 @@ pub struct StaticKeyProvider {
 }
 
 impl StaticKeyProvider {
+    /// A provider with one fresh random KEK named `static-1`: for tests,
+    /// demos and the quickstart. Blobs it seals die with the process unless
+    /// you keep the KEK, so production uses [`StaticKeyProvider::new`] with a
+    /// stored key, or a KMS-backed [`KeyProvider`].
+    pub fn generate() -> Result<Self, CryptoError> {
+        Ok(Self::new(KeyId::new("static-1")?, Kek::generate()?))
+    }
+
     /// A provider whose newest KEK is `kek`, named `id`.
     pub fn new(id: KeyId, kek: Kek) -> Self {
         Self {

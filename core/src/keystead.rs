@@ -1,0 +1,129 @@
+//! The entry point: [`Keystead`] holds the store, the clock and the
+//! key-encryption keys, and hands out one service handle per domain.
+//!
+//! ```
+//! # async fn demo() -> Result<(), keystead::Error> {
+//! use keystead::Keystead;
+//! use keystead::crypto::at_rest::StaticKeyProvider;
+//! use keystead::store::MemoryStore;
+//!
+//! let ks = Keystead::builder()
+//!     .store(MemoryStore::new())
+//!     .keys(StaticKeyProvider::generate()?)
+//!     .build()?;
+//! let realm = ks.realms().create("acme", Default::default()).await?;
+//! assert_eq!(realm.name, "acme");
+//! # Ok(()) }
+//! ```
+//!
+//! Every service method follows the same shape: read the clock once, load
+//! the records it needs, apply a pure rule, and commit every resulting write
+//! (records, indexes, events) in one atomic [`Batch`](crate::store::Batch)
+//! with preconditions. When a precondition fails because another caller got
+//! there first, the method reloads and retries a bounded number of times
+//! ([`MAX_RETRIES`]) or reports the domain conflict.
+
+use crate::clock::{Clock, SystemClock};
+use crate::crypto::at_rest::KeyProvider;
+use crate::error::{Error, ValidationError};
+use crate::realm::Realms;
+use crate::store::Store;
+use std::sync::Arc;
+
+/// How many times a service method reloads and retries after losing a
+/// compare-and-swap race before it reports the conflict.
+pub const MAX_RETRIES: usize = 16;
+
+/// What every service shares.
+pub(crate) struct Context {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    #[allow(dead_code)] // read by the domains that seal secrets at rest
+    pub(crate) keys: Arc<dyn KeyProvider>,
+}
+
+/// The keystead library instance; cheap to clone and share across tasks.
+#[derive(Clone)]
+pub struct Keystead {
+    ctx: Arc<Context>,
+}
+
+impl std::fmt::Debug for Keystead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keystead")
+    }
+}
+
+impl Keystead {
+    /// Start building an instance; a store and a key provider are required.
+    pub fn builder() -> KeysteadBuilder {
+        KeysteadBuilder::default()
+    }
+
+    /// Realms (tenants): create, configure, disable, delete.
+    pub fn realms(&self) -> Realms {
+        Realms::new(Arc::clone(&self.ctx))
+    }
+
+    /// The store this instance was built with (for embedders that keep their
+    /// own records beside keystead's, under their own key prefix).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.ctx.store
+    }
+}
+
+/// Builder for [`Keystead`].
+#[derive(Default)]
+pub struct KeysteadBuilder {
+    store: Option<Arc<dyn Store>>,
+    clock: Option<Arc<dyn Clock>>,
+    keys: Option<Arc<dyn KeyProvider>>,
+}
+
+impl KeysteadBuilder {
+    /// The storage backend (required): e.g. `keystead_sqlite::SqliteStore`.
+    #[must_use]
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// The storage backend as a shared trait object.
+    #[must_use]
+    pub fn shared_store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The clock (default [`SystemClock`]); tests pass a `ManualClock`.
+    #[must_use]
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// The key-encryption keys that seal secrets at rest (required): back
+    /// it with your KMS in production.
+    #[must_use]
+    pub fn keys(mut self, keys: impl KeyProvider + 'static) -> Self {
+        self.keys = Some(Arc::new(keys));
+        self
+    }
+
+    /// Build the instance, or name the missing part.
+    pub fn build(self) -> Result<Keystead, Error> {
+        let store = self
+            .store
+            .ok_or_else(|| ValidationError::new("store", "Keystead::builder() needs a store"))?;
+        let keys = self.keys.ok_or_else(|| {
+            ValidationError::new("keys", "Keystead::builder() needs a key provider")
+        })?;
+        Ok(Keystead {
+            ctx: Arc::new(Context {
+                store,
+                clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+                keys,
+            }),
+        })
+    }
+}

@@ -1,0 +1,59 @@
+//! Domain test suite run on every storage backend (feature `conformance`).
+//!
+//! Like the storage conformance suite, a backend's test file expands
+//! [`domain_tests!`](crate::domain_tests) with its opener; each case builds a
+//! [`Keystead`] on a fresh store with a [`ManualClock`] and a generated
+//! [`StaticKeyProvider`], so every domain rule is proven on every backend.
+
+pub mod realm;
+
+use crate::Keystead;
+use crate::clock::ManualClock;
+use crate::crypto::at_rest::StaticKeyProvider;
+use crate::store::conformance::Harness;
+use chrono::{DateTime, Utc};
+
+/// The instant every suite clock starts at.
+pub fn epoch() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_750_000_000, 0).expect("valid timestamp")
+}
+
+/// A keystead instance on the harness's store, with its manual clock.
+pub async fn keystead(h: &Harness) -> (Keystead, ManualClock) {
+    let clock = ManualClock::new(epoch());
+    let ks = Keystead::builder()
+        .shared_store(h.open().await)
+        .clock(clock.clone())
+        .keys(StaticKeyProvider::generate().expect("a random KEK"))
+        .build()
+        .expect("complete builder");
+    (ks, clock)
+}
+
+/// Expands to one `#[test]` per domain case for a backend.
+#[macro_export]
+macro_rules! domain_tests {
+    ($open:expr) => {
+        $crate::domain_tests!(@cases $open, realm, [
+            create_get_list_and_names,
+            names_are_unique_under_concurrency,
+            disable_enable_update_and_validation,
+            delete_sweeps_data_and_frees_the_name
+        ]);
+    };
+    (@cases $open:expr, $module:ident, [$($case:ident),* $(,)?]) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[test]
+                fn $case() {
+                    $crate::store::conformance::run(
+                        $crate::store::conformance::opener($open),
+                        $crate::suite::$module::$case,
+                    );
+                }
+            )*
+        }
+    };
+}
