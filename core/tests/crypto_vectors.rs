@@ -242,18 +242,30 @@ fn rfc7748_x25519() {
 
 #[test]
 fn wycheproof_xchacha20_poly1305_every_case() {
-    use chacha20poly1305::aead::{Aead as _, KeyInit, Payload};
-    use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-    let file = load("wycheproof/xchacha20_poly1305_test.json");
+    wycheproof_aead::<chacha20poly1305::XChaCha20Poly1305>(
+        "wycheproof/xchacha20_poly1305_test.json",
+        (246, 69),
+    );
+}
+
+/// Run a Wycheproof AEAD file through `A`: every valid case decrypts and
+/// re-encrypts exactly, every invalid one (bad tag, wrong nonce size, …) is
+/// refused. `expected` is the (valid, invalid) case count.
+fn wycheproof_aead<A>(file: &str, expected: (usize, usize))
+where
+    A: chacha20poly1305::aead::Aead + chacha20poly1305::aead::KeyInit,
+{
+    use chacha20poly1305::aead::{Nonce, Payload};
+    let file = load(file);
     let (mut valid, mut invalid) = (0, 0);
     for group in file["testGroups"].as_array().unwrap() {
         for t in group["tests"].as_array().unwrap() {
             let id = &t["tcId"];
-            let cipher = XChaCha20Poly1305::new_from_slice(&hex(&t["key"])).unwrap();
+            let cipher = A::new_from_slice(&hex(&t["key"])).unwrap();
             let (iv, aad, msg) = (hex(&t["iv"]), hex(&t["aad"]), hex(&t["msg"]));
             let mut sealed = hex(&t["ct"]);
             sealed.extend(hex(&t["tag"]));
-            let nonce = XNonce::try_from(iv.as_slice()).ok();
+            let nonce = Nonce::<A>::try_from(iv.as_slice()).ok();
             let opened = nonce.as_ref().and_then(|n| {
                 cipher
                     .decrypt(
@@ -267,18 +279,13 @@ fn wycheproof_xchacha20_poly1305_every_case() {
             });
             match t["result"].as_str().unwrap() {
                 "valid" => {
-                    let n = nonce.expect("valid cases have 24-byte nonces");
+                    let n = nonce.expect("valid cases have the cipher's nonce size");
                     assert_eq!(opened.as_deref(), Some(msg.as_slice()), "tcId {id}");
-                    let ct = cipher
-                        .encrypt(
-                            &n,
-                            Payload {
-                                msg: &msg,
-                                aad: &aad,
-                            },
-                        )
-                        .unwrap();
-                    assert_eq!(ct, sealed, "tcId {id}");
+                    let payload = Payload {
+                        msg: &msg,
+                        aad: &aad,
+                    };
+                    assert_eq!(cipher.encrypt(&n, payload).unwrap(), sealed, "tcId {id}");
                     valid += 1;
                 }
                 "invalid" => {
@@ -289,7 +296,7 @@ fn wycheproof_xchacha20_poly1305_every_case() {
             }
         }
     }
-    assert_eq!((valid, invalid), (246, 69));
+    assert_eq!((valid, invalid), expected);
 }
 
 fn context_strategy() -> impl Strategy<Value = EnvelopeContext> {
@@ -544,54 +551,10 @@ fn rfc5869_hkdf_sha256() {
 
 #[test]
 fn wycheproof_chacha20_poly1305_every_case() {
-    use chacha20poly1305::aead::{Aead as _, KeyInit, Payload};
-    use chacha20poly1305::{ChaCha20Poly1305, Nonce};
-    let file = load("wycheproof/chacha20_poly1305_test.json");
-    let (mut valid, mut invalid) = (0, 0);
-    for group in file["testGroups"].as_array().unwrap() {
-        for t in group["tests"].as_array().unwrap() {
-            let id = &t["tcId"];
-            let cipher = ChaCha20Poly1305::new_from_slice(&hex(&t["key"])).unwrap();
-            let (iv, aad, msg) = (hex(&t["iv"]), hex(&t["aad"]), hex(&t["msg"]));
-            let mut sealed = hex(&t["ct"]);
-            sealed.extend(hex(&t["tag"]));
-            let nonce = Nonce::try_from(iv.as_slice()).ok();
-            let opened = nonce.as_ref().and_then(|n| {
-                cipher
-                    .decrypt(
-                        n,
-                        Payload {
-                            msg: &sealed,
-                            aad: &aad,
-                        },
-                    )
-                    .ok()
-            });
-            match t["result"].as_str().unwrap() {
-                "valid" => {
-                    let n = nonce.expect("valid cases have 12-byte nonces");
-                    assert_eq!(opened.as_deref(), Some(msg.as_slice()), "tcId {id}");
-                    let ct = cipher
-                        .encrypt(
-                            &n,
-                            Payload {
-                                msg: &msg,
-                                aad: &aad,
-                            },
-                        )
-                        .unwrap();
-                    assert_eq!(ct, sealed, "tcId {id}");
-                    valid += 1;
-                }
-                "invalid" => {
-                    assert_eq!(opened, None, "tcId {id}: invalid case opened");
-                    invalid += 1;
-                }
-                other => panic!("tcId {id}: unexpected result {other}"),
-            }
-        }
-    }
-    assert_eq!((valid, invalid), (256, 69));
+    wycheproof_aead::<chacha20poly1305::ChaCha20Poly1305>(
+        "wycheproof/chacha20_poly1305_test.json",
+        (256, 69),
+    );
 }
 
 /// ChaCha20 (RFC 8439 §2.4) keystream XOR `data`, starting at block `counter`,

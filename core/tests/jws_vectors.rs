@@ -141,6 +141,29 @@ fn rfc8032_ed25519() {
     assert_eq!(checked, 5);
 }
 
+/// Verify every test of a Wycheproof signature group with `key`: valid
+/// signatures verify, invalid ones fail with `JwsBadSignature`. Returns the
+/// (valid, invalid) counts.
+fn check_signatures(key: &VerifyingKey, group: &Value) -> (usize, usize) {
+    let (mut valid, mut invalid) = (0, 0);
+    for t in group["tests"].as_array().unwrap() {
+        let id = &t["tcId"];
+        let got = key.verify_signature(&hex(&t["msg"]), &hex(&t["sig"]));
+        match t["result"].as_str().unwrap() {
+            "valid" => {
+                assert_eq!(got, Ok(()), "tcId {id}");
+                valid += 1;
+            }
+            "invalid" => {
+                assert_eq!(got, Err(CryptoError::JwsBadSignature), "tcId {id}");
+                invalid += 1;
+            }
+            other => panic!("tcId {id}: unexpected result {other}"),
+        }
+    }
+    (valid, invalid)
+}
+
 #[test]
 fn wycheproof_ed25519_every_case() {
     let file = load("wycheproof/ed25519_test.json");
@@ -153,21 +176,9 @@ fn wycheproof_ed25519_every_case() {
         for member in ["kty", "crv", "x"] {
             assert_eq!(jwk[member], group["publicKeyJwk"][member]);
         }
-        for t in group["tests"].as_array().unwrap() {
-            let id = &t["tcId"];
-            let got = key.verify_signature(&hex(&t["msg"]), &hex(&t["sig"]));
-            match t["result"].as_str().unwrap() {
-                "valid" => {
-                    assert_eq!(got, Ok(()), "tcId {id}");
-                    valid += 1;
-                }
-                "invalid" => {
-                    assert_eq!(got, Err(CryptoError::JwsBadSignature), "tcId {id}");
-                    invalid += 1;
-                }
-                other => panic!("tcId {id}: unexpected result {other}"),
-            }
-        }
+        let (v, i) = check_signatures(&key, group);
+        valid += v;
+        invalid += i;
     }
     assert_eq!((valid, invalid), (88, 63));
 }
@@ -188,21 +199,9 @@ fn wycheproof_ecdsa_p256_sha256_p1363_every_case() {
             }
             jwks += 1;
         }
-        for t in group["tests"].as_array().unwrap() {
-            let id = &t["tcId"];
-            let got = key.verify_signature(&hex(&t["msg"]), &hex(&t["sig"]));
-            match t["result"].as_str().unwrap() {
-                "valid" => {
-                    assert_eq!(got, Ok(()), "tcId {id}");
-                    valid += 1;
-                }
-                "invalid" => {
-                    assert_eq!(got, Err(CryptoError::JwsBadSignature), "tcId {id}");
-                    invalid += 1;
-                }
-                other => panic!("tcId {id}: unexpected result {other}"),
-            }
-        }
+        let (v, i) = check_signatures(&key, group);
+        valid += v;
+        invalid += i;
     }
     assert_eq!((valid, invalid), (173, 89));
     assert!(jwks > 0, "some groups carry a JWK to compare with");
