@@ -1,0 +1,564 @@
+//! PostgreSQL-specific behaviour beyond the conformance suite: bad input and
+//! failures (unreachable server, pool exhaustion, dropped connections, an
+//! unknown commit outcome, corrupt rows, a newer schema), concurrent
+//! migrations, check-only snapshots, and races across two pools.
+
+use keystead::store::{Batch, Precondition, StorageError, Store};
+use keystead_postgres::testing::{raw_client, server_url};
+use keystead_postgres::{CommitOutcomeUnknown, PostgresOptions, PostgresStore};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+fn put(key: &[u8], value: &[u8], pre: Precondition) -> Batch {
+    let mut batch = Batch::new();
+    batch.put(key.to_vec(), value.to_vec(), pre).unwrap();
+    batch
+}
+
+/// A schema (and application name) no other test or run uses.
+fn fresh(name: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "kt_{name}_{}_{nanos:x}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// `url` with one more connection parameter, in either syntax.
+fn with_param(url: &str, key: &str, value: &str) -> String {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let value: String = value
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' | b'.' => {
+                    char::from(b).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        format!("{url}{sep}{key}={value}")
+    } else {
+        format!("{url} {key}='{value}'")
+    }
+}
+
+fn backend_message(result: Result<impl std::fmt::Debug, StorageError>) -> String {
+    match result {
+        Err(StorageError::Backend(e)) => e.to_string(),
+        other => panic!("expected a Backend error, got {other:?}"),
+    }
+}
+
+async fn open(schema: &str, options: PostgresOptions) -> PostgresStore {
+    PostgresStore::connect_with(&server_url().unwrap(), options.with_schema(schema))
+        .await
+        .unwrap()
+}
+
+/// Poll `sql` (one bigint column) until it returns at least 1.
+async fn wait_for(raw: &tokio_postgres::Client, sql: &str, app: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n: i64 = raw.query_one(sql, &[&app]).await.unwrap().get(0);
+        if n > 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {sql}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const WAITING_ON_LOCK: &str = "SELECT count(*) FROM pg_stat_activity
+     WHERE application_name = $1 AND wait_event_type = 'Lock'";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_server_is_a_backend_error_naming_the_cause() {
+    let options = PostgresOptions::default().with_connect_timeout(Duration::from_secs(3));
+    // Port 1 on loopback: nothing listens there.
+    let message = backend_message(
+        PostgresStore::connect_with(
+            "host=127.0.0.1 port=1 user=keystead dbname=keystead",
+            options,
+        )
+        .await,
+    );
+    assert!(
+        message.contains("cannot connect to PostgreSQL") && message.contains("refused"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_connection_string_and_options_are_refused() {
+    let message = backend_message(PostgresStore::connect("postgres://[::1").await);
+    assert!(
+        message.contains("invalid PostgreSQL connection string"),
+        "{message}"
+    );
+    let url = server_url().unwrap();
+    let message = backend_message(
+        PostgresStore::connect_with(&url, PostgresOptions::default().with_pool_size(0)).await,
+    );
+    assert!(message.contains("pool_size"), "{message}");
+    let message = backend_message(
+        PostgresStore::connect_with(&url, PostgresOptions::default().with_schema("")).await,
+    );
+    assert!(message.contains("schema name"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pool_exhaustion_is_a_backend_error() {
+    let schema = fresh("pool");
+    let app = fresh("pool_app");
+    let url = with_param(&server_url().unwrap(), "application_name", &app);
+    let store = PostgresStore::connect_with(
+        &url,
+        PostgresOptions::default()
+            .with_schema(&schema)
+            .with_pool_size(1)
+            .with_wait_timeout(Duration::from_millis(300)),
+    )
+    .await
+    .unwrap();
+    // Hold the commit counter so the store's only connection stays busy.
+    let raw = raw_client(&server_url().unwrap()).await.unwrap();
+    raw.batch_execute(&format!(
+        "BEGIN; SELECT 1 FROM \"{schema}\".commit_counter FOR UPDATE"
+    ))
+    .await
+    .unwrap();
+    let committer = tokio::spawn({
+        let store = store.clone();
+        async move { store.commit(put(b"k", b"v", Precondition::Absent)).await }
+    });
+    wait_for(&raw, WAITING_ON_LOCK, &app).await;
+    let message = backend_message(store.get(b"k").await);
+    assert!(message.contains("pool exhausted"), "{message}");
+    raw.batch_execute("ROLLBACK").await.unwrap();
+    committer.await.unwrap().unwrap();
+    assert_eq!(store.get(b"k").await.unwrap().unwrap().value, b"v");
+    store.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_dropped_mid_commit_applies_nothing() {
+    let schema = fresh("dropped");
+    let app = fresh("dropped_app");
+    let url = with_param(&server_url().unwrap(), "application_name", &app);
+    let store = PostgresStore::connect_with(&url, PostgresOptions::default().with_schema(&schema))
+        .await
+        .unwrap();
+    let raw = raw_client(&server_url().unwrap()).await.unwrap();
+    raw.batch_execute(&format!(
+        "BEGIN; SELECT 1 FROM \"{schema}\".commit_counter FOR UPDATE"
+    ))
+    .await
+    .unwrap();
+    let committer = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let mut batch = put(b"a", b"1", Precondition::Absent);
+            batch
+                .put(b"b".to_vec(), b"2".to_vec(), Precondition::Any)
+                .unwrap();
+            store.commit(batch).await
+        }
+    });
+    wait_for(&raw, WAITING_ON_LOCK, &app).await;
+    let other = raw_client(&server_url().unwrap()).await.unwrap();
+    other
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            &[&app],
+        )
+        .await
+        .unwrap();
+    let result = committer.await.unwrap();
+    match &result {
+        Err(StorageError::Backend(e)) => {
+            assert!(
+                !e.is::<CommitOutcomeUnknown>(),
+                "COMMIT was never sent: {e}"
+            );
+            let message = e.to_string();
+            assert!(message.contains("terminating connection"), "{message}");
+        }
+        other => panic!("expected a Backend error, got {other:?}"),
+    }
+    raw.batch_execute("ROLLBACK").await.unwrap();
+    // Nothing of the batch was applied, and the store works on a new
+    // connection.
+    assert_eq!(store.get(b"a").await.unwrap(), None);
+    assert_eq!(store.get(b"b").await.unwrap(), None);
+    store
+        .commit(put(b"a", b"again", Precondition::Absent))
+        .await
+        .unwrap();
+    assert_eq!(store.get(b"a").await.unwrap().unwrap().version, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_lost_during_commit_reports_an_unknown_outcome() {
+    let schema = fresh("unknown");
+    let app = fresh("unknown_app");
+    let url = with_param(&server_url().unwrap(), "application_name", &app);
+    let store = PostgresStore::connect_with(&url, PostgresOptions::default().with_schema(&schema))
+        .await
+        .unwrap();
+    // A deferred trigger makes COMMIT itself slow, so the connection can be
+    // cut while COMMIT is in flight.
+    let raw = raw_client(&server_url().unwrap()).await.unwrap();
+    raw.batch_execute(&format!(
+        "CREATE FUNCTION \"{schema}\".slow_commit() RETURNS trigger LANGUAGE plpgsql
+             AS $$ BEGIN PERFORM pg_sleep(60); RETURN NULL; END $$;
+         CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT OR UPDATE ON \"{schema}\".kv
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION \"{schema}\".slow_commit();"
+    ))
+    .await
+    .unwrap();
+    let committer = tokio::spawn({
+        let store = store.clone();
+        async move { store.commit(put(b"k", b"v", Precondition::Absent)).await }
+    });
+    wait_for(
+        &raw,
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE application_name = $1 AND state = 'active' AND query = 'COMMIT'",
+        &app,
+    )
+    .await;
+    raw.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+        &[&app],
+    )
+    .await
+    .unwrap();
+    match committer.await.unwrap() {
+        Err(StorageError::Backend(e)) => {
+            let unknown = e
+                .downcast_ref::<CommitOutcomeUnknown>()
+                .unwrap_or_else(|| panic!("expected CommitOutcomeUnknown, got {e}"));
+            assert!(unknown.to_string().contains("may or may not"), "{unknown}");
+        }
+        other => panic!("expected an unknown outcome, got {other:?}"),
+    }
+}
+
+/// A `COMMIT` the server answers with an `ERROR` rolled the batch back: a
+/// definite failure, not an unknown outcome, and nothing is applied.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_commit_refused_by_the_server_is_a_definite_failure() {
+    let schema = fresh("refused");
+    let store = open(&schema, PostgresOptions::default()).await;
+    let raw = raw_client(&server_url().unwrap()).await.unwrap();
+    raw.batch_execute(&format!(
+        "CREATE FUNCTION \"{schema}\".refuse() RETURNS trigger LANGUAGE plpgsql
+             AS $$ BEGIN RAISE EXCEPTION 'refused at commit'; END $$;
+         CREATE CONSTRAINT TRIGGER refuse AFTER INSERT ON \"{schema}\".kv
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION \"{schema}\".refuse();"
+    ))
+    .await
+    .unwrap();
+    match store.commit(put(b"k", b"v", Precondition::Absent)).await {
+        Err(StorageError::Backend(e)) => {
+            assert!(!e.is::<CommitOutcomeUnknown>(), "{e}");
+            assert!(e.to_string().contains("refused at commit"), "{e}");
+        }
+        other => panic!("expected a Backend error, got {other:?}"),
+    }
+    assert_eq!(store.get(b"k").await.unwrap(), None);
+    raw.batch_execute(&format!("DROP TRIGGER refuse ON \"{schema}\".kv"))
+        .await
+        .unwrap();
+    // The rolled-back commit took no number.
+    store
+        .commit(put(b"k", b"v", Precondition::Absent))
+        .await
+        .unwrap();
+    assert_eq!(store.get(b"k").await.unwrap().unwrap().version, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_rows_are_corrupt_with_the_key() {
+    let schema = fresh("corrupt");
+    let store = open(&schema, PostgresOptions::default()).await;
+    store
+        .commit(put(b"good", b"v", Precondition::Any))
+        .await
+        .unwrap();
+    let raw = raw_client(&server_url().unwrap()).await.unwrap();
+    let table = format!("\"{schema}\".kv");
+    raw.batch_execute(&format!(
+        "ALTER TABLE {table} ALTER COLUMN value DROP NOT NULL"
+    ))
+    .await
+    .unwrap();
+    let insert = format!("INSERT INTO {table} (key, value, version) VALUES ($1, $2, $3)");
+    let empty: &[u8] = b"";
+    raw.execute(&insert, &[&b"bad-version".as_slice(), &empty, &-4i64])
+        .await
+        .unwrap();
+    raw.execute(&insert, &[&b"bad-zero".as_slice(), &empty, &0i64])
+        .await
+        .unwrap();
+    raw.execute(&insert, &[&b"bad-value".as_slice(), &None::<&[u8]>, &3i64])
+        .await
+        .unwrap();
+    for key in [b"bad-version".as_slice(), b"bad-zero", b"bad-value"] {
+        match store.get(key).await {
+            Err(StorageError::Corrupt { key: named, .. }) => assert_eq!(named, key),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+    match store.scan(b"bad", None, 10).await {
+        Err(StorageError::Corrupt { key, .. }) => assert!(key.starts_with(b"bad")),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // A commit whose precondition reads a corrupt version fails the same way,
+    // writing nothing; so does a check-only batch.
+    let mut batch = put(b"another", b"x", Precondition::Absent);
+    batch
+        .check(b"bad-version".to_vec(), Precondition::Version(1))
+        .unwrap();
+    assert!(matches!(
+        store.commit(batch).await,
+        Err(StorageError::Corrupt { key, .. }) if key == b"bad-version"
+    ));
+    let mut checks = Batch::new();
+    checks
+        .check(b"bad-zero".to_vec(), Precondition::Absent)
+        .unwrap();
+    assert!(matches!(
+        store.commit(checks).await,
+        Err(StorageError::Corrupt { key, .. }) if key == b"bad-zero"
+    ));
+    assert_eq!(store.get(b"another").await.unwrap(), None);
+    assert_eq!(store.get(b"good").await.unwrap().unwrap().value, b"v");
+    // The counter did not move: the next commit is number 2.
+    store
+        .commit(put(b"next", b"", Precondition::Absent))
+        .await
+        .unwrap();
+    assert_eq!(store.get(b"next").await.unwrap().unwrap().version, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_newer_schema_is_refused() {
+    let schema = fresh("newer");
+    open(&schema, PostgresOptions::default())
+        .await
+        .close()
+        .await
+        .unwrap();
+    let raw = raw_client(&server_url().unwrap()).await.unwrap();
+    raw.execute(
+        &format!(
+            "INSERT INTO \"{schema}\".keystead_schema (version, description) VALUES (1000000, 'from the future')"
+        ),
+        &[],
+    )
+    .await
+    .unwrap();
+    let message = backend_message(
+        PostgresStore::connect_with(
+            &server_url().unwrap(),
+            PostgresOptions::default().with_schema(&schema),
+        )
+        .await,
+    );
+    assert!(message.contains("newer"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_first_connects_migrate_once() {
+    let schema = fresh("migrate");
+    let url = server_url().unwrap();
+    let connects: Vec<_> = (0..6)
+        .map(|_| {
+            let url = url.clone();
+            let schema = schema.clone();
+            tokio::spawn(async move {
+                PostgresStore::connect_with(&url, PostgresOptions::default().with_schema(schema))
+                    .await
+            })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for connect in connects {
+        stores.push(connect.await.unwrap().unwrap());
+    }
+    let raw = raw_client(&url).await.unwrap();
+    let applied: i64 = raw
+        .query_one(
+            &format!("SELECT count(*) FROM \"{schema}\".keystead_schema"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(applied, 1);
+    stores[0]
+        .commit(put(b"k", b"v", Precondition::Absent))
+        .await
+        .unwrap();
+    assert_eq!(stores[5].get(b"k").await.unwrap().unwrap().version, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn asynchronous_commit_sessions_are_refused_unless_allowed() {
+    let schema = fresh("async_commit");
+    let url = with_param(
+        &server_url().unwrap(),
+        "options",
+        "-c synchronous_commit=off",
+    );
+    let message = backend_message(
+        PostgresStore::connect_with(&url, PostgresOptions::default().with_schema(&schema)).await,
+    );
+    assert!(message.contains("synchronous_commit"), "{message}");
+    let options = PostgresOptions {
+        allow_asynchronous_commit: true,
+        ..PostgresOptions::default()
+    };
+    let store = PostgresStore::connect_with(&url, options.with_schema(&schema))
+        .await
+        .unwrap();
+    store
+        .commit(put(b"k", b"v", Precondition::Absent))
+        .await
+        .unwrap();
+}
+
+/// Two keys always written together keep equal versions; a check-only batch
+/// that would only pass on a torn read (one key old, the other new) never
+/// succeeds, while a consistent one often does.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_only_batches_read_one_snapshot() {
+    let schema = fresh("snapshot");
+    let store = Arc::new(open(&schema, PostgresOptions::default()).await);
+    let mut both = Batch::new();
+    both.put(b"a".to_vec(), vec![0], Precondition::Absent)
+        .unwrap();
+    both.put(b"b".to_vec(), vec![0], Precondition::Absent)
+        .unwrap();
+    store.commit(both).await.unwrap();
+    let writer = tokio::spawn({
+        let store = Arc::clone(&store);
+        async move {
+            for v in 1u64..=150 {
+                let mut both = Batch::new();
+                both.put(b"a".to_vec(), vec![0], Precondition::Version(v))
+                    .unwrap();
+                both.put(b"b".to_vec(), vec![0], Precondition::Version(v))
+                    .unwrap();
+                store.commit(both).await.unwrap();
+            }
+        }
+    });
+    let mut consistent_ok = 0u32;
+    while !writer.is_finished() {
+        let v = store.get(b"a").await.unwrap().unwrap().version;
+        let mut torn = Batch::new();
+        torn.check(b"a".to_vec(), Precondition::Version(v)).unwrap();
+        torn.check(b"b".to_vec(), Precondition::Version(v + 1))
+            .unwrap();
+        assert!(
+            matches!(store.commit(torn).await, Err(StorageError::Conflict { .. })),
+            "a check-only batch passed on a torn read at version {v}"
+        );
+        let mut same = Batch::new();
+        same.check(b"a".to_vec(), Precondition::Version(v)).unwrap();
+        same.check(b"b".to_vec(), Precondition::Version(v)).unwrap();
+        match store.commit(same).await {
+            Ok(()) => consistent_ok += 1,
+            Err(StorageError::Conflict { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    writer.await.unwrap();
+    assert!(consistent_ok > 0, "consistent checks never passed");
+    // Check-only batches took no commit number.
+    assert_eq!(store.get(b"b").await.unwrap().unwrap().version, 151);
+}
+
+/// Two stores (two pools, as two instances of an embedder's backend would
+/// have) race `Absent` claims and compare-and-swap increments.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_pools_race_with_one_winner_and_no_lost_increment() {
+    const ROUNDS: usize = 10;
+    const RACERS: u8 = 16;
+    const WRITERS: usize = 4;
+    const INCREMENTS: u64 = 25;
+    let schema = fresh("pools");
+    let stores = [
+        Arc::new(open(&schema, PostgresOptions::default()).await),
+        Arc::new(open(&schema, PostgresOptions::default()).await),
+    ];
+    for round in 0..ROUNDS {
+        let key = format!("unique/{round}").into_bytes();
+        let tasks: Vec<_> = (0..RACERS)
+            .map(|i| {
+                let store = Arc::clone(&stores[usize::from(i % 2)]);
+                let key = key.clone();
+                tokio::spawn(async move {
+                    match store.commit(put(&key, &[i], Precondition::Absent)).await {
+                        Ok(()) => Some(i),
+                        Err(StorageError::Conflict { .. }) => None,
+                        Err(e) => panic!("unexpected error: {e}"),
+                    }
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for task in tasks {
+            winners.extend(task.await.unwrap());
+        }
+        assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
+        assert_eq!(
+            stores[round % 2].get(&key).await.unwrap().unwrap().value,
+            vec![winners[0]]
+        );
+    }
+    let tasks: Vec<_> = (0..2 * WRITERS)
+        .map(|i| {
+            let store = Arc::clone(&stores[i % 2]);
+            tokio::spawn(async move {
+                for _ in 0..INCREMENTS {
+                    keystead::store::conformance::increment(&*store, b"counter").await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let expected = 2 * WRITERS as u64 * INCREMENTS;
+    for store in &stores {
+        assert_eq!(
+            keystead::store::conformance::counter(&**store, b"counter").await,
+            expected
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schemas_isolate_stores_in_one_database() {
+    let one = open(&fresh("iso_one"), PostgresOptions::default()).await;
+    let two = open(&fresh("iso_two"), PostgresOptions::default()).await;
+    one.commit(put(b"k", b"one", Precondition::Absent))
+        .await
+        .unwrap();
+    assert_eq!(two.get(b"k").await.unwrap(), None);
+    two.commit(put(b"k", b"two", Precondition::Absent))
+        .await
+        .unwrap();
+    assert_eq!(one.get(b"k").await.unwrap().unwrap().value, b"one");
+    assert_eq!(two.get(b"k").await.unwrap().unwrap().version, 1);
+}
