@@ -209,12 +209,7 @@ impl DevicePublicKey {
                 .map_err(|_| CryptoError::InvalidPublicKey {
                     reason: "an X25519 public key is exactly 32 bytes",
                 })?;
-        // A clamped scalar is a multiple of the cofactor 8 and smaller than 8
-        // times the prime subgroup order, so its product with `u` is the
-        // point at infinity (encoded as zero) exactly when `u` has small
-        // order. The scalar itself is public; any clamped value works.
-        let probe = x25519_dalek::x25519(x25519_dalek::X25519_BASEPOINT_BYTES, key);
-        if probe == [0u8; X25519_KEY_LEN] {
+        if has_small_order(&key) {
             return Err(CryptoError::InvalidPublicKey {
                 reason: "the point has small order (the shared secret would be all zeros)",
             });
@@ -240,6 +235,56 @@ impl fmt::Debug for DevicePublicKey {
     }
 }
 
+/// The encodings (top bit cleared, as X25519 ignores it) of every `u` of
+/// small order on Curve25519 and its twist: 0, 1, the two points of order 8,
+/// and p − 1, p, p + 1 (RFC 7748 §6.1; the list libsodium and Wycheproof
+/// use). No other encoding of these points fits in 255 bits.
+const SMALL_ORDER_U: [[u8; X25519_KEY_LEN]; 7] = [
+    [0; 32],
+    [
+        1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0,
+    ],
+    [
+        0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4,
+        0x6a, 0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49,
+        0xb8, 0x00,
+    ],
+    [
+        0x5f, 0x9c, 0x95, 0xbc, 0xa3, 0x50, 0x8c, 0x24, 0xb1, 0xd0, 0xb1, 0x55, 0x9c, 0x83, 0xef,
+        0x5b, 0x04, 0x44, 0x5c, 0xc4, 0x58, 0x1c, 0x8e, 0x86, 0xd8, 0x22, 0x4e, 0xdd, 0xd0, 0x9f,
+        0x11, 0x57,
+    ],
+    [
+        0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x7f,
+    ],
+    [
+        0xed, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x7f,
+    ],
+    [
+        0xee, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x7f,
+    ],
+];
+
+/// Whether X25519 with `u` gives the all-zero output for every clamped
+/// scalar, i.e. `u` (top bit ignored) is in [`SMALL_ORDER_U`].
+///
+/// A table lookup rather than a trial multiplication: this runs on every
+/// envelope [`envelope::inspect`] and [`envelope::open`], where a scalar
+/// multiplication doubled the cost of opening. The key is public, so the
+/// comparison need not be constant-time.
+fn has_small_order(u: &[u8; X25519_KEY_LEN]) -> bool {
+    let mut masked = *u;
+    masked[31] &= 0x7f;
+    SMALL_ORDER_U.contains(&masked)
+}
+
 /// SHA-256 of a device public key's 32 bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KeyFingerprint(pub [u8; 32]);
@@ -259,15 +304,25 @@ impl fmt::Display for KeyFingerprint {
 /// A device's X25519 private key. It never leaves the device.
 ///
 /// `Debug` prints `[redacted]`; the key is wiped when dropped (the inner
-/// `x25519_dalek::StaticSecret` zeroizes on drop).
+/// `x25519_dalek::StaticSecret` zeroizes on drop). The public key is
+/// computed once, when the key is made, since [`envelope::open`] needs its
+/// fingerprint on every call.
 #[derive(Clone)]
-pub struct DeviceSecretKey(x25519_dalek::StaticSecret);
+pub struct DeviceSecretKey {
+    secret: x25519_dalek::StaticSecret,
+    public: DevicePublicKey,
+}
 
 impl DeviceSecretKey {
+    fn from_secret(secret: x25519_dalek::StaticSecret) -> Self {
+        let public = DevicePublicKey(x25519_dalek::PublicKey::from(&secret).to_bytes());
+        Self { secret, public }
+    }
+
     /// A fresh key from 32 bytes of system randomness.
     pub fn generate() -> Result<Self, CryptoError> {
         let bytes = random_array::<X25519_KEY_LEN>()?;
-        Ok(Self(x25519_dalek::StaticSecret::from(*bytes)))
+        Ok(Self::from_secret(x25519_dalek::StaticSecret::from(*bytes)))
     }
 
     /// Import a key exported with [`DeviceSecretKey::to_bytes`] (32 bytes;
@@ -278,17 +333,17 @@ impl DeviceSecretKey {
                 reason: "an X25519 secret key is exactly 32 bytes",
             },
         )?);
-        Ok(Self(x25519_dalek::StaticSecret::from(*arr)))
+        Ok(Self::from_secret(x25519_dalek::StaticSecret::from(*arr)))
     }
 
     /// The 32 secret bytes, for the device's own key store. Wiped on drop.
     pub fn to_bytes(&self) -> Zeroizing<[u8; X25519_KEY_LEN]> {
-        Zeroizing::new(self.0.to_bytes())
+        Zeroizing::new(self.secret.to_bytes())
     }
 
     /// The matching public key.
     pub fn public_key(&self) -> DevicePublicKey {
-        DevicePublicKey(x25519_dalek::PublicKey::from(&self.0).to_bytes())
+        self.public
     }
 
     /// Raw X25519 (RFC 7748) with `peer`. The result is never all zeros:
@@ -298,7 +353,7 @@ impl DeviceSecretKey {
         peer: &DevicePublicKey,
     ) -> Result<Zeroizing<[u8; X25519_KEY_LEN]>, CryptoError> {
         let shared = self
-            .0
+            .secret
             .diffie_hellman(&x25519_dalek::PublicKey::from(peer.0));
         if !shared.was_contributory() {
             return Err(CryptoError::InvalidPublicKey {
@@ -309,7 +364,7 @@ impl DeviceSecretKey {
     }
 
     pub(crate) fn as_bytes(&self) -> &[u8; X25519_KEY_LEN] {
-        self.0.as_bytes()
+        self.secret.as_bytes()
     }
 }
 
@@ -340,6 +395,42 @@ mod tests {
         assert_eq!(*ab, *ba);
         let again = DeviceSecretKey::from_bytes(a.to_bytes().as_ref()).unwrap();
         assert_eq!(again.public_key(), a.public_key());
+    }
+
+    /// Regression (benchmark): the small-order table must reject exactly
+    /// what the trial multiplication it replaced rejected.
+    #[test]
+    fn small_order_table_matches_trial_multiplication() {
+        let probe = |u: [u8; 32]| {
+            x25519_dalek::x25519(x25519_dalek::X25519_BASEPOINT_BYTES, u) == [0u8; 32]
+        };
+        let mut candidates: Vec<[u8; 32]> = Vec::new();
+        for u in SMALL_ORDER_U {
+            let mut high = u;
+            high[31] |= 0x80;
+            let mut next = u;
+            next[0] = next[0].wrapping_add(1);
+            candidates.extend([u, high, next]);
+        }
+        for _ in 0..256 {
+            candidates.push(*random_array::<32>().unwrap());
+        }
+        for u in candidates {
+            assert_eq!(has_small_order(&u), probe(u), "{}", hex(&u));
+            assert_eq!(DevicePublicKey::from_bytes(&u).is_err(), probe(u));
+        }
+        for u in SMALL_ORDER_U {
+            assert!(probe(u), "{}", hex(&u));
+        }
+    }
+
+    #[test]
+    fn cached_public_key_matches() {
+        let sk = DeviceSecretKey::generate().unwrap();
+        let derived =
+            x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*sk.to_bytes()));
+        assert_eq!(sk.public_key().to_bytes(), derived.to_bytes());
+        assert_eq!(sk.clone().public_key(), sk.public_key());
     }
 
     #[test]
