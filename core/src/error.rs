@@ -8,6 +8,7 @@
 use crate::crypto::CryptoError;
 use crate::realm::RealmError;
 use crate::store::{BatchError, StorageError};
+use crate::user::{AuthError, UserError};
 
 /// Every failure a keystead call can report.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +26,13 @@ pub enum Error {
     /// A realm is missing, disabled or its name is taken.
     #[error(transparent)]
     Realm(#[from] RealmError),
+    /// A user is missing, disabled, or its username or email is taken.
+    #[error(transparent)]
+    User(#[from] UserError),
+    /// Authentication failed, is throttled, or a session, challenge or
+    /// application token is unknown.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 impl Error {
@@ -36,6 +44,8 @@ impl Error {
             Error::Storage(e) => e.code(),
             Error::Crypto(e) => e.code(),
             Error::Realm(e) => e.code(),
+            Error::User(e) => e.code(),
+            Error::Auth(e) => e.code(),
         }
     }
 }
@@ -90,6 +100,24 @@ mod tests {
         assert_eq!(c.code(), "STORAGE_CONFLICT");
         let b: Error = BatchError::EmptyKey.into();
         assert_eq!(b.code(), "VALIDATION_FAILED");
+    }
+
+    #[test]
+    fn user_and_auth_codes_are_stable() {
+        let cases: [(Error, &str); 6] = [
+            (AuthError::InvalidCredentials.into(), "INVALID_CREDENTIALS"),
+            (
+                AuthError::TooManyAttempts { retry_after: None }.into(),
+                "TOO_MANY_ATTEMPTS",
+            ),
+            (UserError::UsernameTaken.into(), "USERNAME_TAKEN"),
+            (UserError::EmailTaken.into(), "EMAIL_TAKEN"),
+            (UserError::NotFound.into(), "USER_NOT_FOUND"),
+            (UserError::Disabled.into(), "USER_DISABLED"),
+        ];
+        for (error, code) in cases {
+            assert_eq!(error.code(), code);
+        }
     }
 
     #[test]

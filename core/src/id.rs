@@ -60,6 +60,9 @@ macro_rules! define_id {
 
         impl $name {
             /// A new random id stamped with `now` (read from the service's clock).
+            ///
+            /// Panics only if the operating system's CSPRNG fails, when no
+            /// safe id (or key, or token) can be made at all.
             pub fn generate(now: DateTime<Utc>) -> Self {
                 Self(new_v7(now))
             }
@@ -181,6 +184,14 @@ define_id!(
 define_id!(
     /// A token-signing key (its `kid`).
     SigningKeyId
+);
+define_id!(
+    /// An application token (the secret itself is never stored).
+    AppTokenId
+);
+define_id!(
+    /// A pending MFA login challenge.
+    ChallengeId
 );
 
 #[cfg(test)]

@@ -26,8 +26,10 @@
 use crate::clock::{Clock, SystemClock};
 use crate::crypto::at_rest::KeyProvider;
 use crate::error::{Error, ValidationError};
+use crate::id::RealmId;
 use crate::realm::Realms;
 use crate::store::Store;
+use crate::user::Users;
 use std::sync::Arc;
 
 /// How many times a service method reloads and retries after losing a
@@ -63,6 +65,14 @@ impl Keystead {
     /// Realms (tenants): create, configure, disable, delete.
     pub fn realms(&self) -> Realms {
         Realms::new(Arc::clone(&self.ctx))
+    }
+
+    /// Users, passwords, login, sessions and application tokens of one
+    /// realm. The handle is bound to `realm`: nothing of another realm can be
+    /// read or changed through it. Every call first checks that the realm
+    /// exists and is active.
+    pub fn users(&self, realm: RealmId) -> Users {
+        Users::new(Arc::clone(&self.ctx), realm)
     }
 
     /// The store this instance was built with (for embedders that keep their

@@ -35,6 +35,8 @@ pub enum TokenKind {
     MagicLink,
     /// A trusted-device ("remember this device") token (`kstd_…`).
     TrustedDevice,
+    /// A long-lived application token for programmatic login (`ksat_…`).
+    AppToken,
 }
 
 impl TokenKind {
@@ -45,6 +47,7 @@ impl TokenKind {
             TokenKind::OneTime => "ksot",
             TokenKind::MagicLink => "ksml",
             TokenKind::TrustedDevice => "kstd",
+            TokenKind::AppToken => "ksat",
         }
     }
 }

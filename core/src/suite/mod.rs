@@ -6,6 +6,7 @@
 //! [`StaticKeyProvider`], so every domain rule is proven on every backend.
 
 pub mod realm;
+pub mod user;
 
 use crate::Keystead;
 use crate::clock::ManualClock;
@@ -39,6 +40,23 @@ macro_rules! domain_tests {
             names_are_unique_under_concurrency,
             disable_enable_update_and_validation,
             delete_sweeps_data_and_frees_the_name
+        ]);
+        $crate::domain_tests!(@cases $open, user, [
+            register_get_list_and_profile,
+            update_profile_and_email_index,
+            usernames_are_unique_under_concurrency,
+            login_and_sessions,
+            failures_are_indistinguishable,
+            lockout_back_off_and_hard_cap,
+            concurrent_failures_are_all_counted,
+            update_password_rules,
+            rehash_on_parameter_change,
+            mfa_required_gives_a_challenge,
+            app_tokens,
+            delete_removes_everything,
+            realms_are_isolated,
+            disabled_realm_refuses,
+            default_argon2_parameters
         ]);
     };
     (@cases $open:expr, $module:ident, [$($case:ident),* $(,)?]) => {

@@ -1,0 +1,263 @@
+//! Login with username and password.
+//!
+//! `authenticate` reads the clock once, refuses throttled usernames before
+//! any hashing ([`lockout`](super::lockout)), counts the attempt with a
+//! compare-and-swap on the counter while it verifies the password with
+//! argon2id off the executor (against a dummy hash for unknown usernames),
+//! and then either opens a session or — when the realm requires MFA or the
+//! user has an active factor — stores a short-lived [`Challenge`] for the
+//! MFA step. Every failure is the same `INVALID_CREDENTIALS`: unknown user,
+//! wrong password and disabled account alike (a disabled account's
+//! password is still checked, so timing does not tell it apart either).
+//!
+//! On success one batch writes the session (or challenge), clears the
+//! failure counter, re-hashes the password if the realm's argon2 parameters
+//! changed, and checks the user record's version — so a user disabled or
+//! deleted concurrently can't end up with a session.
+
+use super::lockout::Admission;
+use super::password::{self, Verified};
+use super::service::Users;
+use super::{
+    AuthError, CHALLENGE_TTL_SECS, ChallengeId, ChallengeRecord, Session, StoredUser, UserRecord,
+    UserStatus, keys, normalize_username,
+};
+use crate::error::Error;
+use crate::id::{RealmId, UserId};
+use crate::keystead::MAX_RETRIES;
+use crate::realm::{MAX_PASSWORD_LEN, MfaPolicy};
+use crate::secret::SecretString;
+use crate::store::{Batch, Precondition, StorageError, record};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::session::AuthMethod;
+
+/// A pending second-factor step after a correct password.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    /// The id the client presents with its second factor.
+    pub id: ChallengeId,
+    /// Who is logging in.
+    pub user: UserId,
+    /// The realm.
+    pub realm: RealmId,
+    /// When the password was accepted.
+    pub created_at: DateTime<Utc>,
+    /// When the challenge stops being accepted.
+    pub expires_at: DateTime<Utc>,
+    /// The methods already passed (`pwd`).
+    pub methods: Vec<AuthMethod>,
+}
+
+/// The result of a correct password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum LoginOutcome {
+    /// Logged in.
+    Authenticated(Session),
+    /// A second factor is needed; complete the challenge with the MFA
+    /// service.
+    MfaRequired {
+        /// The pending challenge.
+        challenge: Challenge,
+    },
+}
+
+/// `Ok` for an admitted attempt, `TOO_MANY_ATTEMPTS` otherwise.
+pub(crate) fn admission_result(admission: Admission) -> Result<(), Error> {
+    match admission {
+        Admission::Allowed => Ok(()),
+        Admission::Wait(d) => Err(AuthError::TooManyAttempts {
+            retry_after: Some(d),
+        }
+        .into()),
+        Admission::Locked => Err(AuthError::TooManyAttempts { retry_after: None }.into()),
+    }
+}
+
+impl Users {
+    /// Log in with username and password; see the [module docs](self).
+    pub async fn authenticate(
+        &self,
+        username: &str,
+        password: SecretString,
+    ) -> Result<LoginOutcome, Error> {
+        let realm = self.active_realm().await?;
+        let now = self.now();
+        let policy = realm.settings.password;
+        // A name that can't exist, or an over-long password, can't be right;
+        // neither says anything about an account.
+        let Ok((_, username_key)) = normalize_username(username) else {
+            return Err(AuthError::InvalidCredentials.into());
+        };
+        if password.expose().len() > MAX_PASSWORD_LEN as usize {
+            return Err(AuthError::InvalidCredentials.into());
+        }
+        // A throttled name is refused here, before any hashing.
+        let lockout = realm.settings.lockout;
+        let counter = self.load_lockout(&username_key).await?;
+        admission_result(counter.0.admission(&lockout, now))?;
+        // The attempt is counted (compare-and-swap, re-checking admission)
+        // while the password is checked: the fsynced write hides behind
+        // argon2. If a concurrent attempt won the race and this one is now
+        // refused, the check's result is thrown away.
+        let reserve = self.reserve_attempt(&username_key, &lockout, now, Some(counter));
+        let check = async {
+            match self.user_by_key(&username_key).await? {
+                None => {
+                    password::verify_dummy(&policy, password).await?;
+                    Ok::<_, Error>(None)
+                }
+                Some((found, version)) => {
+                    let hash = found.password_hash.clone();
+                    let verified = password::verify(&policy, hash, password).await?;
+                    Ok(Some((found, version, verified)))
+                }
+            }
+        };
+        let (reserved, checked) = futures::future::join(reserve, check).await;
+        reserved?;
+        let Some((found, found_version, verified)) = checked? else {
+            return Err(AuthError::InvalidCredentials.into());
+        };
+        let rehash = match verified {
+            Verified::Correct { rehash } if found.user.status == UserStatus::Active => rehash,
+            _ => return Err(AuthError::InvalidCredentials.into()),
+        };
+        let verified_hash = found.password_hash.clone();
+        let mfa = realm.settings.mfa == MfaPolicy::Required;
+        let user_id = found.user.id;
+        let mut loaded = Some((found, found_version));
+        let mut last = None;
+        for _ in 0..MAX_RETRIES {
+            // The batch is conditional on this exact version of the user;
+            // after a conflict, reload.
+            let current = match loaded.take() {
+                Some(first) => Some(first),
+                None => self.load_user(user_id).await?,
+            };
+            let Some((mut user, version)) = current else {
+                return Err(AuthError::InvalidCredentials.into());
+            };
+            if user.user.status != UserStatus::Active || user.password_hash != verified_hash {
+                return Err(AuthError::InvalidCredentials.into());
+            }
+            let mut batch = Batch::new();
+            let user_key = keys::user(self.realm, user.user.id);
+            if let Some(new_hash) = &rehash {
+                user.password_hash.clone_from(new_hash);
+                batch.put(
+                    user_key.clone(),
+                    record::encode(user_key.as_bytes(), &UserRecord::V1(user.clone()))?,
+                    Precondition::Version(version),
+                )?;
+            } else {
+                batch.check(user_key, Precondition::Version(version))?;
+            }
+            batch.delete(keys::lockout(self.realm, &username_key), Precondition::Any)?;
+            let outcome = if mfa || user.active_factors > 0 {
+                let challenge = self.add_challenge(&mut batch, &user, now)?;
+                LoginOutcome::MfaRequired { challenge }
+            } else {
+                LoginOutcome::Authenticated(self.add_session(
+                    &mut batch,
+                    &user,
+                    vec![AuthMethod::Pwd],
+                    Vec::new(),
+                    None,
+                    now,
+                )?)
+            };
+            match self.ctx.store.commit(batch).await {
+                Ok(()) => return Ok(outcome),
+                Err(e @ StorageError::Conflict { .. }) => last = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last.map_or_else(|| AuthError::InvalidCredentials.into(), Error::from))
+    }
+
+    fn add_challenge(
+        &self,
+        batch: &mut Batch,
+        user: &StoredUser,
+        now: DateTime<Utc>,
+    ) -> Result<Challenge, Error> {
+        let challenge = Challenge {
+            id: ChallengeId::generate(now),
+            user: user.user.id,
+            realm: self.realm,
+            created_at: now,
+            expires_at: now + chrono::Duration::seconds(CHALLENGE_TTL_SECS),
+            methods: vec![AuthMethod::Pwd],
+        };
+        let key = keys::challenge(self.realm, challenge.id);
+        batch.put(
+            key.clone(),
+            record::encode(
+                key.as_bytes(),
+                &ChallengeRecord::V1 {
+                    challenge: challenge.clone(),
+                    epoch: user.session_epoch,
+                },
+            )?,
+            Precondition::Absent,
+        )?;
+        Ok(challenge)
+    }
+
+    /// A pending MFA challenge that has not expired and whose user is still
+    /// active (with the same session epoch), for the MFA service to
+    /// complete; otherwise `CHALLENGE_NOT_FOUND`.
+    pub async fn pending_challenge(&self, id: ChallengeId) -> Result<Challenge, Error> {
+        self.active_realm().await?;
+        let now = self.now();
+        let key = keys::challenge(self.realm, id);
+        let stored = self
+            .ctx
+            .store
+            .get(key.as_bytes())
+            .await?
+            .ok_or(AuthError::ChallengeNotFound)?;
+        let ChallengeRecord::V1 { challenge, epoch } =
+            record::decode(key.as_bytes(), &stored.value)?;
+        let user = self.load_user(challenge.user).await?;
+        let alive = user
+            .is_some_and(|(u, _)| u.user.status == UserStatus::Active && u.session_epoch == epoch);
+        if !alive || now >= challenge.expires_at {
+            return Err(AuthError::ChallengeNotFound.into());
+        }
+        Ok(challenge)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_golden_bytes() {
+        let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let bytes = |last| {
+            [
+                0x01, 0x8b, 0xcf, 0xe5, 0x68, 0x00, 0x70, 0x00, 0x80, 0, 0, 0, 0, 0, 0, last,
+            ]
+        };
+        let record = ChallengeRecord::V1 {
+            challenge: Challenge {
+                id: ChallengeId::from_bytes(bytes(5)).unwrap(),
+                user: UserId::from_bytes(bytes(2)).unwrap(),
+                realm: RealmId::from_bytes(bytes(1)).unwrap(),
+                created_at: at,
+                expires_at: at + chrono::Duration::seconds(300),
+                methods: vec![AuthMethod::Pwd],
+            },
+            epoch: 2,
+        };
+        crate::store::record::assert_golden(
+            &record,
+            "010010018bcfe568007000800000000000000510018bcfe568007000800000000000000210018bcfe568007000800000000000000114323032332d31312d31345432323a31333a32305a14323032332d31312d31345432323a31383a32305a010002",
+        );
+    }
+}

@@ -1,0 +1,312 @@
+//! Sessions: what a successful login produces.
+//!
+//! A session records who logged in, in which realm, when, and with which
+//! methods. It stays valid while its record exists, the user exists and is
+//! active, the user's session epoch is the one the session was made in
+//! (password changes, `revoke_all_sessions` and `disable` move it), and —
+//! for sessions opened with an application token — that token still exists.
+
+use super::service::Users;
+use super::{
+    AppTokenId, AuthError, SessionRecord, StoredSession, StoredUser, UserStatus, keys,
+    last_id_bytes,
+};
+use crate::error::Error;
+use crate::id::{RealmId, SessionId, UserId};
+use crate::keystead::MAX_RETRIES;
+use crate::page::{Page, check_limit};
+use crate::store::{Batch, Precondition, StorageError, record};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// How a user proved who they are (the `amr` of tokens issued later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AuthMethod {
+    /// Password.
+    Pwd,
+    /// One-time password (TOTP).
+    Otp,
+    /// Recovery code.
+    Recovery,
+    /// Magic link.
+    MagicLink,
+    /// Application token.
+    AppToken,
+}
+
+impl AuthMethod {
+    /// The method's wire name: `pwd`, `otp`, `recovery`, `magic_link`,
+    /// `app_token`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::Pwd => "pwd",
+            AuthMethod::Otp => "otp",
+            AuthMethod::Recovery => "recovery",
+            AuthMethod::MagicLink => "magic_link",
+            AuthMethod::AppToken => "app_token",
+        }
+    }
+}
+
+/// An authenticated session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// Stable id.
+    pub id: SessionId,
+    /// Who is logged in.
+    pub user: UserId,
+    /// The realm of the user.
+    pub realm: RealmId,
+    /// When the login happened.
+    pub created_at: DateTime<Utc>,
+    /// When the session was last used (see [`Users::touch_session`]).
+    pub last_seen: DateTime<Utc>,
+    /// The methods used to log in, in order.
+    pub methods: Vec<AuthMethod>,
+    /// For application-token sessions, the scopes of the token; empty
+    /// otherwise.
+    pub scopes: Vec<String>,
+}
+
+impl Users {
+    /// Add a new session for `user` to `batch` (session record with
+    /// `Absent`, per-user index entry).
+    pub(crate) fn add_session(
+        &self,
+        batch: &mut Batch,
+        user: &StoredUser,
+        methods: Vec<AuthMethod>,
+        scopes: Vec<String>,
+        app_token: Option<AppTokenId>,
+        now: DateTime<Utc>,
+    ) -> Result<Session, Error> {
+        let session = Session {
+            id: SessionId::generate(now),
+            user: user.user.id,
+            realm: self.realm,
+            created_at: now,
+            last_seen: now,
+            methods,
+            scopes,
+        };
+        let key = keys::session(self.realm, session.id);
+        let stored = SessionRecord::V1(StoredSession {
+            session: session.clone(),
+            epoch: user.session_epoch,
+            app_token,
+        });
+        batch
+            .put(
+                key.clone(),
+                record::encode(key.as_bytes(), &stored)?,
+                Precondition::Absent,
+            )?
+            .put(
+                keys::user_session(self.realm, session.user, session.id),
+                Vec::new(),
+                Precondition::Absent,
+            )?;
+        Ok(session)
+    }
+
+    /// Load a session record that is still valid, with its version.
+    async fn live_session(&self, id: SessionId) -> Result<(StoredSession, u64), Error> {
+        let key = keys::session(self.realm, id);
+        let stored = self
+            .ctx
+            .store
+            .get(key.as_bytes())
+            .await?
+            .ok_or(AuthError::SessionNotFound)?;
+        let SessionRecord::V1(session) = record::decode(key.as_bytes(), &stored.value)?;
+        let user = self.load_user(session.session.user).await?;
+        let alive = user.is_some_and(|(u, _)| {
+            u.user.status == UserStatus::Active && u.session_epoch == session.epoch
+        });
+        if !alive {
+            return Err(AuthError::SessionNotFound.into());
+        }
+        if let Some(token) = session.app_token {
+            let token_key = keys::user_app_token(self.realm, session.session.user, token);
+            if self.ctx.store.get(token_key.as_bytes()).await?.is_none() {
+                return Err(AuthError::SessionNotFound.into());
+            }
+        }
+        Ok((session, stored.version))
+    }
+
+    /// A valid session of this realm, or `SESSION_NOT_FOUND`.
+    pub async fn get_session(&self, id: SessionId) -> Result<Session, Error> {
+        self.active_realm().await?;
+        Ok(self.live_session(id).await?.0.session)
+    }
+
+    /// Record that a session was used now (`last_seen`).
+    pub async fn touch_session(&self, id: SessionId) -> Result<Session, Error> {
+        self.active_realm().await?;
+        let key = keys::session(self.realm, id);
+        let mut last = None;
+        for _ in 0..MAX_RETRIES {
+            let (mut stored, version) = self.live_session(id).await?;
+            stored.session.last_seen = self.now();
+            let mut batch = Batch::new();
+            batch.put(
+                key.clone(),
+                record::encode(key.as_bytes(), &SessionRecord::V1(stored.clone()))?,
+                Precondition::Version(version),
+            )?;
+            match self.ctx.store.commit(batch).await {
+                Ok(()) => return Ok(stored.session),
+                Err(e @ StorageError::Conflict { .. }) => last = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last.map_or_else(|| AuthError::SessionNotFound.into(), Error::from))
+    }
+
+    /// A user's valid sessions in creation order, `limit` (1–1000) index
+    /// entries at a time (ended sessions not yet swept are skipped, so a
+    /// page may hold fewer items).
+    pub async fn list_sessions(
+        &self,
+        user: UserId,
+        after: Option<SessionId>,
+        limit: usize,
+    ) -> Result<Page<Session, SessionId>, Error> {
+        self.active_realm().await?;
+        let limit = check_limit(limit)?;
+        let prefix = keys::user_sessions(self.realm, user);
+        let cursor = after.map(|id| keys::user_session(self.realm, user, id).into_bytes());
+        let rows = self
+            .ctx
+            .store
+            .scan(prefix.as_bytes(), cursor.as_deref(), limit + 1)
+            .await?;
+        let mut items = Vec::new();
+        let mut last_id = None;
+        for (key, _) in rows.iter().take(limit) {
+            let Some(id) = last_id_bytes(key).and_then(|b| SessionId::from_bytes(b).ok()) else {
+                continue;
+            };
+            last_id = Some(id);
+            match self.live_session(id).await {
+                Ok((s, _)) => items.push(s.session),
+                Err(Error::Auth(AuthError::SessionNotFound)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let next = if rows.len() > limit { last_id } else { None };
+        Ok(Page { items, next })
+    }
+
+    /// End one session.
+    pub async fn revoke_session(&self, id: SessionId) -> Result<(), Error> {
+        self.active_realm().await?;
+        let key = keys::session(self.realm, id);
+        let stored = self
+            .ctx
+            .store
+            .get(key.as_bytes())
+            .await?
+            .ok_or(AuthError::SessionNotFound)?;
+        let SessionRecord::V1(session) = record::decode(key.as_bytes(), &stored.value)?;
+        let mut batch = Batch::new();
+        batch.delete(key, Precondition::Any)?.delete(
+            keys::user_session(self.realm, session.session.user, id),
+            Precondition::Any,
+        )?;
+        self.ctx.store.commit(batch).await?;
+        Ok(())
+    }
+
+    /// End every session of a user: the user's session epoch moves in one
+    /// write (every session dies at once), then the records are swept.
+    /// Returns the number of sessions swept.
+    pub async fn revoke_all_sessions(&self, user: UserId) -> Result<u64, Error> {
+        self.active_realm().await?;
+        self.modify_user(user, |u, _| {
+            u.session_epoch += 1;
+            Ok(())
+        })
+        .await?;
+        self.sweep_sessions(user, None).await
+    }
+
+    /// Add to `batch` a rewrite of session `keep` into the user's new epoch
+    /// (if it is the user's and still valid), so a password change can keep
+    /// the session it was made from.
+    pub(crate) async fn carry_session(
+        &self,
+        batch: &mut Batch,
+        keep: SessionId,
+        user: &StoredUser,
+    ) -> Result<(), Error> {
+        let Ok((mut session, version)) = self.live_session(keep).await else {
+            return Ok(());
+        };
+        if session.session.user != user.user.id {
+            return Ok(());
+        }
+        session.epoch = user.session_epoch;
+        let key = keys::session(self.realm, keep);
+        batch.put(
+            key.clone(),
+            record::encode(key.as_bytes(), &SessionRecord::V1(session))?,
+            Precondition::Version(version),
+        )?;
+        Ok(())
+    }
+
+    /// Remove a user's session records (except `keep`).
+    pub(crate) async fn sweep_sessions(
+        &self,
+        user: UserId,
+        keep: Option<SessionId>,
+    ) -> Result<u64, Error> {
+        let realm = self.realm;
+        let skip = keep.map(|k| keys::user_session(realm, user, k).into_bytes());
+        self.sweep(
+            &keys::user_sessions(realm, user),
+            skip.as_deref(),
+            |key, _| {
+                let id = SessionId::from_bytes(last_id_bytes(key)?).ok()?;
+                Some(keys::session(realm, id).into_bytes())
+            },
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_golden_bytes() {
+        let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let bytes = |last| {
+            [
+                0x01, 0x8b, 0xcf, 0xe5, 0x68, 0x00, 0x70, 0x00, 0x80, 0, 0, 0, 0, 0, 0, last,
+            ]
+        };
+        let record = SessionRecord::V1(StoredSession {
+            session: Session {
+                id: SessionId::from_bytes(bytes(3)).unwrap(),
+                user: UserId::from_bytes(bytes(2)).unwrap(),
+                realm: RealmId::from_bytes(bytes(1)).unwrap(),
+                created_at: at,
+                last_seen: at,
+                methods: vec![AuthMethod::Pwd, AuthMethod::AppToken],
+                scopes: vec!["read".into()],
+            },
+            epoch: 1,
+            app_token: Some(AppTokenId::from_bytes(bytes(4)).unwrap()),
+        });
+        crate::store::record::assert_golden(
+            &record,
+            "010010018bcfe568007000800000000000000310018bcfe568007000800000000000000210018bcfe568007000800000000000000114323032332d31312d31345432323a31333a32305a14323032332d31312d31345432323a31333a32305a020004010472656164010110018bcfe5680070008000000000000004",
+        );
+    }
+}
