@@ -87,18 +87,21 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod listen;
 mod schema;
 #[cfg(feature = "test-server")]
 pub mod testing;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use futures::StreamExt as _;
+use keystead::store::watch::{Notifier, Watch};
 use keystead::store::{Batch, Mutation, Precondition, StorageError, Store, Versioned, prefix_end};
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 use tokio_postgres::error::Severity;
 use tokio_postgres::types::ToSql;
@@ -451,6 +454,24 @@ struct Inner {
     options: PostgresOptions,
     sql: Sql,
     closed: AtomicBool,
+    /// Local watches; woken by local commits and by the listener.
+    notifier: Notifier,
+    /// The `LISTEN/NOTIFY` channel of this store's schema.
+    channel: String,
+    /// Opens the listener's dedicated connection.
+    connector: listen::Connector,
+    /// The listener task, started by the first `watch`.
+    listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl listen::Listening for Inner {
+    fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
 }
 
 impl fmt::Debug for PostgresStore {
@@ -520,6 +541,7 @@ impl PostgresStore {
                 None,
             ));
         }
+        let connector = listener_connector(config.clone(), tls.clone());
         let manager = Manager::from_config(
             config,
             tls,
@@ -545,8 +567,12 @@ impl PostgresStore {
             inner: Arc::new(Inner {
                 pool,
                 options,
+                channel: listen::channel_name(&sql.schema_name),
                 sql,
                 closed: AtomicBool::new(false),
+                notifier: Notifier::new(),
+                connector,
+                listener: std::sync::Mutex::new(None),
             }),
         };
         let mut client = store.client().await?;
@@ -711,8 +737,34 @@ impl PostgresStore {
                 .await
                 .map_err(|e| statement_failed("writing the batch's deletes", &e))?;
         }
+        // Delivered by PostgreSQL when (and only if) the commit is visible.
+        tx.execute(NOTIFY, &[&self.inner.channel, &number.to_string()])
+            .await
+            .map_err(|e| statement_failed("notifying listeners", &e))?;
         tx.commit().await.map_err(commit_failed)
     }
+}
+
+/// Sent inside every writing commit; see the `listen` module.
+const NOTIFY: &str = "SELECT pg_notify($1, $2)";
+
+/// A [`listen::Connector`] for the store's configuration and TLS.
+fn listener_connector<T>(config: tokio_postgres::Config, tls: T) -> listen::Connector
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket> + Clone + Sync + Send + 'static,
+    T::Stream: Sync + Send,
+    T::TlsConnect: Sync + Send,
+    <T::TlsConnect as tokio_postgres::tls::TlsConnect<tokio_postgres::Socket>>::Future: Send,
+{
+    std::sync::Arc::new(move || {
+        let config = config.clone();
+        let tls = tls.clone();
+        Box::pin(async move {
+            let (client, mut connection) = config.connect(tls).await?;
+            let messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            Ok((client, messages.boxed()))
+        })
+    })
 }
 
 /// Return `client` to the pool — unless the call failed in the backend or
@@ -830,14 +882,53 @@ impl Store for PostgresStore {
         } else {
             self.commit_checks(&client, &batch, &checked).await
         };
-        settle(client, result)
+        settle(client, result)?;
+        if writes {
+            self.inner.notifier.notify(&batch);
+        }
+        Ok(())
     }
 
     async fn close(&self) -> Result<(), StorageError> {
         self.inner.closed.store(true, Ordering::Release);
         // Idle connections are closed now; busy ones when their call ends.
         self.inner.pool.close();
+        if let Some(task) = self
+            .inner
+            .listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            task.abort();
+        }
+        self.inner.notifier.close();
         Ok(())
+    }
+
+    /// Local commits wake watches at once; commits by other processes or
+    /// machines arrive through `LISTEN/NOTIFY` (`pg_notify` in every writing commit), started by
+    /// the first watch on a dedicated connection. Needs a tokio runtime, as
+    /// `tokio-postgres` does.
+    async fn watch(&self, prefix: &[u8]) -> Result<Watch, StorageError> {
+        self.ensure_open()?;
+        let watch = self.inner.notifier.watch(prefix);
+        let mut listener = self
+            .inner
+            .listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if listener
+            .as_ref()
+            .is_none_or(tokio::task::JoinHandle::is_finished)
+        {
+            *listener = Some(tokio::spawn(listen::run(
+                Arc::downgrade(&self.inner),
+                Arc::clone(&self.inner.connector),
+                self.inner.channel.clone(),
+            )));
+        }
+        Ok(watch)
     }
 }
 

@@ -562,3 +562,32 @@ async fn schemas_isolate_stores_in_one_database() {
     assert_eq!(one.get(b"k").await.unwrap().unwrap().value, b"one");
     assert_eq!(two.get(b"k").await.unwrap().unwrap().version, 1);
 }
+
+/// A commit through one pool (standing in for another instance of the
+/// embedder's backend) wakes a watch held through another, by `LISTEN/NOTIFY`:
+/// the store overrides the polling default, so after the listener's first
+/// "now listening" wake-up only a notification can wake the watch again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_wakes_for_a_commit_made_by_another_instance() {
+    let schema = fresh("listen");
+    let watcher = open(&schema, PostgresOptions::default()).await;
+    let writer = open(&schema, PostgresOptions::default()).await;
+    let mut watch = watcher.watch(b"outbox/").await.unwrap();
+    // The listener wakes every watch once LISTEN is in effect (the replay
+    // point for anything committed before it).
+    tokio::time::timeout(Duration::from_secs(10), watch.changed())
+        .await
+        .expect("the listener came up")
+        .unwrap();
+    writer
+        .commit(put(b"outbox/1", b"event", Precondition::Absent))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), watch.changed())
+        .await
+        .expect("the other instance's commit was notified")
+        .unwrap();
+    // A closed store ends its watches.
+    watcher.close().await.unwrap();
+    assert!(watch.changed().await.is_err());
+}

@@ -131,6 +131,16 @@ impl Notifier {
         });
     }
 
+    /// Wake every watch, whatever its prefix: for notifications that do not
+    /// say which keys changed (another process's commit, a reconnect after
+    /// which commits may have been missed).
+    pub fn notify_all(&self) {
+        self.lock().retain_mut(|(_, tx)| match tx.try_send(Ok(())) {
+            Ok(()) => true,
+            Err(e) => !e.is_disconnected(),
+        });
+    }
+
     /// End every watch with an error (the store is closing).
     pub fn close(&self) {
         for (_, mut tx) in self.lock().drain(..) {
