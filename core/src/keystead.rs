@@ -28,18 +28,86 @@ use crate::crypto::at_rest::KeyProvider;
 use crate::error::{Error, ValidationError};
 use crate::id::RealmId;
 use crate::realm::Realms;
-use crate::store::Store;
+use crate::secret::SecretString;
+use crate::store::{StorageError, Store};
 use crate::user::Users;
+use futures::future::BoxFuture;
 use std::sync::Arc;
 
 /// How many times a service method reloads and retries after losing a
 /// compare-and-swap race before it reports the conflict.
 pub const MAX_RETRIES: usize = 16;
 
+/// Runs CPU-heavy work (argon2 password hashing) off the caller's async
+/// executor.
+///
+/// The default, [`BlockingPool`], uses the `blocking` crate's thread pool and
+/// works under any runtime. Embedders that want hashing on their own pool —
+/// tokio's `spawn_blocking`, a rayon pool, a bounded pool that caps argon2's
+/// memory use — implement this and pass it to
+/// [`KeysteadBuilder::blocking`]:
+///
+/// ```
+/// use futures::future::BoxFuture;
+/// struct Tokio;
+/// impl keystead::BlockingRunner for Tokio {
+///     fn run(&self, job: Box<dyn FnOnce() + Send>) -> BoxFuture<'static, ()> {
+///         Box::pin(async move {
+///             let _ = tokio::task::spawn_blocking(job).await;
+///         })
+///     }
+/// }
+/// ```
+pub trait BlockingRunner: Send + Sync + 'static {
+    /// Run `job` on a thread where blocking is fine; the future completes
+    /// when it has run. A runner that drops `job` makes the calling
+    /// operation fail with a `Backend` error, never hang.
+    fn run(&self, job: Box<dyn FnOnce() + Send>) -> BoxFuture<'static, ()>;
+}
+
+/// The default [`BlockingRunner`]: the `blocking` crate's thread pool.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BlockingPool;
+
+impl BlockingRunner for BlockingPool {
+    fn run(&self, job: Box<dyn FnOnce() + Send>) -> BoxFuture<'static, ()> {
+        Box::pin(blocking::unblock(job))
+    }
+}
+
+/// Screens new passwords against a list of breached passwords (NIST SP
+/// 800-63B §5.1.1.2), e.g. a local copy of the Have I Been Pwned corpus or a
+/// k-anonymity range query. Optional; set with
+/// [`KeysteadBuilder::breached_passwords`]. It sees the password, so it must
+/// never log or send it in the clear.
+#[async_trait::async_trait]
+pub trait BreachedPasswords: Send + Sync + 'static {
+    /// Whether `password` is known to be compromised.
+    async fn is_breached(&self, password: &SecretString) -> Result<bool, Error>;
+}
+
+/// Run `f` on the instance's [`BlockingRunner`] and return its result.
+pub(crate) async fn run_blocking<T: Send + 'static>(
+    runner: &dyn BlockingRunner,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Error> {
+    let (tx, rx) = futures::channel::oneshot::channel();
+    runner
+        .run(Box::new(move || {
+            let _ = tx.send(f());
+        }))
+        .await;
+    rx.await.map_err(|_| {
+        StorageError::backend("the blocking runner dropped a job without running it").into()
+    })
+}
+
 /// What every service shares.
 pub(crate) struct Context {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) blocking: Arc<dyn BlockingRunner>,
+    pub(crate) breached: Option<Arc<dyn BreachedPasswords>>,
     #[allow(dead_code)] // read by the domains that seal secrets at rest
     pub(crate) keys: Arc<dyn KeyProvider>,
 }
@@ -88,6 +156,8 @@ pub struct KeysteadBuilder {
     store: Option<Arc<dyn Store>>,
     clock: Option<Arc<dyn Clock>>,
     keys: Option<Arc<dyn KeyProvider>>,
+    blocking: Option<Arc<dyn BlockingRunner>>,
+    breached: Option<Arc<dyn BreachedPasswords>>,
 }
 
 impl KeysteadBuilder {
@@ -120,6 +190,21 @@ impl KeysteadBuilder {
         self
     }
 
+    /// Where password hashing runs (default [`BlockingPool`]).
+    #[must_use]
+    pub fn blocking(mut self, runner: impl BlockingRunner) -> Self {
+        self.blocking = Some(Arc::new(runner));
+        self
+    }
+
+    /// Screen new passwords (registration, password change) against a
+    /// breached-password list; a hit is a validation error on the password.
+    #[must_use]
+    pub fn breached_passwords(mut self, screen: impl BreachedPasswords) -> Self {
+        self.breached = Some(Arc::new(screen));
+        self
+    }
+
     /// Build the instance, or name the missing part.
     pub fn build(self) -> Result<Keystead, Error> {
         let store = self
@@ -132,6 +217,8 @@ impl KeysteadBuilder {
             ctx: Arc::new(Context {
                 store,
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+                blocking: self.blocking.unwrap_or_else(|| Arc::new(BlockingPool)),
+                breached: self.breached,
                 keys,
             }),
         })

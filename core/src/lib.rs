@@ -35,5 +35,7 @@ pub mod user;
 
 pub use crypto::CryptoError;
 pub use error::{Error, ValidationError};
-pub use keystead::{Keystead, KeysteadBuilder, MAX_RETRIES};
+pub use keystead::{
+    BlockingPool, BlockingRunner, BreachedPasswords, Keystead, KeysteadBuilder, MAX_RETRIES,
+};
 pub use store::StorageError;

@@ -56,7 +56,8 @@ macro_rules! domain_tests {
             delete_removes_everything,
             realms_are_isolated,
             disabled_realm_refuses,
-            default_argon2_parameters
+            default_argon2_parameters,
+            breached_passwords_and_custom_blocking_runner
         ]);
     };
     (@cases $open:expr, $module:ident, [$($case:ident),* $(,)?]) => {

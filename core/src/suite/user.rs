@@ -889,3 +889,113 @@ pub async fn default_argon2_parameters(h: Harness) {
     login(&users, "alice", "correct horse").await.unwrap();
     assert!(is_invalid(&login(&users, "alice", "wrong horse").await));
 }
+
+/// A breached-password screen that knows one password.
+struct KnownBreach;
+
+#[async_trait::async_trait]
+impl crate::BreachedPasswords for KnownBreach {
+    async fn is_breached(&self, password: &SecretString) -> Result<bool, Error> {
+        Ok(password.expose() == "password123")
+    }
+}
+
+/// A runner that counts the jobs it runs, or drops them all.
+struct CountingRunner {
+    ran: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    drop_jobs: bool,
+}
+
+impl crate::BlockingRunner for CountingRunner {
+    fn run(&self, job: Box<dyn FnOnce() + Send>) -> futures::future::BoxFuture<'static, ()> {
+        if self.drop_jobs {
+            return Box::pin(async {});
+        }
+        self.ran.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        crate::BlockingPool.run(job)
+    }
+}
+
+async fn custom(h: &Harness, runner: CountingRunner) -> Users {
+    let ks = Keystead::builder()
+        .shared_store(h.open().await)
+        .clock(ManualClock::new(super::epoch()))
+        .keys(crate::crypto::at_rest::StaticKeyProvider::generate().unwrap())
+        .blocking(runner)
+        .breached_passwords(KnownBreach)
+        .build()
+        .unwrap();
+    let realm = ks.realms().create("acme", cheap_settings()).await.unwrap();
+    ks.users(realm.id)
+}
+
+/// A configured breached-password list refuses a new password at
+/// registration and at password change, writing nothing; hashing runs on the
+/// injected runner, and a runner that drops jobs fails the call instead of
+/// hanging it.
+pub async fn breached_passwords_and_custom_blocking_runner(h: Harness) {
+    let ran = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let users = custom(
+        &h,
+        CountingRunner {
+            ran: ran.clone(),
+            drop_jobs: false,
+        },
+    )
+    .await;
+    match users.register("bob", None, pw("password123")).await {
+        Err(Error::Validation(v)) => assert_eq!(v.field, "password"),
+        other => panic!("expected a validation error, got {other:?}"),
+    }
+    assert!(matches!(
+        users.get_by_username("bob").await,
+        Err(Error::User(UserError::NotFound))
+    ));
+    assert_eq!(
+        ran.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no hash for a refused password"
+    );
+
+    let bob = users
+        .register("bob", None, pw("correct horse"))
+        .await
+        .unwrap();
+    let session = login(&users, "bob", "correct horse").await.unwrap();
+    assert_eq!(
+        ran.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "one hash, one verify"
+    );
+    match users
+        .update_password(
+            bob.id,
+            pw("correct horse"),
+            pw("password123"),
+            Some(session.id),
+        )
+        .await
+    {
+        Err(Error::Validation(v)) => assert_eq!(v.field, "new_password"),
+        other => panic!("expected a validation error, got {other:?}"),
+    }
+    assert!(
+        login(&users, "bob", "correct horse").await.is_ok(),
+        "password unchanged"
+    );
+
+    let dropping = custom(
+        &Harness::new(crate::store::conformance::opener(|_dir| async {
+            Ok::<_, crate::StorageError>(crate::store::MemoryStore::new())
+        })),
+        CountingRunner {
+            ran,
+            drop_jobs: true,
+        },
+    )
+    .await;
+    assert!(matches!(
+        dropping.register("carol", None, pw("correct horse")).await,
+        Err(Error::Storage(crate::StorageError::Backend(_)))
+    ));
+}

@@ -106,12 +106,13 @@ impl Users {
         let check = async {
             match self.user_by_key(&username_key).await? {
                 None => {
-                    password::verify_dummy(&policy, password).await?;
+                    password::verify_dummy(&*self.ctx.blocking, &policy, password).await?;
                     Ok::<_, Error>(None)
                 }
                 Some((found, version)) => {
                     let hash = found.password_hash.clone();
-                    let verified = password::verify(&policy, hash, password).await?;
+                    let verified =
+                        password::verify(&*self.ctx.blocking, &policy, hash, password).await?;
                     Ok(Some((found, version, verified)))
                 }
             }

@@ -15,20 +15,29 @@
 //! # Keeping argon2 off the async executor
 //!
 //! One argon2 run takes tens of milliseconds of CPU and 19 MiB of memory with
-//! the default parameters. Every hash and verification runs inside
-//! [`blocking::unblock`], i.e. on the `blocking` crate's thread pool (up to
-//! 500 threads, spawned on demand, sized by `BLOCKING_MAX_THREADS`), and the
-//! async method only awaits it. The caller's executor thread (tokio,
+//! the default parameters. Every hash and verification runs on the
+//! instance's [`BlockingRunner`], and the async
+//! method only awaits it. The default runner is the `blocking` crate's thread
+//! pool (up to 500 threads, spawned on demand, sized by
+//! `BLOCKING_MAX_THREADS`), so the caller's executor thread (tokio,
 //! async-std, smol, …) is never blocked, whatever runtime the embedder uses.
-//! To bound concurrent hashing (memory!), limit concurrent logins in the
-//! front-end (e.g. a semaphore around `authenticate`) or set
-//! `BLOCKING_MAX_THREADS`.
+//! To put hashing on your own pool — and bound concurrent hashing, which
+//! bounds argon2's memory — pass a runner to
+//! [`KeysteadBuilder::blocking`](crate::KeysteadBuilder::blocking).
+//!
+//! # Breached passwords
+//!
+//! New passwords (registration and `update_password`) are checked against
+//! the policy's length rules and, when the embedder configured one with
+//! [`KeysteadBuilder::breached_passwords`](crate::KeysteadBuilder::breached_passwords),
+//! a breached-password list (NIST SP 800-63B §5.1.1.2). A hit is a
+//! validation error on the password field; nothing is written.
 
 use super::service::Users;
 use super::{AuthError, UserError, UserStatus, keys};
 use crate::error::{Error, ValidationError};
 use crate::id::SessionId;
-use crate::keystead::MAX_RETRIES;
+use crate::keystead::{BlockingRunner, Context, MAX_RETRIES, run_blocking};
 use crate::realm::{MAX_PASSWORD_LEN, PasswordPolicy};
 use crate::secret::SecretString;
 use crate::store::{Batch, Precondition, StorageError, record};
@@ -92,10 +101,38 @@ fn hash_now(params: Params, password: &[u8]) -> Result<String, Error> {
     Ok(phc.to_string())
 }
 
+/// Check a new password against the policy and, if configured, the
+/// breached-password list.
+pub(crate) async fn screen(
+    ctx: &Context,
+    policy: &PasswordPolicy,
+    field: &'static str,
+    password: &SecretString,
+) -> Result<(), Error> {
+    check_policy(policy, field, password)?;
+    if let Some(list) = &ctx.breached {
+        if list.is_breached(password).await? {
+            return Err(ValidationError::new(
+                field,
+                "appears in a list of breached passwords; choose another",
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
 /// Hash `password` with the policy's parameters, off the executor.
-pub(crate) async fn hash(policy: &PasswordPolicy, password: SecretString) -> Result<String, Error> {
+pub(crate) async fn hash(
+    runner: &dyn BlockingRunner,
+    policy: &PasswordPolicy,
+    password: SecretString,
+) -> Result<String, Error> {
     let params = params_of(policy)?;
-    blocking::unblock(move || hash_now(params, password.expose().as_bytes())).await
+    run_blocking(runner, move || {
+        hash_now(params, password.expose().as_bytes())
+    })
+    .await?
 }
 
 /// The result of checking a password.
@@ -110,12 +147,13 @@ pub(crate) enum Verified {
 /// Verify `password` against the stored PHC string, off the executor; on
 /// success with outdated parameters, also compute the new hash.
 pub(crate) async fn verify(
+    runner: &dyn BlockingRunner,
     policy: &PasswordPolicy,
     stored: String,
     password: SecretString,
 ) -> Result<Verified, Error> {
     let params = params_of(policy)?;
-    blocking::unblock(move || {
+    run_blocking(runner, move || {
         let parsed = PasswordHash::new(&stored).map_err(|e| StorageError::Corrupt {
             key: b"user.password_hash".to_vec(),
             reason: format!("not a PHC string: {e}"),
@@ -140,24 +178,24 @@ pub(crate) async fn verify(
         };
         Ok(Verified::Correct { rehash })
     })
-    .await
+    .await?
 }
 
 /// Verify `password` against a dummy hash with the policy's parameters: the
 /// same work as checking a real user's password, for unknown usernames.
 pub(crate) async fn verify_dummy(
+    runner: &dyn BlockingRunner,
     policy: &PasswordPolicy,
     password: SecretString,
 ) -> Result<(), Error> {
     let params = params_of(policy)?;
     let dummy = dummy_phc(&params);
-    blocking::unblock(move || {
+    run_blocking(runner, move || {
         if let Ok(parsed) = PasswordHash::new(&dummy) {
             let _ = hasher(params).verify_password(password.expose().as_bytes(), &parsed);
         }
     })
-    .await;
-    Ok(())
+    .await
 }
 
 /// A PHC string with `params`, a fixed salt and an all-zero output, which no
@@ -188,7 +226,7 @@ impl Users {
     ) -> Result<(), Error> {
         let realm = self.active_realm().await?;
         let policy = realm.settings.password;
-        check_policy(&policy, "new_password", &new)?;
+        screen(&self.ctx, &policy, "new_password", &new).await?;
         if current.expose() == new.expose() {
             return Err(ValidationError::new(
                 "new_password",
@@ -204,11 +242,11 @@ impl Users {
         self.reserve_attempt(&stored.username_key, &realm.settings.lockout, now, None)
             .await?;
         let verified_hash = stored.password_hash.clone();
-        match verify(&policy, verified_hash.clone(), current).await? {
+        match verify(&*self.ctx.blocking, &policy, verified_hash.clone(), current).await? {
             Verified::Wrong => return Err(AuthError::InvalidCredentials.into()),
             Verified::Correct { .. } => {}
         }
-        let new_hash = hash(&policy, new).await?;
+        let new_hash = hash(&*self.ctx.blocking, &policy, new).await?;
         let mut last = None;
         for _ in 0..MAX_RETRIES {
             let (mut stored, version) = self.require_user(user).await?;
@@ -251,6 +289,7 @@ impl Users {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::BlockingPool;
 
     fn cheap() -> PasswordPolicy {
         PasswordPolicy {
@@ -264,16 +303,18 @@ mod tests {
     fn hash_verify_and_rehash() {
         futures::executor::block_on(async {
             let policy = cheap();
-            let phc = hash(&policy, "correct horse".into()).await.unwrap();
+            let phc = hash(&BlockingPool, &policy, "correct horse".into())
+                .await
+                .unwrap();
             assert!(phc.starts_with("$argon2id$v=19$m=8,t=1,p=1$"), "{phc}");
             assert!(matches!(
-                verify(&policy, phc.clone(), "correct horse".into())
+                verify(&BlockingPool, &policy, phc.clone(), "correct horse".into())
                     .await
                     .unwrap(),
                 Verified::Correct { rehash: None }
             ));
             assert!(matches!(
-                verify(&policy, phc.clone(), "wrong horse".into())
+                verify(&BlockingPool, &policy, phc.clone(), "wrong horse".into())
                     .await
                     .unwrap(),
                 Verified::Wrong
@@ -283,17 +324,23 @@ mod tests {
                 ..policy
             };
             let Verified::Correct { rehash: Some(new) } =
-                verify(&stronger, phc, "correct horse".into())
+                verify(&BlockingPool, &stronger, phc, "correct horse".into())
                     .await
                     .unwrap()
             else {
                 panic!("expected a rehash");
             };
             assert!(new.contains("m=8,t=2,p=1"));
-            verify_dummy(&policy, "x".into()).await.unwrap();
+            verify_dummy(&BlockingPool, &policy, "x".into())
+                .await
+                .unwrap();
             let dummy = dummy_phc(&params_of(&policy).unwrap());
             assert!(PasswordHash::new(&dummy).is_ok(), "{dummy}");
-            assert!(verify(&policy, "garbage".into(), "x".into()).await.is_err());
+            assert!(
+                verify(&BlockingPool, &policy, "garbage".into(), "x".into())
+                    .await
+                    .is_err()
+            );
         });
     }
 

@@ -119,7 +119,7 @@ impl Users {
         let realm = self.active_realm().await?;
         let (display, username_key) = normalize_username(username)?;
         let email = email.map(normalize_email).transpose()?;
-        password::check_policy(&realm.settings.password, "password", &password)?;
+        password::screen(&self.ctx, &realm.settings.password, "password", &password).await?;
         let name_index = keys::username(self.realm, &username_key);
         let email_index = email.as_ref().map(|(_, k)| keys::email(self.realm, k));
         // Fail fast before spending an argon2 run; the batch below decides.
@@ -131,7 +131,8 @@ impl Users {
                 return Err(UserError::EmailTaken.into());
             }
         }
-        let password_hash = password::hash(&realm.settings.password, password).await?;
+        let password_hash =
+            password::hash(&*self.ctx.blocking, &realm.settings.password, password).await?;
         let now = self.now();
         let id = UserId::generate(now);
         let stored = StoredUser {
