@@ -5,6 +5,7 @@
 //! [`Keystead`] on a fresh store with a [`ManualClock`] and a generated
 //! [`StaticKeyProvider`], so every domain rule is proven on every backend.
 
+pub mod isolation;
 pub mod realm;
 pub mod user;
 
@@ -59,6 +60,10 @@ macro_rules! domain_tests {
             default_argon2_parameters,
             breached_passwords_and_custom_blocking_runner
         ]);
+        #[test]
+        fn random_operations_never_cross_realms() {
+            $crate::suite::isolation::check($crate::store::conformance::opener($open));
+        }
     };
     (@cases $open:expr, $module:ident, [$($case:ident),* $(,)?]) => {
         mod $module {

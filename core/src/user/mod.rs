@@ -49,8 +49,6 @@
 //! MFA challenges are not swept: they expire after [`CHALLENGE_TTL_SECS`].
 
 pub mod app_token;
-#[cfg(test)]
-mod isolation_tests;
 pub mod lockout;
 pub mod login;
 pub mod password;

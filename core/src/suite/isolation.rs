@@ -1,8 +1,7 @@
-//! Property: whatever sequence of user operations runs in two realms,
-//! nothing created in one realm is visible or usable through the other's
-//! handle.
+//! Property, on every backend: whatever sequence of user operations runs in
+//! two realms, nothing created in one realm is visible or usable through the
+//! other's handle.
 
-use super::{AuthError, LoginOutcome, UserError, Users};
 use crate::Keystead;
 use crate::clock::ManualClock;
 use crate::crypto::at_rest::StaticKeyProvider;
@@ -10,8 +9,10 @@ use crate::error::Error;
 use crate::id::{SessionId, UserId};
 use crate::realm::{PasswordPolicy, RealmSettings};
 use crate::secret::SecretString;
-use crate::store::MemoryStore;
+use crate::store::conformance::{Harness, Opener};
+use crate::user::{AuthError, LoginOutcome, UserError, Users};
 use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -140,14 +141,23 @@ async fn assert_invisible(other: &Users, mine: &Issued) {
     }
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
-    #[test]
-    fn realms_never_see_each_other(ops in prop::collection::vec(op(), 1..60)) {
-        futures::executor::block_on(async {
+/// Run the property against stores opened by `open`, one per generated
+/// sequence.
+#[allow(clippy::needless_pass_by_value)] // called as `check(opener(..))`
+pub fn check(open: Opener) {
+    let rt = crate::store::conformance::runtime();
+    let config = Config {
+        cases: 24,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    let mut runner = TestRunner::new(config);
+    let result = runner.run(&prop::collection::vec(op(), 1..60), |ops| {
+        let harness = Harness::new(open.clone());
+        rt.block_on(async {
             let clock = ManualClock::new(crate::suite::epoch());
             let ks = Keystead::builder()
-                .store(MemoryStore::new())
+                .shared_store(harness.open().await)
                 .clock(clock.clone())
                 .keys(StaticKeyProvider::generate().unwrap())
                 .build()
@@ -174,6 +184,11 @@ proptest! {
             }
             assert_invisible(&b, &in_a).await;
             assert_invisible(&a, &in_b).await;
+            ks.store().close().await.unwrap();
         });
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("a realm saw the other's data: {e}");
     }
 }
