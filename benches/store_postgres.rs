@@ -11,7 +11,9 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use keystead::store::{Batch, Precondition, Store};
-use keystead_benches::{batch_of, cas_increment, key, runtime, value};
+use keystead_benches::{
+    INCREMENTS_PER_WRITER, WRITERS, batch_of, cas_increment, key, runtime, time_cas_rounds, value,
+};
 use keystead_postgres::testing::{raw_client, server_url};
 use keystead_postgres::{PostgresOptions, PostgresStore};
 use std::hint::black_box;
@@ -20,8 +22,6 @@ use std::time::{Duration, Instant};
 use tokio_postgres::{Client, IsolationLevel};
 
 const KEYS: u64 = 100_000;
-const WRITERS: u64 = 8;
-const INCREMENTS_PER_WRITER: u64 = 10;
 
 /// A schema no earlier run used (matters with an external server).
 fn schema(name: &str) -> String {
@@ -271,27 +271,7 @@ fn cas(c: &mut Criterion) {
     // 8 writers × 10 increments of one counter: the adapter with its pool,
     // the raw side with one connection per writer.
     group.bench_function("cas_8_writers/keystead", |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                rt.block_on(async {
-                    let tasks: Vec<_> = (0..WRITERS)
-                        .map(|_| {
-                            let store = Arc::clone(&store);
-                            tokio::spawn(async move {
-                                for _ in 0..INCREMENTS_PER_WRITER {
-                                    cas_increment(&*store, b"counter").await;
-                                }
-                            })
-                        })
-                        .collect();
-                    for task in tasks {
-                        task.await.unwrap();
-                    }
-                });
-            }
-            start.elapsed()
-        });
+        b.iter_custom(|iters| time_cas_rounds(&rt, &store, iters));
     });
     let writers: Vec<_> = (0..WRITERS)
         .map(|_| {

@@ -6,7 +6,9 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use keystead::store::{Batch, Precondition, Store};
-use keystead_benches::{batch_of, cas_increment, key, runtime, value};
+use keystead_benches::{
+    INCREMENTS_PER_WRITER, WRITERS, batch_of, key, runtime, time_cas_rounds, value,
+};
 use keystead_sqlite::SqliteStore;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::hint::black_box;
@@ -15,8 +17,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const KEYS: u64 = 100_000;
-const WRITERS: u64 = 8;
-const INCREMENTS_PER_WRITER: u64 = 10;
 
 /// A raw connection configured like the adapter's, on its own schema.
 fn raw_connection(path: &Path) -> Connection {
@@ -223,27 +223,7 @@ fn cas(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(4));
     // 8 writers × 10 increments of one counter.
     group.bench_function("cas_8_writers/keystead", |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                rt.block_on(async {
-                    let tasks: Vec<_> = (0..WRITERS)
-                        .map(|_| {
-                            let store = Arc::clone(&store);
-                            tokio::spawn(async move {
-                                for _ in 0..INCREMENTS_PER_WRITER {
-                                    cas_increment(&*store, b"counter").await;
-                                }
-                            })
-                        })
-                        .collect();
-                    for task in tasks {
-                        task.await.unwrap();
-                    }
-                });
-            }
-            start.elapsed()
-        });
+        b.iter_custom(|iters| time_cas_rounds(&rt, &store, iters));
     });
     group.bench_function("cas_8_writers/raw_rusqlite", |b| {
         let connections: Vec<_> = (0..WRITERS)

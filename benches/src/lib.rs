@@ -39,3 +39,37 @@ pub fn batch_of(start: u64, n: u64) -> Batch {
 
 /// Compare-and-swap increment with retry, shared with the conformance suite.
 pub use keystead::store::conformance::increment as cas_increment;
+
+/// Concurrent writers in the compare-and-swap benchmarks.
+pub const WRITERS: u64 = 8;
+/// Increments each writer makes per round.
+pub const INCREMENTS_PER_WRITER: u64 = 10;
+
+/// Time `iters` rounds of [`WRITERS`] tasks each making
+/// [`INCREMENTS_PER_WRITER`] compare-and-swap increments of one counter in
+/// `store` (for criterion's `iter_custom`).
+pub fn time_cas_rounds<S: keystead::store::Store>(
+    rt: &tokio::runtime::Runtime,
+    store: &std::sync::Arc<S>,
+    iters: u64,
+) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    for _ in 0..iters {
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..WRITERS)
+                .map(|_| {
+                    let store = std::sync::Arc::clone(store);
+                    tokio::spawn(async move {
+                        for _ in 0..INCREMENTS_PER_WRITER {
+                            cas_increment(&*store, b"counter").await;
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.expect("writer task");
+            }
+        });
+    }
+    start.elapsed()
+}
