@@ -143,23 +143,18 @@ impl Realms {
     /// Realms in creation order, `limit` (1–1000) at a time; pass the
     /// previous page's `next` to continue.
     pub async fn list(&self, after: Option<RealmId>, limit: usize) -> Result<Page<Realm>, Error> {
-        let limit = crate::page::check_limit(limit)?;
-        let prefix = Key::new().push("realms");
-        let cursor = after.map(|id| realm_key(id).into_bytes());
-        let rows = self
-            .ctx
-            .store
-            .scan(prefix.as_bytes(), cursor.as_deref(), limit + 1)
-            .await?;
-        let mut items = Vec::with_capacity(rows.len().min(limit));
-        for (key, stored) in rows.iter().take(limit) {
-            let RealmRecord::V1(realm) = record::decode(key, &stored.value)?;
-            items.push(realm);
-        }
-        let next = (rows.len() > limit)
-            .then(|| items.last().map(|r: &Realm| r.id))
-            .flatten();
-        Ok(Page { items, next })
+        crate::page::scan_page(
+            &*self.ctx.store,
+            &Key::new().push("realms"),
+            after.map(realm_key),
+            limit,
+            |key, value| {
+                let RealmRecord::V1(realm) = record::decode(key, value)?;
+                Ok(realm)
+            },
+            |realm| realm.id,
+        )
+        .await
     }
 
     /// Replace a realm's settings (validated first; nothing is written if

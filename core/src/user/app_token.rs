@@ -18,7 +18,7 @@ use crate::crypto::secret::{self as bearer, TokenKind};
 use crate::error::{Error, ValidationError};
 use crate::id::UserId;
 use crate::keystead::MAX_RETRIES;
-use crate::page::{Page, check_limit};
+use crate::page::Page;
 use crate::secret::SecretString;
 use crate::store::{Batch, Precondition, StorageError, record};
 use chrono::{DateTime, Utc};
@@ -150,23 +150,18 @@ impl Users {
         limit: usize,
     ) -> Result<Page<AppToken, AppTokenId>, Error> {
         self.active_realm().await?;
-        let limit = check_limit(limit)?;
-        let prefix = keys::user_app_tokens(self.realm, user);
-        let cursor = after.map(|id| keys::user_app_token(self.realm, user, id).into_bytes());
-        let rows = self
-            .ctx
-            .store
-            .scan(prefix.as_bytes(), cursor.as_deref(), limit + 1)
-            .await?;
-        let mut items = Vec::with_capacity(rows.len().min(limit));
-        for (key, stored) in rows.iter().take(limit) {
-            let AppTokenRecord::V1 { token, .. } = record::decode(key, &stored.value)?;
-            items.push(token);
-        }
-        let next = (rows.len() > limit)
-            .then(|| items.last().map(|t: &AppToken| t.id))
-            .flatten();
-        Ok(Page { items, next })
+        crate::page::scan_page(
+            &*self.ctx.store,
+            &keys::user_app_tokens(self.realm, user),
+            after.map(|id| keys::user_app_token(self.realm, user, id)),
+            limit,
+            |key, value| {
+                let AppTokenRecord::V1 { token, .. } = record::decode(key, value)?;
+                Ok(token)
+            },
+            |token| token.id,
+        )
+        .await
     }
 
     /// Revoke an application token: it no longer logs in, and sessions

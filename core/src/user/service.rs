@@ -7,7 +7,7 @@ use super::{
 use crate::error::Error;
 use crate::id::{RealmId, UserId};
 use crate::keystead::{Context, MAX_RETRIES};
-use crate::page::{Page, check_limit};
+use crate::page::Page;
 use crate::realm::Realm;
 use crate::secret::SecretString;
 use crate::store::key::Key;
@@ -217,23 +217,18 @@ impl Users {
         limit: usize,
     ) -> Result<Page<User, UserId>, Error> {
         self.active_realm().await?;
-        let limit = check_limit(limit)?;
-        let prefix = keys::users(self.realm);
-        let cursor = after.map(|id| keys::user(self.realm, id).into_bytes());
-        let rows = self
-            .ctx
-            .store
-            .scan(prefix.as_bytes(), cursor.as_deref(), limit + 1)
-            .await?;
-        let mut items = Vec::with_capacity(rows.len().min(limit));
-        for (key, stored) in rows.iter().take(limit) {
-            let UserRecord::V1(user) = record::decode(key, &stored.value)?;
-            items.push(user.user);
-        }
-        let next = (rows.len() > limit)
-            .then(|| items.last().map(|u: &User| u.id))
-            .flatten();
-        Ok(Page { items, next })
+        crate::page::scan_page(
+            &*self.ctx.store,
+            &keys::users(self.realm),
+            after.map(|id| keys::user(self.realm, id)),
+            limit,
+            |key, value| {
+                let UserRecord::V1(user) = record::decode(key, value)?;
+                Ok(user.user)
+            },
+            |user| user.id,
+        )
+        .await
     }
 
     /// Change the email and/or display name (validated first; nothing is
