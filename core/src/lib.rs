@@ -22,6 +22,7 @@
 
 pub mod clock;
 pub mod crypto;
+pub mod device;
 pub mod error;
 pub mod id;
 mod keystead;

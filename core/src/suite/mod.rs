@@ -5,6 +5,7 @@
 //! [`Keystead`] on a fresh store with a [`ManualClock`] and a generated
 //! [`StaticKeyProvider`], so every domain rule is proven on every backend.
 
+pub mod device;
 pub mod realm;
 pub mod user;
 
@@ -57,6 +58,17 @@ macro_rules! domain_tests {
             realms_are_isolated,
             disabled_realm_refuses,
             default_argon2_parameters
+        ]);
+        $crate::domain_tests!(@cases $open, device, [
+            groups_create_list_and_delete,
+            lifecycle_and_envelope_checks,
+            limit_holds_under_concurrency,
+            rotation_is_all_or_nothing,
+            concurrent_rotations_have_one_winner,
+            old_generations_are_pruned,
+            presence_push_tokens_and_public_keys,
+            events_replay_follow_and_resume,
+            disabled_realm_refuses
         ]);
     };
     (@cases $open:expr, $module:ident, [$($case:ident),* $(,)?]) => {
