@@ -31,6 +31,7 @@
 //! | `group-data/<group>/device-key/<fingerprint>` | the device id: one device per public key and group (`Absent`) |
 //! | `group-data/<group>/envelope/<version u32 BE>/<device>` | `EnvelopeRecord`: the device's sealed group key of that version |
 //! | `group-data/<group>/presence/<device>` | `PresenceRecord`: last heartbeat, kept apart so heartbeats never contend with state changes |
+//! | `group-data/<group>/key-request/<request>` | `KeyRequestRecord` (CAS) |
 //! | `group-data/<group>/event/<seq u64 BE>` | `EventRecord`: the outbox [`subscribe`](Devices::subscribe) replays |
 //!
 //! Every change that writes an event compare-and-swaps the group record,
@@ -40,7 +41,7 @@
 
 pub(crate) mod service;
 
-pub use crate::id::{DeviceId, GroupId};
+pub use crate::id::{DeviceId, GroupId, KeyRequestId};
 pub use service::{DeviceEventStream, Devices};
 
 use crate::crypto::{CryptoError, DevicePublicKey, KeyFingerprint, envelope};
@@ -62,6 +63,8 @@ pub const DEFAULT_KEY_GENERATIONS: u32 = 3;
 /// A device whose last heartbeat is at most this old counts as online,
 /// unless [`Devices::presence`] is given another window.
 pub const DEFAULT_PRESENCE_WINDOW_SECS: i64 = 60;
+/// How long a key request stays grantable (24 hours).
+pub const KEY_REQUEST_TTL_SECS: i64 = 24 * 3600;
 
 /// A device group of a realm: the unit that shares one group key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -227,6 +230,12 @@ pub enum DeviceEventType {
     DeviceKeyUpdated,
     /// The group key was rotated (`key_version` is the new version).
     KeyRotated,
+    /// A device asked for the current group key.
+    KeyRequestCreated,
+    /// A key request was granted (the requester now holds the key).
+    KeyRequestGranted,
+    /// A key request was rejected.
+    KeyRequestRejected,
 }
 
 /// One entry of a group's event outbox (an SSE message on the wire).
@@ -329,6 +338,86 @@ pub struct GroupPresence {
     pub online_count: usize,
 }
 
+/// Where a key request is. `Expired` and `Cancelled` are computed on read
+/// from `now` and the requester's state, never written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyRequestStatus {
+    /// Waiting for an active device to grant or reject it.
+    Pending,
+    /// An active device shared the key with the requester.
+    Granted,
+    /// An active device refused it.
+    Rejected,
+    /// Not resolved within [`KEY_REQUEST_TTL_SECS`].
+    Expired,
+    /// The requester was revoked or removed before it was resolved.
+    Cancelled,
+}
+
+impl KeyRequestStatus {
+    /// The lower-case name front-ends see.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyRequestStatus::Pending => "pending",
+            KeyRequestStatus::Granted => "granted",
+            KeyRequestStatus::Rejected => "rejected",
+            KeyRequestStatus::Expired => "expired",
+            KeyRequestStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A device's request to receive the current group key from another
+/// member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRequest {
+    /// Stable id.
+    #[serde(rename = "requestId")]
+    pub id: KeyRequestId,
+    /// The group.
+    pub group_id: GroupId,
+    /// The requesting device.
+    pub device_id: DeviceId,
+    /// The group key version current when the request was made.
+    pub key_version: u32,
+    /// Where the request is (see [`KeyRequestStatus`]).
+    pub status: KeyRequestStatus,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+    /// When it stops being grantable.
+    pub expires_at: DateTime<Utc>,
+    /// When it was granted or rejected.
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// The active device that granted or rejected it.
+    pub resolved_by: Option<DeviceId>,
+}
+
+impl KeyRequest {
+    /// The request as seen at `now` by a requester in `requester` state
+    /// (`None`: removed): a pending request past its expiry is `Expired`,
+    /// one whose requester is revoked or gone is `Cancelled`.
+    #[must_use]
+    pub fn at(mut self, now: DateTime<Utc>, requester: Option<DeviceStatus>) -> Self {
+        if self.status == KeyRequestStatus::Pending {
+            if !requester.is_some_and(takes_slot) {
+                self.status = KeyRequestStatus::Cancelled;
+            } else if now >= self.expires_at {
+                self.status = KeyRequestStatus::Expired;
+            }
+        }
+        self
+    }
+}
+
+/// Versioned encoding of [`KeyRequest`] (stored with the written status:
+/// pending, granted or rejected).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum KeyRequestRecord {
+    V1(KeyRequest),
+}
+
 /// Why a device or group-key operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -387,6 +476,23 @@ pub enum DeviceError {
     /// Another device of the group has this public key.
     #[error("public key already registered in this group")]
     PublicKeyInUse,
+    /// The device must be active for this (granting or rejecting key
+    /// requests).
+    #[error("device {device} is not active")]
+    NotActive {
+        /// The device.
+        device: DeviceId,
+    },
+    /// No key request with that id in this group.
+    #[error("key request not found")]
+    KeyRequestNotFound,
+    /// The key request was already granted or rejected, expired, or its
+    /// requester was revoked or removed.
+    #[error("key request is {}, not pending", status.as_str())]
+    KeyRequestNotPending {
+        /// The request's state.
+        status: KeyRequestStatus,
+    },
 }
 
 impl DeviceError {
@@ -402,6 +508,9 @@ impl DeviceError {
             DeviceError::InvalidEnvelope { .. } => "INVALID_ENVELOPE",
             DeviceError::EnvelopeSetMismatch { .. } => "ENVELOPE_SET_MISMATCH",
             DeviceError::PublicKeyInUse => "PUBLIC_KEY_IN_USE",
+            DeviceError::NotActive { .. } => "DEVICE_NOT_ACTIVE",
+            DeviceError::KeyRequestNotFound => "KEY_REQUEST_NOT_FOUND",
+            DeviceError::KeyRequestNotPending { .. } => "KEY_REQUEST_NOT_PENDING",
         }
     }
 }
@@ -599,6 +708,41 @@ mod tests {
     }
 
     #[test]
+    fn key_request_status_is_computed() {
+        let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let id = |n: u8| {
+            [
+                0x01, 0x8b, 0xcf, 0xe5, 0x68, 0x00, 0x70, 0x00, 0x80, 0, 0, 0, 0, 0, 0, n,
+            ]
+        };
+        let request = KeyRequest {
+            id: KeyRequestId::from_bytes(id(4)).unwrap(),
+            group_id: GroupId::from_bytes(id(2)).unwrap(),
+            device_id: DeviceId::from_bytes(id(3)).unwrap(),
+            key_version: 1,
+            status: KeyRequestStatus::Pending,
+            created_at: at,
+            expires_at: at + Duration::seconds(10),
+            resolved_at: None,
+            resolved_by: None,
+        };
+        let status = |now, dev| request.clone().at(now, dev).status;
+        assert_eq!(
+            status(at, Some(DeviceStatus::Pending)),
+            KeyRequestStatus::Pending
+        );
+        assert_eq!(
+            status(at + Duration::seconds(10), Some(DeviceStatus::Active)),
+            KeyRequestStatus::Expired
+        );
+        assert_eq!(
+            status(at, Some(DeviceStatus::Revoked)),
+            KeyRequestStatus::Cancelled
+        );
+        assert_eq!(status(at, None), KeyRequestStatus::Cancelled);
+    }
+
+    #[test]
     fn presence_window() {
         let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         let w = Duration::seconds(60);
@@ -683,6 +827,20 @@ mod tests {
         assert_golden(
             &PresenceRecord::V1 { last_seen: at },
             "010014323032332d31312d31345432323a31333a32305a",
+        );
+        assert_golden(
+            &KeyRequestRecord::V1(KeyRequest {
+                id: KeyRequestId::from_bytes(id(4)).unwrap(),
+                group_id: group,
+                device_id: device,
+                key_version: 2,
+                status: KeyRequestStatus::Granted,
+                created_at: at,
+                expires_at: at,
+                resolved_at: Some(at),
+                resolved_by: Some(device),
+            }),
+            "010010018bcfe568007000800000000000000410018bcfe568007000800000000000000210018bcfe5680070008000000000000003020114323032332d31312d31345432323a31333a32305a14323032332d31312d31345432323a31333a32305a0114323032332d31312d31345432323a31333a32305a0110018bcfe5680070008000000000000003",
         );
         assert_golden(
             &EventRecord::V1(DeviceEvent {

@@ -4,13 +4,13 @@
 use super::{
     DEFAULT_KEY_GENERATIONS, DEFAULT_PRESENCE_WINDOW_SECS, Device, DeviceAction, DeviceCount,
     DeviceError, DeviceEvent, DeviceEventType, DevicePresence, DeviceRecord, DeviceStatus,
-    EnvelopeRecord, EventRecord, Group, GroupPresence, GroupRecord, KeyRotation, KeyVersionInfo,
-    NewGroup, PresenceRecord, PushToken, Rotation, StoredGroup, check_envelope, is_online,
-    parse_public_key, takes_slot, transition, validate_name, validate_platform,
-    validate_push_token,
+    EnvelopeRecord, EventRecord, Group, GroupPresence, GroupRecord, KEY_REQUEST_TTL_SECS,
+    KeyRequest, KeyRequestRecord, KeyRequestStatus, KeyRotation, KeyVersionInfo, NewGroup,
+    PresenceRecord, PushToken, Rotation, StoredGroup, check_envelope, is_online, parse_public_key,
+    takes_slot, transition, validate_name, validate_platform, validate_push_token,
 };
 use crate::error::{Error, ValidationError};
-use crate::id::{DeviceId, GroupId, RealmId};
+use crate::id::{DeviceId, GroupId, KeyRequestId, RealmId};
 use crate::keystead::Context;
 use crate::page::{Page, check_limit};
 use crate::realm::Realm;
@@ -38,7 +38,7 @@ const MAX_KEY_GENERATIONS: u32 = 1000;
 pub type DeviceEventStream = BoxStream<'static, Result<DeviceEvent, Error>>;
 
 mod keys {
-    use super::{DeviceId, GroupId, Key, RealmId, data_prefix};
+    use super::{DeviceId, GroupId, Key, KeyRequestId, RealmId, data_prefix};
 
     pub(super) fn group(realm: RealmId, group: GroupId) -> Key {
         data_prefix(realm).push("group").push(group.to_bytes())
@@ -72,6 +72,12 @@ mod keys {
     }
     pub(super) fn presence(realm: RealmId, group: GroupId, device: DeviceId) -> Key {
         presences(realm, group).push(device.to_bytes())
+    }
+    pub(super) fn key_requests(realm: RealmId, group: GroupId) -> Key {
+        data(realm, group).push("key-request")
+    }
+    pub(super) fn key_request(realm: RealmId, group: GroupId, id: KeyRequestId) -> Key {
+        key_requests(realm, group).push(id.to_bytes())
     }
     pub(super) fn events(realm: RealmId, group: GroupId) -> Key {
         data(realm, group).push("event")
@@ -964,6 +970,235 @@ impl Devices {
             .ok_or(DeviceError::NoKeyAvailable)?;
         let EnvelopeRecord::V1 { envelope, .. } = record::decode(key.as_bytes(), &stored.value)?;
         Ok(envelope)
+    }
+
+    // ----- key requests -------------------------------------------------
+
+    async fn load_request(
+        &self,
+        group: GroupId,
+        id: KeyRequestId,
+    ) -> Result<(KeyRequest, u64), Error> {
+        let key = keys::key_request(self.realm, group, id);
+        let stored = self
+            .ctx
+            .store
+            .get(key.as_bytes())
+            .await?
+            .ok_or(DeviceError::KeyRequestNotFound)?;
+        let KeyRequestRecord::V1(r) = record::decode(key.as_bytes(), &stored.value)?;
+        Ok((r, stored.version))
+    }
+
+    async fn device_status(
+        &self,
+        group: GroupId,
+        device: DeviceId,
+    ) -> Result<Option<(Device, u64)>, Error> {
+        match self.load_device(group, device).await {
+            Ok(found) => Ok(Some(found)),
+            Err(Error::Device(DeviceError::NotFound)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A device that lacks the current key asks the group's active devices
+    /// for it. The requester must be pending or active; the request is
+    /// grantable for [`KEY_REQUEST_TTL_SECS`].
+    pub async fn create_key_request(
+        &self,
+        group: GroupId,
+        device: DeviceId,
+    ) -> Result<KeyRequest, Error> {
+        self.active_realm().await?;
+        for _ in 0..GROUP_RETRIES {
+            let mut tx = self.begin(group).await?;
+            let (d, version) = self.load_device(group, device).await?;
+            if !takes_slot(d.status) {
+                return Err(DeviceError::InvalidTransition {
+                    from: d.status,
+                    action: DeviceAction::ReceiveKey,
+                }
+                .into());
+            }
+            let request = KeyRequest {
+                id: KeyRequestId::generate(tx.now),
+                group_id: group,
+                device_id: device,
+                key_version: tx.stored.group.key_version,
+                status: KeyRequestStatus::Pending,
+                created_at: tx.now,
+                expires_at: tx.now + Duration::seconds(KEY_REQUEST_TTL_SECS),
+                resolved_at: None,
+                resolved_by: None,
+            };
+            let key = keys::key_request(self.realm, group, request.id);
+            tx.batch.put(
+                key.clone(),
+                record::encode(key.as_bytes(), &KeyRequestRecord::V1(request.clone()))?,
+                Precondition::Absent,
+            )?;
+            // The requester must still be in the state we checked.
+            tx.batch.check(
+                keys::device(self.realm, group, device),
+                Precondition::Version(version),
+            )?;
+            tx.event(DeviceEventType::KeyRequestCreated, Some(device))?;
+            if let Attempt::Done = self.try_commit(tx.finish()?).await? {
+                return Ok(request);
+            }
+        }
+        Err(busy(group))
+    }
+
+    /// The group's pending key requests (expired ones and those of revoked
+    /// or removed requesters left out), oldest first.
+    pub async fn key_requests(&self, group: GroupId) -> Result<Vec<KeyRequest>, Error> {
+        self.active_realm().await?;
+        self.load_group(group).await?;
+        let now = self.ctx.clock.now();
+        let statuses: BTreeMap<DeviceId, DeviceStatus> = self
+            .load_devices(group)
+            .await?
+            .into_iter()
+            .map(|(d, _)| (d.id, d.status))
+            .collect();
+        let prefix = keys::key_requests(self.realm, group);
+        let mut out = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let rows = self
+                .ctx
+                .store
+                .scan(prefix.as_bytes(), after.as_deref(), SCAN_PAGE)
+                .await?;
+            let Some((last, _)) = rows.last() else {
+                return Ok(out);
+            };
+            after = Some(last.clone());
+            for (key, stored) in &rows {
+                let KeyRequestRecord::V1(r) = record::decode(key, &stored.value)?;
+                let requester = statuses.get(&r.device_id).copied();
+                let r = r.at(now, requester);
+                if r.status == KeyRequestStatus::Pending {
+                    out.push(r);
+                }
+            }
+        }
+    }
+
+    /// One key request, with its status as of now.
+    pub async fn key_request(&self, group: GroupId, id: KeyRequestId) -> Result<KeyRequest, Error> {
+        self.active_realm().await?;
+        self.load_group(group).await?;
+        let (r, _) = self.load_request(group, id).await?;
+        let requester = self.device_status(group, r.device_id).await?;
+        Ok(r.at(self.ctx.clock.now(), requester.map(|(d, _)| d.status)))
+    }
+
+    /// Grant a pending key request: `granter` (an active device of the
+    /// group) hands the requester `envelope`, the current group key sealed
+    /// to the requester's public key (checked as in activation). A pending
+    /// requester becomes active. Granting a request that is not pending
+    /// (granted, rejected, expired, cancelled) is `KEY_REQUEST_NOT_PENDING`.
+    pub async fn grant_key_request(
+        &self,
+        group: GroupId,
+        id: KeyRequestId,
+        granter: DeviceId,
+        envelope: &[u8],
+    ) -> Result<KeyRequest, Error> {
+        self.resolve_key_request(group, id, granter, Some(envelope))
+            .await
+    }
+
+    /// Reject a pending key request (`by` must be an active device of the
+    /// group).
+    pub async fn reject_key_request(
+        &self,
+        group: GroupId,
+        id: KeyRequestId,
+        by: DeviceId,
+    ) -> Result<KeyRequest, Error> {
+        self.resolve_key_request(group, id, by, None).await
+    }
+
+    async fn resolve_key_request(
+        &self,
+        group: GroupId,
+        id: KeyRequestId,
+        by: DeviceId,
+        envelope: Option<&[u8]>,
+    ) -> Result<KeyRequest, Error> {
+        self.active_realm().await?;
+        for _ in 0..GROUP_RETRIES {
+            let mut tx = self.begin(group).await?;
+            let (request, request_version) = self.load_request(group, id).await?;
+            let requester = self.device_status(group, request.device_id).await?;
+            let view = request
+                .clone()
+                .at(tx.now, requester.as_ref().map(|(d, _)| d.status));
+            if view.status != KeyRequestStatus::Pending {
+                return Err(DeviceError::KeyRequestNotPending {
+                    status: view.status,
+                }
+                .into());
+            }
+            let (acting, acting_version) = self.load_device(group, by).await?;
+            if acting.status != DeviceStatus::Active {
+                return Err(DeviceError::NotActive { device: by }.into());
+            }
+            let Some((mut d, device_version)) = requester else {
+                return Err(DeviceError::NotFound.into());
+            };
+            let mut resolved = request;
+            resolved.resolved_at = Some(tx.now);
+            resolved.resolved_by = Some(by);
+            if let Some(envelope) = envelope {
+                let action = if d.status == DeviceStatus::Pending {
+                    DeviceAction::Activate
+                } else {
+                    DeviceAction::ReceiveKey
+                };
+                let next = transition(d.status, action)?;
+                let current = tx.stored.group.key_version;
+                check_envelope(&d, current, envelope)?;
+                if d.status == DeviceStatus::Pending {
+                    d.activated_at = Some(tx.now);
+                    tx.event(DeviceEventType::DeviceActivated, Some(d.id))?;
+                }
+                d.status = next.unwrap_or(d.status);
+                d.key_version = Some(current);
+                d.updated_at = tx.now;
+                tx.put_envelope(d.id, current, envelope.to_vec())?;
+                tx.put_device(&d, Some(device_version))?;
+                resolved.status = KeyRequestStatus::Granted;
+                tx.event(DeviceEventType::KeyRequestGranted, Some(d.id))?;
+            } else {
+                tx.batch.check(
+                    keys::device(self.realm, group, d.id),
+                    Precondition::Version(device_version),
+                )?;
+                resolved.status = KeyRequestStatus::Rejected;
+                tx.event(DeviceEventType::KeyRequestRejected, Some(d.id))?;
+            }
+            if by != d.id {
+                tx.batch.check(
+                    keys::device(self.realm, group, by),
+                    Precondition::Version(acting_version),
+                )?;
+            }
+            let key = keys::key_request(self.realm, group, id);
+            tx.batch.put(
+                key.clone(),
+                record::encode(key.as_bytes(), &KeyRequestRecord::V1(resolved.clone()))?,
+                Precondition::Version(request_version),
+            )?;
+            if let Attempt::Done = self.try_commit(tx.finish()?).await? {
+                return Ok(resolved);
+            }
+        }
+        Err(busy(group))
     }
 
     // ----- events -------------------------------------------------------

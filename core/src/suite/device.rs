@@ -9,7 +9,7 @@ use crate::crypto::envelope::{self, EnvelopeContext};
 use crate::crypto::{DevicePublicKey, DeviceSecretKey};
 use crate::device::{
     Device, DeviceAction, DeviceError, DeviceEvent, DeviceEventType, DeviceStatus, Devices, Group,
-    NewGroup, PushToken, Rotation,
+    KeyRequestStatus, NewGroup, PushToken, Rotation,
 };
 use crate::id::{DeviceId, GroupId, RealmId};
 use crate::realm::{RealmError, RealmSettings};
@@ -858,4 +858,165 @@ pub async fn disabled_realm_refuses(h: Harness) {
             .await,
         Err(Error::Realm(RealmError::Disabled))
     ));
+}
+
+/// Key requests: create, list, get, grant (activating a pending requester),
+/// reject, expiry, cancellation by revocation, and the refused cases.
+pub async fn key_requests(h: Harness) {
+    let (devices, realm, group, clock) = setup(&h, None).await;
+    let k1 = group_key(1);
+    let a = join(&devices, &group, 1, &k1, "a").await;
+    let secret = new_key();
+    let newcomer = devices
+        .register(group.id, "new", "ios", &secret.public_key().to_bytes())
+        .await
+        .unwrap();
+    let req = devices
+        .create_key_request(group.id, newcomer.id)
+        .await
+        .unwrap();
+    assert_eq!(req.status, KeyRequestStatus::Pending);
+    assert_eq!(
+        devices.key_requests(group.id).await.unwrap(),
+        vec![req.clone()]
+    );
+    assert_eq!(devices.key_request(group.id, req.id).await.unwrap(), req);
+
+    // A pending device cannot grant; a bad envelope writes nothing.
+    assert_eq!(
+        device_err(
+            devices
+                .grant_key_request(group.id, req.id, newcomer.id, b"x")
+                .await
+        ),
+        DeviceError::NotActive {
+            device: newcomer.id
+        }
+    );
+    let wrong = seal(realm, group.id, 1, &a.device, &k1);
+    assert!(matches!(
+        device_err(
+            devices
+                .grant_key_request(group.id, req.id, a.device.id, &wrong)
+                .await
+        ),
+        DeviceError::InvalidEnvelope { .. }
+    ));
+    assert_eq!(
+        devices.key_request(group.id, req.id).await.unwrap().status,
+        KeyRequestStatus::Pending
+    );
+
+    let env = seal(realm, group.id, 1, &newcomer, &k1);
+    let granted = devices
+        .grant_key_request(group.id, req.id, a.device.id, &env)
+        .await
+        .unwrap();
+    assert_eq!(granted.status, KeyRequestStatus::Granted);
+    assert_eq!(granted.resolved_by, Some(a.device.id));
+    let now_active = devices.get(group.id, newcomer.id).await.unwrap();
+    assert_eq!(now_active.status, DeviceStatus::Active);
+    let stored = devices.device_key(group.id, newcomer.id).await.unwrap();
+    let ctx = EnvelopeContext {
+        realm,
+        group: group.id,
+        key_version: 1,
+        recipient: newcomer.id,
+    };
+    assert_eq!(
+        envelope::open(&stored, &secret, &ctx).unwrap().expose(),
+        k1.expose()
+    );
+    assert_eq!(
+        device_err(
+            devices
+                .grant_key_request(group.id, req.id, a.device.id, &env)
+                .await
+        ),
+        DeviceError::KeyRequestNotPending {
+            status: KeyRequestStatus::Granted
+        }
+    );
+    assert!(devices.key_requests(group.id).await.unwrap().is_empty());
+
+    // Reject, then granting the rejected request is refused.
+    let second = devices
+        .create_key_request(group.id, newcomer.id)
+        .await
+        .unwrap();
+    let rejected = devices
+        .reject_key_request(group.id, second.id, a.device.id)
+        .await
+        .unwrap();
+    assert_eq!(rejected.status, KeyRequestStatus::Rejected);
+    assert_eq!(
+        device_err(
+            devices
+                .grant_key_request(group.id, second.id, a.device.id, &env)
+                .await
+        ),
+        DeviceError::KeyRequestNotPending {
+            status: KeyRequestStatus::Rejected
+        }
+    );
+
+    // Expiry is computed from now.
+    let third = devices
+        .create_key_request(group.id, newcomer.id)
+        .await
+        .unwrap();
+    clock.advance(Duration::seconds(crate::device::KEY_REQUEST_TTL_SECS));
+    assert_eq!(
+        devices
+            .key_request(group.id, third.id)
+            .await
+            .unwrap()
+            .status,
+        KeyRequestStatus::Expired
+    );
+    assert!(devices.key_requests(group.id).await.unwrap().is_empty());
+    assert!(matches!(
+        device_err(
+            devices
+                .reject_key_request(group.id, third.id, a.device.id)
+                .await
+        ),
+        DeviceError::KeyRequestNotPending { .. }
+    ));
+
+    // A revoked requester's requests die; it cannot make new ones.
+    let fourth = devices
+        .create_key_request(group.id, newcomer.id)
+        .await
+        .unwrap();
+    devices.revoke(group.id, newcomer.id, None).await.unwrap();
+    assert_eq!(
+        devices
+            .key_request(group.id, fourth.id)
+            .await
+            .unwrap()
+            .status,
+        KeyRequestStatus::Cancelled
+    );
+    assert!(matches!(
+        device_err(devices.create_key_request(group.id, newcomer.id).await),
+        DeviceError::InvalidTransition { .. }
+    ));
+    assert_eq!(
+        device_err(
+            devices
+                .key_request(group.id, crate::id::KeyRequestId::generate(super::epoch()))
+                .await
+        ),
+        DeviceError::KeyRequestNotFound
+    );
+    let kinds: Vec<DeviceEventType> = devices
+        .events(group.id, 0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
+    assert!(kinds.contains(&DeviceEventType::KeyRequestGranted));
+    assert!(kinds.contains(&DeviceEventType::KeyRequestRejected));
 }

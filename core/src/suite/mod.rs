@@ -68,6 +68,7 @@ macro_rules! domain_tests {
             old_generations_are_pruned,
             presence_push_tokens_and_public_keys,
             events_replay_follow_and_resume,
+            key_requests,
             disabled_realm_refuses
         ]);
     };
