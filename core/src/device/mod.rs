@@ -39,6 +39,8 @@
 //! the limit and gap-free sequences are therefore decided by the same
 //! `Version` precondition, in the same batch as the change.
 
+#[cfg(test)]
+mod model_tests;
 pub(crate) mod service;
 
 pub use crate::id::{DeviceId, GroupId, KeyRequestId};
