@@ -20,6 +20,7 @@
 //! group-key envelopes, at-rest sealing) goes through [`crypto`].
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod clock;
 pub mod crypto;
 pub mod device;
