@@ -390,7 +390,7 @@ impl Devices {
                 return Ok(result);
             }
         }
-        Err(busy(group))
+        Err(busy(self.realm, group))
     }
 
     /// Delete a group and everything in it (devices, envelopes, presence,
@@ -410,7 +410,7 @@ impl Devices {
                 return self.sweep(&keys::data(self.realm, group)).await;
             }
         }
-        Err(busy(group))
+        Err(busy(self.realm, group))
     }
 
     async fn sweep(&self, prefix: &Key) -> Result<u64, Error> {
@@ -507,7 +507,7 @@ impl Devices {
                 Attempt::Conflict(_) => {}
             }
         }
-        Err(busy(group))
+        Err(busy(self.realm, group))
     }
 
     /// Get a device of a group (`DEVICE_NOT_FOUND` for a device of another
@@ -564,7 +564,7 @@ impl Devices {
                 return Ok(d);
             }
         }
-        Err(busy(group))
+        Err(busy(self.realm, group))
     }
 
     /// Revoke a device (administrator). It frees its slot, keeps its record
@@ -613,7 +613,7 @@ impl Devices {
                 return Ok(result);
             }
         }
-        Err(busy(group))
+        Err(busy(self.realm, group))
     }
 
     /// Remove a device (administrator): its record, public-key index entry,
@@ -644,7 +644,7 @@ impl Devices {
                 return Ok(());
             }
         }
-        Err(busy(group))
+        Err(busy(self.realm, group))
     }
 
     /// Replace a device's public key. Its envelopes (sealed to the old key)
@@ -691,7 +691,7 @@ impl Devices {
                 Attempt::Conflict(_) => {}
             }
         }
-        Err(busy(group))
+        Err(busy(self.realm, group))
     }
 
     /// Set a device's push token (platform and token validated).
@@ -739,7 +739,7 @@ impl Devices {
                 return Ok(d);
             }
         }
-        Err(busy(group))
+        Err(busy(self.realm, group))
     }
 
     /// Record a heartbeat: the device was seen now. Writes only the
@@ -756,9 +756,9 @@ impl Devices {
             record::encode(key.as_bytes(), &PresenceRecord::V1 { last_seen: now })?,
             Precondition::Any,
         )?;
-        // A device check keeps a heartbeat racing a removal from leaving a
-        // presence record behind.
-        batch.check(keys::device(self.realm, group, device), Precondition::Any)?;
+        // No precondition on the device record: a heartbeat racing a removal
+        // may leave a presence record behind, which is harmless (presence is
+        // read per listed device) and swept with the group.
         self.ctx.store.commit(batch).await?;
         Ok(())
     }
@@ -838,7 +838,7 @@ impl Devices {
                 return Ok(result);
             }
         }
-        Err(busy(group))
+        Err(busy(self.realm, group))
     }
 
     /// Add a rotation to `tx`: the pure checks, then the writes.
@@ -1048,7 +1048,7 @@ impl Devices {
                 return Ok(request);
             }
         }
-        Err(busy(group))
+        Err(busy(self.realm, group))
     }
 
     /// The group's pending key requests (expired ones and those of revoked
@@ -1198,7 +1198,7 @@ impl Devices {
                 return Ok(resolved);
             }
         }
-        Err(busy(group))
+        Err(busy(self.realm, group))
     }
 
     // ----- events -------------------------------------------------------
@@ -1324,9 +1324,9 @@ fn check_device_limit(limit: u32) -> Result<(), ValidationError> {
 }
 
 /// The error after every retry lost its race.
-fn busy(group: GroupId) -> Error {
+fn busy(realm: RealmId, group: GroupId) -> Error {
     StorageError::Conflict {
-        key: group.to_bytes().to_vec(),
+        key: keys::group(realm, group).into_bytes(),
     }
     .into()
 }
