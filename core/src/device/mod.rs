@@ -167,7 +167,9 @@ pub struct Device {
     pub name: String,
     /// The device platform (`ios`, `android`, `web`, …).
     pub platform: String,
-    /// The device's X25519 public key (RFC 7748 encoding).
+    /// The device's X25519 public key (RFC 7748 encoding); standard base64
+    /// in JSON and other human-readable formats, raw bytes in records.
+    #[serde(with = "public_key_serde")]
     pub public_key: [u8; 32],
     /// Lifecycle state.
     pub status: DeviceStatus,
@@ -192,6 +194,35 @@ impl Device {
         // The key was validated at registration; re-parsing cannot fail
         // for stored keys, and the fingerprint does not depend on parsing.
         KeyFingerprint(crate::crypto::sha256(&self.public_key))
+    }
+}
+
+/// Public keys as base64 for front-ends, fixed bytes for storage.
+mod public_key_serde {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
+
+    pub(super) fn serialize<S: Serializer>(key: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(&STANDARD.encode(key))
+        } else {
+            key.serialize(s)
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        if d.is_human_readable() {
+            let text = String::deserialize(d)?;
+            let bytes = STANDARD
+                .decode(text.as_bytes())
+                .map_err(|e| D::Error::custom(format!("publicKey is not base64: {e}")))?;
+            bytes
+                .try_into()
+                .map_err(|_| D::Error::custom("publicKey must be 32 bytes"))
+        } else {
+            <[u8; 32]>::deserialize(d)
+        }
     }
 }
 
@@ -742,6 +773,63 @@ mod tests {
             KeyRequestStatus::Cancelled
         );
         assert_eq!(status(at, None), KeyRequestStatus::Cancelled);
+    }
+
+    #[test]
+    fn json_field_names_match_the_seed() {
+        let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let id = |n: u8| {
+            [
+                0x01, 0x8b, 0xcf, 0xe5, 0x68, 0x00, 0x70, 0x00, 0x80, 0, 0, 0, 0, 0, 0, n,
+            ]
+        };
+        let device = Device {
+            id: DeviceId::from_bytes(id(3)).unwrap(),
+            group_id: GroupId::from_bytes(id(2)).unwrap(),
+            name: "ph".into(),
+            platform: "ios".into(),
+            public_key: [7; 32],
+            status: DeviceStatus::Active,
+            key_version: Some(2),
+            push_token: None,
+            created_at: at,
+            updated_at: at,
+            activated_at: None,
+            revoked_at: None,
+        };
+        let json = serde_json::to_value(&device).unwrap();
+        for field in [
+            "deviceId",
+            "groupId",
+            "publicKey",
+            "keyVersion",
+            "pushToken",
+            "createdAt",
+        ] {
+            assert!(json.get(field).is_some(), "{field} missing in {json}");
+        }
+        assert_eq!(json["status"], "active");
+        assert_eq!(
+            json["publicKey"],
+            "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="
+        );
+        let back: Device = serde_json::from_value(json).unwrap();
+        assert_eq!(back, device);
+        let count = serde_json::to_value(DeviceCount {
+            count: 1,
+            limit: 2,
+            limit_reached: false,
+        })
+        .unwrap();
+        assert_eq!(count["limitReached"], false);
+        let info = serde_json::to_value(KeyVersionInfo {
+            current_version: 2,
+            device_version: Some(1),
+            needs_update: true,
+        })
+        .unwrap();
+        assert_eq!(info["needsUpdate"], true);
+        assert_eq!(info["currentVersion"], 2);
     }
 
     #[test]

@@ -1252,6 +1252,28 @@ impl Devices {
         })
         .boxed())
     }
+
+    /// [`subscribe`](Self::subscribe) narrowed to the events a device
+    /// cares about (the seed's optional `deviceId`): those about `device`
+    /// and group-wide ones (rotations). Sequence numbers still come from
+    /// the group, so resuming works the same way.
+    pub async fn subscribe_device(
+        &self,
+        group: GroupId,
+        device: DeviceId,
+        after_seq: u64,
+    ) -> Result<DeviceEventStream, Error> {
+        let stream = self.subscribe(group, after_seq).await?;
+        Ok(stream
+            .filter(move |item| {
+                let keep = match item {
+                    Ok(event) => event.device_id.is_none_or(|d| d == device),
+                    Err(_) => true,
+                };
+                futures::future::ready(keep)
+            })
+            .boxed())
+    }
 }
 
 /// The state of a live subscription.

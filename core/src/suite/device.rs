@@ -824,6 +824,17 @@ pub async fn events_replay_follow_and_resume(h: Harness) {
             .is_err()
     );
     assert_eq!(devices.events(group.id, 0, 1000).await.unwrap(), seen);
+
+    // Device-specific: a's events and group-wide ones only.
+    let mut mine = devices
+        .subscribe_device(group.id, a.device.id, 0)
+        .await
+        .unwrap();
+    let mut a_seqs = Vec::new();
+    for _ in 0..3 {
+        a_seqs.push(next(&mut mine).await.seq);
+    }
+    assert_eq!(a_seqs, vec![1, 2, 5]);
 }
 
 async fn next(stream: &mut crate::device::DeviceEventStream) -> DeviceEvent {
