@@ -1031,3 +1031,34 @@ pub async fn key_requests(h: Harness) {
     assert!(kinds.contains(&DeviceEventType::KeyRequestGranted));
     assert!(kinds.contains(&DeviceEventType::KeyRequestRejected));
 }
+
+/// A rotation of a 100-device group is one batch on every backend.
+pub async fn large_rotation_is_one_commit(h: Harness) {
+    let (devices, realm, group, _) = setup(&h, Some(120)).await;
+    let k1 = group_key(1);
+    let mut members = Vec::new();
+    for i in 0..100 {
+        members.push(
+            join(&devices, &group, 1, &k1, &format!("m{i}"))
+                .await
+                .device,
+        );
+    }
+    let refs: Vec<&Device> = members.iter().collect();
+    let k2 = group_key(2);
+    let result = devices
+        .rotate(group.id, rotation_for(realm, group.id, 1, &refs, &k2))
+        .await
+        .unwrap();
+    assert_eq!(result.envelopes, 100);
+    for d in &members {
+        let info = devices.key_version_info(group.id, d.id).await.unwrap();
+        assert_eq!((info.device_version, info.needs_update), (Some(2), false));
+    }
+    let events = devices.events(group.id, 0, 1000).await.unwrap();
+    assert_eq!(events.len(), 201);
+    assert_eq!(
+        events.last().unwrap().event_type,
+        DeviceEventType::KeyRotated
+    );
+}

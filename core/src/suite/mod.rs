@@ -69,6 +69,7 @@ macro_rules! domain_tests {
             presence_push_tokens_and_public_keys,
             events_replay_follow_and_resume,
             key_requests,
+            large_rotation_is_one_commit,
             disabled_realm_refuses
         ]);
     };
