@@ -6,6 +6,7 @@
 //! to HTTP status codes. Codes never change between releases; messages may.
 
 use crate::crypto::CryptoError;
+use crate::device::DeviceError;
 use crate::realm::RealmError;
 use crate::store::{BatchError, StorageError};
 use crate::user::{AuthError, UserError};
@@ -33,6 +34,9 @@ pub enum Error {
     /// application token is unknown.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// A device group, device, envelope or key version was refused.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
 }
 
 impl Error {
@@ -46,6 +50,7 @@ impl Error {
             Error::Realm(e) => e.code(),
             Error::User(e) => e.code(),
             Error::Auth(e) => e.code(),
+            Error::Device(e) => e.code(),
         }
     }
 }
@@ -114,6 +119,34 @@ mod tests {
             (UserError::EmailTaken.into(), "EMAIL_TAKEN"),
             (UserError::NotFound.into(), "USER_NOT_FOUND"),
             (UserError::Disabled.into(), "USER_DISABLED"),
+        ];
+        for (error, code) in cases {
+            assert_eq!(error.code(), code);
+        }
+    }
+
+    #[test]
+    fn device_codes_are_stable() {
+        use crate::device::{DeviceAction, DeviceStatus};
+        let cases: [(Error, &str); 5] = [
+            (
+                DeviceError::LimitReached { limit: 5 }.into(),
+                "DEVICE_LIMIT_REACHED",
+            ),
+            (
+                DeviceError::KeyVersionConflict { current: 3 }.into(),
+                "KEY_VERSION_CONFLICT",
+            ),
+            (
+                DeviceError::InvalidTransition {
+                    from: DeviceStatus::Revoked,
+                    action: DeviceAction::Activate,
+                }
+                .into(),
+                "INVALID_TRANSITION",
+            ),
+            (DeviceError::NoKeyAvailable.into(), "NO_KEY_AVAILABLE"),
+            (DeviceError::NotFound.into(), "DEVICE_NOT_FOUND"),
         ];
         for (error, code) in cases {
             assert_eq!(error.code(), code);

@@ -25,6 +25,7 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::crypto::at_rest::KeyProvider;
+use crate::device::Devices;
 use crate::error::{Error, ValidationError};
 use crate::id::RealmId;
 use crate::realm::Realms;
@@ -141,6 +142,19 @@ impl Keystead {
     /// exists and is active.
     pub fn users(&self, realm: RealmId) -> Users {
         Users::new(Arc::clone(&self.ctx), realm)
+    }
+
+    /// Device groups, devices, presence, push tokens, E2EE group keys with
+    /// versioned rotation, and the per-group event stream of one realm.
+    /// Bound to `realm` like [`users`](Self::users).
+    pub fn devices(&self, realm: RealmId) -> Devices {
+        Devices::new(Arc::clone(&self.ctx), realm)
+    }
+
+    /// The group-key half of [`devices`](Self::devices) (rotation, key
+    /// versions, envelopes): the same handle, under the name DESIGN.md uses.
+    pub fn group_keys(&self, realm: RealmId) -> Devices {
+        self.devices(realm)
     }
 
     /// The store this instance was built with (for embedders that keep their

@@ -14,14 +14,21 @@
 //!   so expiry and lockout rules are testable with a `clock::ManualClock`
 //!   (feature `test-utils`).
 //!
+//! Device groups, the device lifecycle, E2EE group-key rotation, presence,
+//! key requests and per-group event streams live in [`device`]
+//! (`ks.devices(realm)`); [`client`] is the front-end side (a device's
+//! secret key, opening and sealing envelopes).
+//!
 //! Identifiers are typed UUID v7 newtypes ([`id`]); secrets live in
 //! [`secret`] wrappers that never print and are wiped on drop; every failure is
 //! one [`Error`] with a stable [`Error::code`]. All cryptography (device keys,
 //! group-key envelopes, at-rest sealing) goes through [`crypto`].
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod clock;
 pub mod crypto;
+pub mod device;
 pub mod error;
 pub mod id;
 mod keystead;

@@ -5,6 +5,7 @@
 //! [`Keystead`] on a fresh store with a [`ManualClock`] and a generated
 //! [`StaticKeyProvider`], so every domain rule is proven on every backend.
 
+pub mod device;
 pub mod isolation;
 pub mod realm;
 pub mod user;
@@ -59,6 +60,19 @@ macro_rules! domain_tests {
             disabled_realm_refuses,
             default_argon2_parameters,
             breached_passwords_and_custom_blocking_runner
+        ]);
+        $crate::domain_tests!(@cases $open, device, [
+            groups_create_list_and_delete,
+            lifecycle_and_envelope_checks,
+            limit_holds_under_concurrency,
+            rotation_is_all_or_nothing,
+            concurrent_rotations_have_one_winner,
+            old_generations_are_pruned,
+            presence_push_tokens_and_public_keys,
+            events_replay_follow_and_resume,
+            key_requests,
+            large_rotation_is_one_commit,
+            disabled_realm_refuses
         ]);
         #[test]
         fn random_operations_never_cross_realms() {
