@@ -6,6 +6,7 @@
 //! to HTTP status codes. Codes never change between releases; messages may.
 
 use crate::crypto::CryptoError;
+use crate::mfa::MfaError;
 use crate::realm::RealmError;
 use crate::store::{BatchError, StorageError};
 use crate::user::{AuthError, UserError};
@@ -33,6 +34,10 @@ pub enum Error {
     /// application token is unknown.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// An MFA key is missing or in the wrong state, or a second factor was
+    /// wrong.
+    #[error(transparent)]
+    Mfa(#[from] MfaError),
 }
 
 impl Error {
@@ -46,6 +51,7 @@ impl Error {
             Error::Realm(e) => e.code(),
             Error::User(e) => e.code(),
             Error::Auth(e) => e.code(),
+            Error::Mfa(e) => e.code(),
         }
     }
 }
@@ -114,6 +120,27 @@ mod tests {
             (UserError::EmailTaken.into(), "EMAIL_TAKEN"),
             (UserError::NotFound.into(), "USER_NOT_FOUND"),
             (UserError::Disabled.into(), "USER_DISABLED"),
+        ];
+        for (error, code) in cases {
+            assert_eq!(error.code(), code);
+        }
+    }
+
+    #[test]
+    fn mfa_codes_are_stable() {
+        let cases: [(Error, &str); 9] = [
+            (MfaError::KeyNotFound.into(), "MFA_KEY_NOT_FOUND"),
+            (MfaError::InvalidCode.into(), "MFA_INVALID_CODE"),
+            (MfaError::PendingKeyExists.into(), "MFA_PENDING_KEY_EXISTS"),
+            (MfaError::KeyLimitReached.into(), "MFA_KEY_LIMIT_REACHED"),
+            (MfaError::AlreadyActive.into(), "MFA_KEY_ALREADY_ACTIVE"),
+            (MfaError::KeyNotActive.into(), "MFA_KEY_NOT_ACTIVE"),
+            (MfaError::ActivationExpired.into(), "MFA_ACTIVATION_EXPIRED"),
+            (MfaError::NoActiveFactor.into(), "MFA_NO_ACTIVE_FACTOR"),
+            (
+                MfaError::EnrollmentRequired.into(),
+                "MFA_ENROLLMENT_REQUIRED",
+            ),
         ];
         for (error, code) in cases {
             assert_eq!(error.code(), code);

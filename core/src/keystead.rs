@@ -27,6 +27,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::crypto::at_rest::KeyProvider;
 use crate::error::{Error, ValidationError};
 use crate::id::RealmId;
+use crate::mfa::Mfa;
 use crate::realm::Realms;
 use crate::store::Store;
 use crate::user::Users;
@@ -40,7 +41,6 @@ pub const MAX_RETRIES: usize = 16;
 pub(crate) struct Context {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) clock: Arc<dyn Clock>,
-    #[allow(dead_code)] // read by the domains that seal secrets at rest
     pub(crate) keys: Arc<dyn KeyProvider>,
 }
 
@@ -73,6 +73,13 @@ impl Keystead {
     /// exists and is active.
     pub fn users(&self, realm: RealmId) -> Users {
         Users::new(Arc::clone(&self.ctx), realm)
+    }
+
+    /// MFA of one realm: TOTP keys, verification, recovery codes and
+    /// completion of the login's MFA challenge. Bound to `realm` like
+    /// [`users`](Self::users).
+    pub fn mfa(&self, realm: RealmId) -> Mfa {
+        Mfa::new(Arc::clone(&self.ctx), realm)
     }
 
     /// The store this instance was built with (for embedders that keep their

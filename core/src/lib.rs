@@ -25,6 +25,7 @@ pub mod crypto;
 pub mod error;
 pub mod id;
 mod keystead;
+pub mod mfa;
 pub mod page;
 pub mod realm;
 pub mod secret;

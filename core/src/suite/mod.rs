@@ -5,6 +5,7 @@
 //! [`Keystead`] on a fresh store with a [`ManualClock`] and a generated
 //! [`StaticKeyProvider`], so every domain rule is proven on every backend.
 
+pub mod mfa;
 pub mod realm;
 pub mod user;
 
@@ -57,6 +58,24 @@ macro_rules! domain_tests {
             realms_are_isolated,
             disabled_realm_refuses,
             default_argon2_parameters
+        ]);
+        $crate::domain_tests!(@cases $open, mfa, [
+            key_lifecycle,
+            delete_keys_and_factor_count,
+            pending_keys_expire,
+            active_key_limit,
+            rfc6238_known_answers,
+            rfc4226_known_answers,
+            skew_boundaries,
+            replay_is_refused,
+            concurrent_verifications_one_winner,
+            bad_input_and_lockout,
+            cross_user_and_realm_refused,
+            recovery_codes,
+            login_challenge_completion,
+            concurrent_challenge_completion,
+            enrollment_required,
+            configurable_parameters
         ]);
     };
     (@cases $open:expr, $module:ident, [$($case:ident),* $(,)?]) => {
