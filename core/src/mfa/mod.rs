@@ -484,3 +484,57 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod golden {
+    use super::*;
+    use crate::mfa::recovery::{RecoveryCodeRecord, RecoverySetRecord};
+
+    fn id_bytes(last: u8) -> [u8; 16] {
+        [
+            0x01, 0x8b, 0xcf, 0xe5, 0x68, 0x00, 0x70, 0x00, 0x80, 0, 0, 0, 0, 0, 0, last,
+        ]
+    }
+
+    #[test]
+    fn key_record_golden_bytes() {
+        let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let record = MfaKeyRecord::V1(StoredKey {
+            key: MfaKey {
+                id: MfaKeyId::from_bytes(id_bytes(7)).unwrap(),
+                user: UserId::from_bytes(id_bytes(2)).unwrap(),
+                realm: RealmId::from_bytes(id_bytes(1)).unwrap(),
+                kind: MfaKeyType::Totp,
+                status: MfaKeyStatus::Active,
+                params: TotpParams::default(),
+                created_at: at,
+                expires_at: None,
+                activated_at: Some(at),
+                last_used_at: Some(at),
+            },
+            sealed_seed: vec![1, 2, 3],
+            last_step: Some(56_666_666),
+        });
+        crate::store::record::assert_golden(
+            &record,
+            "010010018bcfe568007000800000000000000710018bcfe568007000800000000000000210018bcfe5680070008000000000000001000100061e14323032332d31312d31345432323a31333a32305a000114323032332d31312d31345432323a31333a32305a0114323032332d31312d31345432323a31333a32305a0301020301aad4821b",
+        );
+    }
+
+    #[test]
+    fn recovery_records_golden_bytes() {
+        let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        crate::store::record::assert_golden(
+            &RecoverySetRecord::V1 {
+                generation: 2,
+                remaining: 9,
+                created_at: at,
+            },
+            "0100020914323032332d31312d31345432323a31333a32305a",
+        );
+        crate::store::record::assert_golden(
+            &RecoveryCodeRecord::V1 { created_at: at },
+            "010014323032332d31312d31345432323a31333a32305a",
+        );
+    }
+}
