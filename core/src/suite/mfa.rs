@@ -56,6 +56,102 @@ async fn fixture(h: &Harness, settings: RealmSettings) -> Fixture {
     }
 }
 
+/// A store that holds the first `armed` commits touching a key containing
+/// `needle` until that many have arrived, so racing callers have all
+/// loaded the same versions before any of them commits: the race is
+/// forced, not hoped for.
+struct GatedStore {
+    inner: Arc<dyn crate::store::Store>,
+    needle: &'static [u8],
+    armed: std::sync::atomic::AtomicUsize,
+    barrier: tokio::sync::Barrier,
+}
+
+impl GatedStore {
+    fn arm(&self, n: usize) {
+        self.armed.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::store::Store for GatedStore {
+    async fn get(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<crate::store::Versioned>, crate::StorageError> {
+        self.inner.get(key).await
+    }
+
+    async fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, crate::store::Versioned)>, crate::StorageError> {
+        self.inner.scan(prefix, after, limit).await
+    }
+
+    async fn commit(&self, batch: crate::store::Batch) -> Result<(), crate::StorageError> {
+        use std::sync::atomic::Ordering;
+        let touches = batch.iter().any(|(key, _, m)| {
+            !matches!(m, crate::store::Mutation::Check)
+                && key.windows(self.needle.len()).any(|w| w == self.needle)
+        });
+        if touches
+            && self
+                .armed
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            self.barrier.wait().await;
+        }
+        self.inner.commit(batch).await
+    }
+
+    async fn close(&self) -> Result<(), crate::StorageError> {
+        self.inner.close().await
+    }
+}
+
+/// A fixture whose store gates commits touching `needle` (`RACERS` at once).
+async fn gated_fixture(h: &Harness, needle: &'static [u8]) -> (Fixture, Arc<GatedStore>) {
+    use crate::crypto::at_rest::StaticKeyProvider;
+    let gate = Arc::new(GatedStore {
+        inner: h.open().await,
+        needle,
+        armed: std::sync::atomic::AtomicUsize::new(0),
+        barrier: tokio::sync::Barrier::new(RACERS),
+    });
+    let clock = ManualClock::new(super::epoch());
+    let ks = Keystead::builder()
+        .shared_store(gate.clone())
+        .clock(clock.clone())
+        .keys(StaticKeyProvider::generate().unwrap())
+        .build()
+        .unwrap();
+    let realm = ks.realms().create("acme", lenient()).await.unwrap();
+    let users = ks.users(realm.id);
+    let mfa = ks.mfa(realm.id);
+    let alice = users
+        .register("alice", None, SecretString::from("correct horse"))
+        .await
+        .unwrap()
+        .id;
+    (
+        Fixture {
+            ks,
+            clock,
+            users,
+            mfa,
+            alice,
+        },
+        gate,
+    )
+}
+
+/// How many callers each forced race has.
+const RACERS: usize = 4;
+
 fn seed_of(new: &NewTotpKey) -> Vec<u8> {
     totp_rs::Secret::try_from_base32(new.secret_base32.expose())
         .unwrap()
@@ -421,15 +517,17 @@ pub async fn replay_is_refused(h: Harness) {
     f.mfa.verify(f.alice, id, &spaced).await.unwrap();
 }
 
-/// Concurrent verifications of one code: exactly one wins.
+/// Concurrent verifications of one code: exactly one wins, even when all
+/// of them loaded the key before any committed.
 pub async fn concurrent_verifications_one_winner(h: Harness) {
-    let f = fixture(&h, lenient()).await;
+    let (f, gate) = gated_fixture(&h, b"mfa-key").await;
     let (id, seed) = active_key(&f, f.alice).await;
     f.clock.advance(Duration::seconds(30));
     let code = code_at(TotpParams::default(), &seed, now_unix(&f.clock));
+    gate.arm(RACERS);
     let mfa = Arc::new(f.mfa.clone());
     let mut tasks = Vec::new();
-    for _ in 0..8 {
+    for _ in 0..RACERS {
         let mfa = Arc::clone(&mfa);
         let code = code.clone();
         let alice = f.alice;
@@ -716,15 +814,18 @@ pub async fn login_challenge_completion(h: Harness) {
     ));
 }
 
-/// Concurrent completions of one challenge: exactly one session.
+/// Concurrent completions of one challenge (each with a different valid
+/// recovery code), all loaded before any commits: exactly one session, and
+/// only the winner's code is burnt.
 pub async fn concurrent_challenge_completion(h: Harness) {
-    let f = fixture(&h, lenient()).await;
+    let (f, gate) = gated_fixture(&h, b"challenge").await;
     let codes = f.mfa.generate_recovery_codes(f.alice).await.unwrap();
     active_key(&f, f.alice).await;
     let challenge = challenge_of(&f.users).await;
+    gate.arm(RACERS);
     let mfa = Arc::new(f.mfa.clone());
     let mut tasks = Vec::new();
-    for code in codes.iter().take(6) {
+    for code in codes.iter().take(RACERS) {
         let mfa = Arc::clone(&mfa);
         let answer = MfaAnswer::Recovery(code.clone());
         tasks.push(tokio::spawn(async move {
@@ -736,6 +837,37 @@ pub async fn concurrent_challenge_completion(h: Harness) {
         match t.await.unwrap() {
             Ok(_) => wins += 1,
             Err(Error::Auth(AuthError::ChallengeNotFound)) => {}
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(f.mfa.remaining_recovery_codes(f.alice).await.unwrap(), 9);
+}
+
+/// Concurrent burns of one recovery code, all loaded before any commits:
+/// exactly one wins.
+pub async fn concurrent_burns_one_winner(h: Harness) {
+    let (f, gate) = gated_fixture(&h, b"mfa-recovery").await;
+    let codes = f.mfa.generate_recovery_codes(f.alice).await.unwrap();
+    gate.arm(RACERS);
+    let mfa = Arc::new(f.mfa.clone());
+    let mut tasks = Vec::new();
+    for _ in 0..RACERS {
+        let mfa = Arc::clone(&mfa);
+        let code = codes[0].clone();
+        let alice = f.alice;
+        tasks.push(tokio::spawn(async move {
+            mfa.burn_recovery_code(alice, &code).await
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(left) => {
+                wins += 1;
+                assert_eq!(left, 9);
+            }
+            Err(Error::Mfa(MfaError::InvalidCode)) => {}
             Err(e) => panic!("unexpected {e:?}"),
         }
     }

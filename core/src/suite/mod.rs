@@ -74,6 +74,7 @@ macro_rules! domain_tests {
             recovery_codes,
             login_challenge_completion,
             concurrent_challenge_completion,
+            concurrent_burns_one_winner,
             enrollment_required,
             configurable_parameters
         ]);
