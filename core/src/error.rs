@@ -128,7 +128,12 @@ mod tests {
 
     #[test]
     fn mfa_codes_are_stable() {
-        let cases: [(Error, &str); 9] = [
+        let cases: [(Error, &str); 11] = [
+            (MfaError::MfaStepRequired.into(), "MFA_STEP_REQUIRED"),
+            (
+                MfaError::TrustedDeviceNotFound.into(),
+                "TRUSTED_DEVICE_NOT_FOUND",
+            ),
             (MfaError::KeyNotFound.into(), "MFA_KEY_NOT_FOUND"),
             (MfaError::InvalidCode.into(), "MFA_INVALID_CODE"),
             (MfaError::PendingKeyExists.into(), "MFA_PENDING_KEY_EXISTS"),

@@ -30,6 +30,9 @@ pub enum MfaAnswer {
     Totp(SecretString),
     /// One of the user's recovery codes (burnt on success).
     Recovery(SecretString),
+    /// A trusted-device token of the user (see [`trusted`](super::trusted)):
+    /// skips the MFA step; the session's methods stay `pwd`.
+    TrustedDevice(SecretString),
 }
 
 /// Active keys with their versions, and their opened seeds (same order).
@@ -154,6 +157,16 @@ impl Mfa {
                 match self.burn_writes(batch, user_id, &normalized, now).await? {
                     Some(_) => Ok(AuthMethod::Recovery),
                     None => Err(MfaError::InvalidCode.into()),
+                }
+            }
+            MfaAnswer::TrustedDevice(token) => {
+                if self
+                    .trusted_writes(batch, &live.user, token.expose(), now)
+                    .await?
+                {
+                    Ok(AuthMethod::Pwd)
+                } else {
+                    Err(MfaError::InvalidCode.into())
                 }
             }
         }

@@ -54,14 +54,19 @@
 //! | `mfa-pending/<user>` | the id of the user's pending key (at most one, `Absent`) |
 //! | `mfa-recovery-set/<user>` | `RecoverySetRecord` (generation, remaining count) |
 //! | `mfa-recovery/<user>/<generation>/<digest>` | `RecoveryCodeRecord` |
+//! | `mfa-trusted/<user>/<device id>` | `TrustedDeviceRecord` ([`TrustedDevice`], token digest, epoch, generation) |
+//! | `mfa-trusted-token/<SHA-256 of the token>` | user id ‖ device id: lookup by presented token |
+//! | `mfa-trust/<user>` | `TrustGenerationRecord`: moves when an MFA key is deleted |
 
 pub mod challenge;
 pub mod recovery;
 pub(crate) mod service;
+pub mod trusted;
 
 pub use crate::id::MfaKeyId;
 pub use challenge::MfaAnswer;
 pub use service::{Mfa, NewTotpKey};
+pub use trusted::{NewTrustedDevice, TrustedDevice};
 
 use crate::error::ValidationError;
 use crate::id::{RealmId, UserId};
@@ -280,6 +285,13 @@ pub enum MfaError {
     /// up with `create_totp_key` and `activate` first.
     #[error("MFA enrollment required")]
     EnrollmentRequired,
+    /// A trusted device can only be remembered from a session that passed
+    /// an MFA step.
+    #[error("an MFA step is required")]
+    MfaStepRequired,
+    /// No trusted device with that id for that user.
+    #[error("trusted device not found")]
+    TrustedDeviceNotFound,
 }
 
 impl MfaError {
@@ -295,6 +307,8 @@ impl MfaError {
             MfaError::ActivationExpired => "MFA_ACTIVATION_EXPIRED",
             MfaError::NoActiveFactor => "MFA_NO_ACTIVE_FACTOR",
             MfaError::EnrollmentRequired => "MFA_ENROLLMENT_REQUIRED",
+            MfaError::MfaStepRequired => "MFA_STEP_REQUIRED",
+            MfaError::TrustedDeviceNotFound => "TRUSTED_DEVICE_NOT_FOUND",
         }
     }
 }
@@ -386,7 +400,7 @@ pub(crate) fn match_step(
 
 /// The keys of one realm's MFA data.
 pub(crate) mod keys {
-    use crate::id::{MfaKeyId, RealmId, UserId};
+    use crate::id::{MfaKeyId, RealmId, TrustedDeviceId, UserId};
     use crate::realm::service::data_prefix;
     use crate::store::key::Key;
 
@@ -409,6 +423,18 @@ pub(crate) mod keys {
             .push("mfa-recovery")
             .push(user.to_bytes())
             .push(generation.to_be_bytes())
+    }
+    pub(crate) fn trusted_devices(realm: RealmId, user: UserId) -> Key {
+        data_prefix(realm).push("mfa-trusted").push(user.to_bytes())
+    }
+    pub(crate) fn trusted_device(realm: RealmId, user: UserId, id: TrustedDeviceId) -> Key {
+        trusted_devices(realm, user).push(id.to_bytes())
+    }
+    pub(crate) fn trusted_token(realm: RealmId, digest: &[u8; 32]) -> Key {
+        data_prefix(realm).push("mfa-trusted-token").push(digest)
+    }
+    pub(crate) fn trust_generation(realm: RealmId, user: UserId) -> Key {
+        data_prefix(realm).push("mfa-trust").push(user.to_bytes())
     }
     pub(crate) fn recovery_code(
         realm: RealmId,
@@ -536,5 +562,29 @@ mod golden {
             &RecoveryCodeRecord::V1 { created_at: at },
             "010014323032332d31312d31345432323a31333a32305a",
         );
+    }
+
+    #[test]
+    fn trusted_device_records_golden_bytes() {
+        use crate::id::TrustedDeviceId;
+        use crate::mfa::trusted::{TrustGenerationRecord, TrustedDeviceRecord};
+        let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        crate::store::record::assert_golden(
+            &TrustedDeviceRecord::V1 {
+                device: TrustedDevice {
+                    id: TrustedDeviceId::from_bytes(id_bytes(9)).unwrap(),
+                    user: UserId::from_bytes(id_bytes(2)).unwrap(),
+                    label: "Firefox".into(),
+                    created_at: at,
+                    last_used_at: None,
+                    expires_at: at,
+                },
+                digest: [7; 32],
+                epoch: 1,
+                generation: 2,
+            },
+            "010010018bcfe568007000800000000000000910018bcfe56800700080000000000000020746697265666f7814323032332d31312d31345432323a31333a32305a0014323032332d31312d31345432323a31333a32305a07070707070707070707070707070707070707070707070707070707070707070102",
+        );
+        crate::store::record::assert_golden(&TrustGenerationRecord::V1 { generation: 3 }, "010003");
     }
 }

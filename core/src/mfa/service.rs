@@ -504,7 +504,8 @@ impl Mfa {
     }
 
     /// Delete a key of `user` (pending or active). Deleting an active key
-    /// lowers the user's factor count in the same batch.
+    /// lowers the user's factor count in the same batch; every trusted
+    /// device of the user is revoked in that batch too.
     pub async fn delete_key(&self, user: UserId, id: MfaKeyId) -> Result<(), Error> {
         self.users.active_realm().await?;
         let now = self.users.now();
@@ -535,6 +536,8 @@ impl Mfa {
                     .count();
                 self.put_user(&mut batch, stored_user, user_version, active, now)?;
             }
+            // Every trusted device of the user stops working with this batch.
+            self.bump_trust(&mut batch, user).await?;
             match self.ctx().store.commit(batch).await {
                 Ok(()) => return Ok(()),
                 Err(e @ StorageError::Conflict { .. }) => last = Some(e),

@@ -926,3 +926,199 @@ pub async fn configurable_parameters(h: Harness) {
         Err(Error::Validation(v)) if v.field == "totp.digits"
     ));
 }
+
+/// Log alice in with a fresh TOTP code; the session has `pwd` + `otp`.
+async fn otp_session(f: &Fixture, seed: &[u8]) -> crate::user::Session {
+    f.clock.advance(Duration::seconds(30));
+    let challenge = challenge_of(&f.users).await;
+    let answer = MfaAnswer::Totp(code_at(TotpParams::default(), seed, now_unix(&f.clock)));
+    f.mfa
+        .complete_challenge(challenge.id, &answer)
+        .await
+        .unwrap()
+}
+
+/// Trusted devices: only from an MFA session; skip the MFA step for that
+/// user only; list, delete; revoked by key deletion, password change and
+/// expiry.
+pub async fn trusted_devices(h: Harness) {
+    let f = fixture(&h, lenient()).await;
+    let bob = f
+        .users
+        .register("bob", None, SecretString::from("correct horse"))
+        .await
+        .unwrap()
+        .id;
+    // A password-only session can't remember a device.
+    let LoginOutcome::Authenticated(plain) = f
+        .users
+        .authenticate("alice", SecretString::from("correct horse"))
+        .await
+        .unwrap()
+    else {
+        panic!("no MFA yet");
+    };
+    assert!(is_mfa(
+        &f.mfa.trust_device(plain.id, "Firefox").await,
+        &MfaError::MfaStepRequired
+    ));
+    let (_, seed) = active_key(&f, f.alice).await;
+    let session = otp_session(&f, &seed).await;
+    assert!(matches!(
+        f.mfa.trust_device(session.id, "bad\nlabel").await,
+        Err(Error::Validation(v)) if v.field == "label"
+    ));
+    let trusted = f.mfa.trust_device(session.id, "Firefox 140").await.unwrap();
+    assert!(trusted.token.expose().starts_with("kstd_"));
+    assert_eq!(
+        f.mfa.list_trusted_devices(f.alice).await.unwrap(),
+        vec![trusted.device.clone()]
+    );
+    assert!(f.mfa.list_trusted_devices(bob).await.unwrap().is_empty());
+
+    // The token skips the MFA step, with methods `pwd`.
+    let challenge = challenge_of(&f.users).await;
+    let answer = MfaAnswer::TrustedDevice(trusted.token.clone());
+    let skipped = f
+        .mfa
+        .complete_challenge(challenge.id, &answer)
+        .await
+        .unwrap();
+    assert_eq!(skipped.methods, vec![AuthMethod::Pwd]);
+    let listed = f.mfa.list_trusted_devices(f.alice).await.unwrap();
+    assert!(listed[0].last_used_at.is_some());
+    // Wrong or malformed tokens don't.
+    let challenge = challenge_of(&f.users).await;
+    for bad in [
+        "kstd_nope",
+        "",
+        "ksat_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    ] {
+        assert!(is_mfa(
+            &f.mfa
+                .complete_challenge(
+                    challenge.id,
+                    &MfaAnswer::TrustedDevice(SecretString::from(bad))
+                )
+                .await,
+            &MfaError::InvalidCode
+        ));
+    }
+    // Another user's token is refused for bob's challenge.
+    active_key(&f, bob).await;
+    let bob_challenge = match f
+        .users
+        .authenticate("bob", SecretString::from("correct horse"))
+        .await
+        .unwrap()
+    {
+        LoginOutcome::MfaRequired { challenge } => challenge,
+        LoginOutcome::Authenticated(_) => panic!("expected MFA"),
+    };
+    assert!(is_mfa(
+        &f.mfa.complete_challenge(bob_challenge.id, &answer).await,
+        &MfaError::InvalidCode
+    ));
+
+    // Delete one device.
+    f.mfa
+        .delete_trusted_device(f.alice, trusted.device.id)
+        .await
+        .unwrap();
+    assert!(is_mfa(
+        &f.mfa.complete_challenge(challenge.id, &answer).await,
+        &MfaError::InvalidCode
+    ));
+    assert!(is_mfa(
+        &f.mfa
+            .delete_trusted_device(f.alice, trusted.device.id)
+            .await,
+        &MfaError::TrustedDeviceNotFound
+    ));
+}
+
+/// Deleting an MFA key and changing the password revoke every trusted
+/// device of the user.
+pub async fn trusted_devices_revoked(h: Harness) {
+    let f = fixture(&h, lenient()).await;
+    let (_, seed) = active_key(&f, f.alice).await;
+    // Deleting an MFA key revokes every trusted device.
+    let session = otp_session(&f, &seed).await;
+    let second = f.mfa.trust_device(session.id, "Safari").await.unwrap();
+    let spare = f.mfa.create_totp_key(f.alice).await.unwrap();
+    f.mfa.delete_key(f.alice, spare.key.id).await.unwrap();
+    assert!(
+        f.mfa
+            .list_trusted_devices(f.alice)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let challenge = challenge_of(&f.users).await;
+    assert!(is_mfa(
+        &f.mfa
+            .complete_challenge(challenge.id, &MfaAnswer::TrustedDevice(second.token))
+            .await,
+        &MfaError::InvalidCode
+    ));
+
+    // A password change revokes them.
+    let session = otp_session(&f, &seed).await;
+    let third = f.mfa.trust_device(session.id, "Edge").await.unwrap();
+    f.users
+        .update_password(
+            f.alice,
+            SecretString::from("correct horse"),
+            SecretString::from("battery staple"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(
+        f.mfa
+            .list_trusted_devices(f.alice)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let challenge = match f
+        .users
+        .authenticate("alice", SecretString::from("battery staple"))
+        .await
+        .unwrap()
+    {
+        LoginOutcome::MfaRequired { challenge } => challenge,
+        LoginOutcome::Authenticated(_) => panic!("expected MFA"),
+    };
+    assert!(is_mfa(
+        &f.mfa
+            .complete_challenge(challenge.id, &MfaAnswer::TrustedDevice(third.token))
+            .await,
+        &MfaError::InvalidCode
+    ));
+}
+
+/// Trusted-device tokens expire.
+pub async fn trusted_devices_expire(h: Harness) {
+    let f = fixture(&h, lenient()).await;
+    let (_, seed) = active_key(&f, f.alice).await;
+    let session = otp_session(&f, &seed).await;
+    let trusted = f.mfa.trust_device(session.id, "Firefox").await.unwrap();
+    f.clock.advance(Duration::seconds(
+        crate::mfa::trusted::TRUSTED_DEVICE_TTL_SECS,
+    ));
+    assert!(
+        f.mfa
+            .list_trusted_devices(f.alice)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let challenge = challenge_of(&f.users).await;
+    assert!(is_mfa(
+        &f.mfa
+            .complete_challenge(challenge.id, &MfaAnswer::TrustedDevice(trusted.token))
+            .await,
+        &MfaError::InvalidCode
+    ));
+}

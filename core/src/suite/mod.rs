@@ -76,7 +76,10 @@ macro_rules! domain_tests {
             concurrent_challenge_completion,
             concurrent_burns_one_winner,
             enrollment_required,
-            configurable_parameters
+            configurable_parameters,
+            trusted_devices,
+            trusted_devices_revoked,
+            trusted_devices_expire
         ]);
     };
     (@cases $open:expr, $module:ident, [$($case:ident),* $(,)?]) => {
