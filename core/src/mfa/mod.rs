@@ -476,6 +476,38 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// The pure rule: over random clock moves and code offsets, an
+        /// accepted step is within ±1 of now, later than every earlier one,
+        /// and a code of step ±2 or of a used step is never accepted.
+        #[test]
+        fn match_step_never_accepts_a_step_twice(
+            ops in proptest::collection::vec((0i64..90, -3i64..=3), 1..60)
+        ) {
+            let params = TotpParams::default();
+            let totp = generator(params, b"12345678901234567890").unwrap();
+            let mut now = 1_750_000_000i64;
+            let mut last: Option<u64> = None;
+            for (advance, off) in ops {
+                now += advance;
+                let current = u64::try_from(now / 30).unwrap();
+                let step = current.checked_add_signed(off).unwrap();
+                let code = totp.generate(step * 30).to_string();
+                let at = DateTime::from_timestamp(now, 0).unwrap();
+                if let Some(got) = match_step(&totp, 30, &code, at, last) {
+                    proptest::prop_assert!(got.abs_diff(current) <= 1);
+                    proptest::prop_assert!(last.is_none_or(|l| got > l));
+                    last = Some(got);
+                } else {
+                    let fresh = last.is_none_or(|l| step > l);
+                    // Refused: out of the window, or not fresh (a collision
+                    // of two steps' codes is the only other possibility).
+                    proptest::prop_assert!(off.abs() > 1 || !fresh);
+                }
+            }
+        }
+    }
+
     #[test]
     fn ids_are_stable() {
         assert_eq!(MfaKeyType::Totp.id(), 1);

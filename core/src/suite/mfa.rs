@@ -1122,3 +1122,97 @@ pub async fn trusted_devices_expire(h: Harness) {
         &MfaError::InvalidCode
     ));
 }
+
+/// A tiny deterministic generator for the model test (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Model test over seeded random sequences of create/activate/verify/
+/// delete/advance-clock: no (key, time step) is ever accepted twice, steps
+/// of a key only grow, and no code of a deleted key is accepted.
+pub async fn random_sequences_never_accept_a_step_twice(h: Harness) {
+    use std::collections::{HashMap, HashSet};
+    let f = fixture(&h, lenient()).await;
+    let p = TotpParams::default();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut active: Vec<(MfaKeyId, Vec<u8>)> = Vec::new();
+    let mut deleted: Vec<(MfaKeyId, Vec<u8>)> = Vec::new();
+    let mut accepted: HashSet<(MfaKeyId, u64)> = HashSet::new();
+    let mut highest: HashMap<MfaKeyId, u64> = HashMap::new();
+    let mut record = |id: MfaKeyId, step: u64| {
+        assert!(accepted.insert((id, step)), "step {step} accepted twice");
+        if let Some(h) = highest.insert(id, step) {
+            assert!(step > h, "step {step} after {h}");
+        }
+    };
+    for _ in 0..300 {
+        let now = now_unix(&f.clock);
+        match rng.below(6) {
+            0 if active.len() < MAX_ACTIVE_KEYS => {
+                let new = f.mfa.create_totp_key(f.alice).await.unwrap();
+                let seed = seed_of(&new);
+                let off = i64::try_from(rng.below(3)).unwrap() - 1;
+                f.mfa
+                    .activate(f.alice, new.key.id, &code_at(p, &seed, now + off * 30))
+                    .await
+                    .unwrap();
+                let step = f.mfa.get_key(f.alice, new.key.id).await.unwrap();
+                assert_eq!(step.status, MfaKeyStatus::Active);
+                record(new.key.id, u64::try_from(now / 30 + off).unwrap());
+                active.push((new.key.id, seed));
+            }
+            1 | 2 if !active.is_empty() => {
+                let (id, seed) = &active[usize::try_from(rng.below(active.len() as u64)).unwrap()];
+                let off = i64::try_from(rng.below(5)).unwrap() - 2;
+                match f
+                    .mfa
+                    .verify(f.alice, *id, &code_at(p, seed, now + off * 30))
+                    .await
+                {
+                    Ok(step) => {
+                        assert!(off.abs() <= 1);
+                        record(*id, step);
+                    }
+                    Err(Error::Mfa(MfaError::InvalidCode)) => {
+                        f.users.unlock(f.alice).await.unwrap();
+                    }
+                    Err(e) => panic!("unexpected {e:?}"),
+                }
+            }
+            3 if !active.is_empty() => {
+                let i = usize::try_from(rng.below(active.len() as u64)).unwrap();
+                let (id, seed) = active.swap_remove(i);
+                f.mfa.delete_key(f.alice, id).await.unwrap();
+                deleted.push((id, seed));
+            }
+            4 if !deleted.is_empty() => {
+                let (id, seed) =
+                    &deleted[usize::try_from(rng.below(deleted.len() as u64)).unwrap()];
+                assert!(is_mfa(
+                    &f.mfa.verify(f.alice, *id, &code_at(p, seed, now)).await,
+                    &MfaError::KeyNotFound
+                ));
+            }
+            _ => f
+                .clock
+                .advance(Duration::seconds(i64::try_from(rng.below(46)).unwrap())),
+        }
+        assert_eq!(
+            f.users.has_active_factor(f.alice).await.unwrap(),
+            !active.is_empty()
+        );
+    }
+    assert!(accepted.len() > 20, "the sequence exercised acceptance");
+}

@@ -79,7 +79,8 @@ macro_rules! domain_tests {
             configurable_parameters,
             trusted_devices,
             trusted_devices_revoked,
-            trusted_devices_expire
+            trusted_devices_expire,
+            random_sequences_never_accept_a_step_twice
         ]);
     };
     (@cases $open:expr, $module:ident, [$($case:ident),* $(,)?]) => {
