@@ -548,6 +548,41 @@ impl Mfa {
     }
 }
 
+/// Remove every MFA record of a deleted user: keys (sealed seeds),
+/// recovery codes, trusted devices with their token lookups, and the
+/// per-user slot, set and generation records. Called by
+/// [`Users::delete`](crate::user::Users::delete) after the user record is
+/// gone (so nothing here is usable any more); returns the records removed.
+pub(crate) async fn sweep_user(users: &Users, user: UserId) -> Result<u64, Error> {
+    let realm = users.realm;
+    let mut removed = users
+        .sweep(&keys::user_keys(realm, user), None, |_, _| None)
+        .await?;
+    let recovery = crate::realm::service::data_prefix(realm)
+        .push("mfa-recovery")
+        .push(user.to_bytes());
+    removed += users.sweep(&recovery, None, |_, _| None).await?;
+    removed += users
+        .sweep(
+            &keys::trusted_devices(realm, user),
+            None,
+            |key, value| match record::decode(key, value) {
+                Ok(super::trusted::TrustedDeviceRecord::V1 { digest, .. }) => {
+                    Some(keys::trusted_token(realm, &digest).into_bytes())
+                }
+                Err(_) => None,
+            },
+        )
+        .await?;
+    let mut batch = Batch::new();
+    batch
+        .delete(keys::pending(realm, user), Precondition::Any)?
+        .delete(keys::recovery_set(realm, user), Precondition::Any)?
+        .delete(keys::trust_generation(realm, user), Precondition::Any)?;
+    users.ctx.store.commit(batch).await?;
+    Ok(removed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

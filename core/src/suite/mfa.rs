@@ -1216,3 +1216,25 @@ pub async fn random_sequences_never_accept_a_step_twice(h: Harness) {
     }
     assert!(accepted.len() > 20, "the sequence exercised acceptance");
 }
+
+/// Deleting a user sweeps its MFA keys (sealed seeds), recovery codes and
+/// trusted devices.
+pub async fn delete_user_sweeps_mfa(h: Harness) {
+    let f = fixture(&h, lenient()).await;
+    let (_, seed) = active_key(&f, f.alice).await;
+    f.mfa.generate_recovery_codes(f.alice).await.unwrap();
+    let session = otp_session(&f, &seed).await;
+    f.mfa.trust_device(session.id, "Firefox").await.unwrap();
+    f.mfa.create_totp_key(f.alice).await.unwrap();
+    let mfa_rows = |rows: &[(Vec<u8>, crate::store::Versioned)]| {
+        rows.iter()
+            .filter(|(k, _)| k.windows(4).any(|w| w == b"mfa-"))
+            .count()
+    };
+    let before = f.ks.store().scan(b"", None, 1000).await.unwrap();
+    // 2 keys, pending slot, set, 10 codes, device, token lookup.
+    assert_eq!(mfa_rows(&before), 16);
+    f.users.delete(f.alice).await.unwrap();
+    let after = f.ks.store().scan(b"", None, 1000).await.unwrap();
+    assert_eq!(mfa_rows(&after), 0);
+}

@@ -80,7 +80,8 @@ macro_rules! domain_tests {
             trusted_devices,
             trusted_devices_revoked,
             trusted_devices_expire,
-            random_sequences_never_accept_a_step_twice
+            random_sequences_never_accept_a_step_twice,
+            delete_user_sweeps_mfa
         ]);
     };
     (@cases $open:expr, $module:ident, [$($case:ident),* $(,)?]) => {

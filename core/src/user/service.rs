@@ -307,8 +307,8 @@ impl Users {
     /// record, its username and email index entries and its lockout counter
     /// — from then on no session, token or challenge of the user is usable,
     /// because each lookup requires the user record. Sessions and
-    /// application tokens are then swept. Returns the number of swept
-    /// records.
+    /// application tokens, MFA keys, recovery codes and trusted devices are
+    /// then swept. Returns the number of swept records.
     pub async fn delete(&self, id: UserId) -> Result<u64, Error> {
         self.active_realm().await?;
         let mut last = None;
@@ -332,7 +332,9 @@ impl Users {
                 Ok(()) => {
                     let sessions = self.sweep_sessions(id, None).await?;
                     let tokens = self.sweep_app_tokens(id).await?;
-                    return Ok(sessions + tokens);
+                    // MFA keys, recovery codes and trusted devices.
+                    let mfa = crate::mfa::service::sweep_user(self, id).await?;
+                    return Ok(sessions + tokens + mfa);
                 }
                 Err(e @ StorageError::Conflict { .. }) => last = Some(e),
                 Err(e) => return Err(e.into()),
