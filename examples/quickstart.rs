@@ -86,11 +86,11 @@ async fn main() -> Result<(), Error> {
     }
     let mut last = "";
     for attempt in 1..=8 {
-        if let Err(e) = users.authenticate("alice", "guess".into()).await {
-            if e.code() != last {
-                println!("guess    attempt {attempt} -> {}", e.code());
-                last = e.code();
-            }
+        if let Err(e) = users.authenticate("alice", "guess".into()).await
+            && e.code() != last
+        {
+            println!("guess    attempt {attempt} -> {}", e.code());
+            last = e.code();
         }
     }
     Ok(())

@@ -7,6 +7,7 @@
 
 use crate::crypto::CryptoError;
 use crate::device::DeviceError;
+use crate::mfa::MfaError;
 use crate::realm::RealmError;
 use crate::store::{BatchError, StorageError};
 use crate::user::{AuthError, UserError};
@@ -37,6 +38,10 @@ pub enum Error {
     /// A device group, device, envelope or key version was refused.
     #[error(transparent)]
     Device(#[from] DeviceError),
+    /// An MFA key is missing or in the wrong state, or a second factor was
+    /// wrong.
+    #[error(transparent)]
+    Mfa(#[from] MfaError),
 }
 
 impl Error {
@@ -51,6 +56,7 @@ impl Error {
             Error::User(e) => e.code(),
             Error::Auth(e) => e.code(),
             Error::Device(e) => e.code(),
+            Error::Mfa(e) => e.code(),
         }
     }
 }
@@ -147,6 +153,32 @@ mod tests {
             ),
             (DeviceError::NoKeyAvailable.into(), "NO_KEY_AVAILABLE"),
             (DeviceError::NotFound.into(), "DEVICE_NOT_FOUND"),
+        ];
+        for (error, code) in cases {
+            assert_eq!(error.code(), code);
+        }
+    }
+
+    #[test]
+    fn mfa_codes_are_stable() {
+        let cases: [(Error, &str); 11] = [
+            (MfaError::MfaStepRequired.into(), "MFA_STEP_REQUIRED"),
+            (
+                MfaError::TrustedDeviceNotFound.into(),
+                "TRUSTED_DEVICE_NOT_FOUND",
+            ),
+            (MfaError::KeyNotFound.into(), "MFA_KEY_NOT_FOUND"),
+            (MfaError::InvalidCode.into(), "MFA_INVALID_CODE"),
+            (MfaError::PendingKeyExists.into(), "MFA_PENDING_KEY_EXISTS"),
+            (MfaError::KeyLimitReached.into(), "MFA_KEY_LIMIT_REACHED"),
+            (MfaError::AlreadyActive.into(), "MFA_KEY_ALREADY_ACTIVE"),
+            (MfaError::KeyNotActive.into(), "MFA_KEY_NOT_ACTIVE"),
+            (MfaError::ActivationExpired.into(), "MFA_ACTIVATION_EXPIRED"),
+            (MfaError::NoActiveFactor.into(), "MFA_NO_ACTIVE_FACTOR"),
+            (
+                MfaError::EnrollmentRequired.into(),
+                "MFA_ENROLLMENT_REQUIRED",
+            ),
         ];
         for (error, code) in cases {
             assert_eq!(error.code(), code);

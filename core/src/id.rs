@@ -193,6 +193,10 @@ define_id!(
     /// A pending MFA login challenge.
     ChallengeId
 );
+define_id!(
+    /// A trusted ("remember this browser") device of a user.
+    TrustedDeviceId
+);
 
 #[cfg(test)]
 mod tests {

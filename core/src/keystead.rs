@@ -28,6 +28,7 @@ use crate::crypto::at_rest::KeyProvider;
 use crate::device::Devices;
 use crate::error::{Error, ValidationError};
 use crate::id::RealmId;
+use crate::mfa::Mfa;
 use crate::realm::Realms;
 use crate::secret::SecretString;
 use crate::store::{StorageError, Store};
@@ -109,7 +110,6 @@ pub(crate) struct Context {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) blocking: Arc<dyn BlockingRunner>,
     pub(crate) breached: Option<Arc<dyn BreachedPasswords>>,
-    #[allow(dead_code)] // read by the domains that seal secrets at rest
     pub(crate) keys: Arc<dyn KeyProvider>,
 }
 
@@ -155,6 +155,13 @@ impl Keystead {
     /// versions, envelopes): the same handle, under the name DESIGN.md uses.
     pub fn group_keys(&self, realm: RealmId) -> Devices {
         self.devices(realm)
+    }
+
+    /// MFA of one realm: TOTP keys, verification, recovery codes and
+    /// completion of the login's MFA challenge. Bound to `realm` like
+    /// [`users`](Self::users).
+    pub fn mfa(&self, realm: RealmId) -> Mfa {
+        Mfa::new(Arc::clone(&self.ctx), realm)
     }
 
     /// The store this instance was built with (for embedders that keep their

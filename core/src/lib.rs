@@ -32,6 +32,7 @@ pub mod device;
 pub mod error;
 pub mod id;
 mod keystead;
+pub mod mfa;
 pub mod page;
 pub mod realm;
 pub mod secret;

@@ -77,22 +77,22 @@ pub(crate) async fn run<S: Listening>(store: Weak<S>, connect: Connector, channe
             Some(s) if !s.is_closed() => {}
             _ => return,
         }
-        if let Ok((client, mut messages)) = connect().await {
-            if listen_on(&client, &mut messages, &listen).await {
-                backoff = Duration::from_millis(100);
-                if !wake(&store) {
-                    return;
-                }
-                while let Some(message) = messages.next().await {
-                    match message {
-                        Ok(AsyncMessage::Notification(_)) => {
-                            if !wake(&store) {
-                                return;
-                            }
+        if let Ok((client, mut messages)) = connect().await
+            && listen_on(&client, &mut messages, &listen).await
+        {
+            backoff = Duration::from_millis(100);
+            if !wake(&store) {
+                return;
+            }
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(AsyncMessage::Notification(_)) => {
+                        if !wake(&store) {
+                            return;
                         }
-                        Ok(_) => {}
-                        Err(_) => break,
                     }
+                    Ok(_) => {}
+                    Err(_) => break,
                 }
             }
         }

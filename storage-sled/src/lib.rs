@@ -521,10 +521,10 @@ fn scan_blocking(
         _ => Bound::Included(prefix),
     };
     let end = prefix_end(prefix);
-    if let (Bound::Excluded(after), Some(end)) = (start, &end) {
-        if after >= end.as_slice() {
-            return Ok(Vec::new());
-        }
+    if let (Bound::Excluded(after), Some(end)) = (start, &end)
+        && after >= end.as_slice()
+    {
+        return Ok(Vec::new());
     }
     let end = match &end {
         Some(end) => Bound::Excluded(end.as_slice()),

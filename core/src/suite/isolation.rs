@@ -72,10 +72,10 @@ async fn apply(users: &Users, issued: &mut Issued, op: &Op) {
             }
         }
         Op::CreateToken(n) => {
-            if let Some(id) = id_of(n).await {
-                if let Ok(t) = users.create_app_token(id, "t", vec![]).await {
-                    issued.tokens.push(t.secret);
-                }
+            if let Some(id) = id_of(n).await
+                && let Ok(t) = users.create_app_token(id, "t", vec![]).await
+            {
+                issued.tokens.push(t.secret);
             }
         }
         Op::RevokeAll(n) => {

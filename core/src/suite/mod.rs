@@ -7,6 +7,7 @@
 
 pub mod device;
 pub mod isolation;
+pub mod mfa;
 pub mod realm;
 pub mod user;
 
@@ -73,6 +74,30 @@ macro_rules! domain_tests {
             key_requests,
             large_rotation_is_one_commit,
             disabled_realm_refuses
+        ]);
+        $crate::domain_tests!(@cases $open, mfa, [
+            key_lifecycle,
+            delete_keys_and_factor_count,
+            pending_keys_expire,
+            active_key_limit,
+            rfc6238_known_answers,
+            rfc4226_known_answers,
+            skew_boundaries,
+            replay_is_refused,
+            concurrent_verifications_one_winner,
+            bad_input_and_lockout,
+            cross_user_and_realm_refused,
+            recovery_codes,
+            login_challenge_completion,
+            concurrent_challenge_completion,
+            concurrent_burns_one_winner,
+            enrollment_required,
+            configurable_parameters,
+            trusted_devices,
+            trusted_devices_revoked,
+            trusted_devices_expire,
+            random_sequences_never_accept_a_step_twice,
+            delete_user_sweeps_mfa
         ]);
         #[test]
         fn random_operations_never_cross_realms() {

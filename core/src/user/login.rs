@@ -214,6 +214,17 @@ impl Users {
     pub async fn pending_challenge(&self, id: ChallengeId) -> Result<Challenge, Error> {
         self.active_realm().await?;
         let now = self.now();
+        Ok(self.live_challenge(id, now).await?.challenge)
+    }
+
+    /// The live challenge `id` at `now` with the versions the MFA service
+    /// needs to consume it in one batch (challenge deleted with `Version`,
+    /// user record checked with `Version`); otherwise `CHALLENGE_NOT_FOUND`.
+    pub(crate) async fn live_challenge(
+        &self,
+        id: ChallengeId,
+        now: DateTime<Utc>,
+    ) -> Result<LiveChallenge, Error> {
         let key = keys::challenge(self.realm, id);
         let stored = self
             .ctx
@@ -223,14 +234,31 @@ impl Users {
             .ok_or(AuthError::ChallengeNotFound)?;
         let ChallengeRecord::V1 { challenge, epoch } =
             record::decode(key.as_bytes(), &stored.value)?;
-        let user = self.load_user(challenge.user).await?;
-        let alive = user
-            .is_some_and(|(u, _)| u.user.status == UserStatus::Active && u.session_epoch == epoch);
-        if !alive || now >= challenge.expires_at {
+        let user = self
+            .load_user(challenge.user)
+            .await?
+            .filter(|(u, _)| u.user.status == UserStatus::Active && u.session_epoch == epoch);
+        let Some((user, user_version)) = user else {
+            return Err(AuthError::ChallengeNotFound.into());
+        };
+        if now >= challenge.expires_at {
             return Err(AuthError::ChallengeNotFound.into());
         }
-        Ok(challenge)
+        Ok(LiveChallenge {
+            challenge,
+            version: stored.version,
+            user,
+            user_version,
+        })
     }
+}
+
+/// A live challenge with what completing it must be conditional on.
+pub(crate) struct LiveChallenge {
+    pub(crate) challenge: Challenge,
+    pub(crate) version: u64,
+    pub(crate) user: StoredUser,
+    pub(crate) user_version: u64,
 }
 
 #[cfg(test)]

@@ -44,8 +44,9 @@
 //! and its lockout counter. Every credential lookup (session, application
 //! token, MFA challenge) also loads the user record and requires it to be
 //! active with the same session epoch, so from that commit on nothing the
-//! user owned is usable. The user's sessions and application tokens are then
-//! swept in pages; a sweep interrupted half-way leaves only unreachable data.
+//! user owned is usable. The user's sessions, application tokens and MFA
+//! records (keys, recovery codes, trusted devices) are then swept in pages;
+//! a sweep interrupted half-way leaves only unreachable data.
 //! MFA challenges are not swept: they expire after [`CHALLENGE_TTL_SECS`].
 
 pub mod app_token;

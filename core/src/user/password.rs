@@ -110,14 +110,14 @@ pub(crate) async fn screen(
     password: &SecretString,
 ) -> Result<(), Error> {
     check_policy(policy, field, password)?;
-    if let Some(list) = &ctx.breached {
-        if list.is_breached(password).await? {
-            return Err(ValidationError::new(
-                field,
-                "appears in a list of breached passwords; choose another",
-            )
-            .into());
-        }
+    if let Some(list) = &ctx.breached
+        && list.is_breached(password).await?
+    {
+        return Err(ValidationError::new(
+            field,
+            "appears in a list of breached passwords; choose another",
+        )
+        .into());
     }
     Ok(())
 }

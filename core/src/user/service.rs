@@ -126,10 +126,10 @@ impl Users {
         if self.indexed_user(&name_index).await?.is_some() {
             return Err(UserError::UsernameTaken.into());
         }
-        if let Some(index) = &email_index {
-            if self.indexed_user(index).await?.is_some() {
-                return Err(UserError::EmailTaken.into());
-            }
+        if let Some(index) = &email_index
+            && self.indexed_user(index).await?.is_some()
+        {
+            return Err(UserError::EmailTaken.into());
         }
         let password_hash =
             password::hash(&*self.ctx.blocking, &realm.settings.password, password).await?;
@@ -303,8 +303,8 @@ impl Users {
     /// record, its username and email index entries and its lockout counter
     /// — from then on no session, token or challenge of the user is usable,
     /// because each lookup requires the user record. Sessions and
-    /// application tokens are then swept. Returns the number of swept
-    /// records.
+    /// application tokens, MFA keys, recovery codes and trusted devices are
+    /// then swept. Returns the number of swept records.
     pub async fn delete(&self, id: UserId) -> Result<u64, Error> {
         self.active_realm().await?;
         let mut last = None;
@@ -328,7 +328,9 @@ impl Users {
                 Ok(()) => {
                     let sessions = self.sweep_sessions(id, None).await?;
                     let tokens = self.sweep_app_tokens(id).await?;
-                    return Ok(sessions + tokens);
+                    // MFA keys, recovery codes and trusted devices.
+                    let mfa = crate::mfa::service::sweep_user(self, id).await?;
+                    return Ok(sessions + tokens + mfa);
                 }
                 Err(e @ StorageError::Conflict { .. }) => last = Some(e),
                 Err(e) => return Err(e.into()),

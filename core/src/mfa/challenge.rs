@@ -1,0 +1,233 @@
+//! Completing the login's MFA challenge with a TOTP or recovery code.
+//!
+//! [`Users::authenticate`](crate::user::Users::authenticate) answers a
+//! correct password of a user with an active factor (or in a realm that
+//! requires MFA) with `LoginOutcome::MfaRequired { challenge }`.
+//! [`Mfa::complete_challenge`] takes the challenge id and a second factor and,
+//! in ONE batch, deletes the challenge (`Version`: single use, so of two
+//! concurrent completions exactly one gets a session), records the TOTP step
+//! or burns the recovery code (both with `Version`), checks the user record's
+//! version, clears the failure counter and opens the session with methods
+//! `pwd` + `otp` or `pwd` + `recovery`.
+
+use super::service::Mfa;
+use super::{MfaError, MfaKeyStatus, StoredKey, keys, parse_code};
+use crate::error::Error;
+use crate::id::{ChallengeId, UserId};
+use crate::keystead::MAX_RETRIES;
+use crate::realm::MfaPolicy;
+use crate::secret::{SecretBytes, SecretString};
+use crate::store::{Batch, Precondition, StorageError, record};
+use crate::user::login::LiveChallenge;
+use crate::user::{AuthError, AuthMethod, Session};
+use chrono::{DateTime, Utc};
+
+/// A second factor answering an MFA challenge.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum MfaAnswer {
+    /// A code of one of the user's active TOTP keys.
+    Totp(SecretString),
+    /// One of the user's recovery codes (burnt on success).
+    Recovery(SecretString),
+    /// A trusted-device token of the user (see [`trusted`](super::trusted)):
+    /// skips the MFA step; the session's methods stay `pwd`.
+    TrustedDevice(SecretString),
+}
+
+/// Active keys with their versions, and their opened seeds (same order).
+type OpenedKeys = (Vec<(StoredKey, u64)>, Vec<SecretBytes>);
+
+/// What one completion attempt carries across retries.
+struct Attempt {
+    /// Whether the attempt was counted on the failure counter already.
+    reserved: bool,
+    /// Seeds opened by an earlier round, reused while the key set is the same.
+    seeds: Option<OpenedKeys>,
+}
+
+impl Mfa {
+    /// Add the acceptance of `code` by one of the user's active keys to
+    /// `batch` (the key's new last step, `Version`); `false` if no active
+    /// key accepts it now.
+    fn totp_writes(
+        &self,
+        batch: &mut Batch,
+        opened: &OpenedKeys,
+        code: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, Error> {
+        let (active, seeds) = opened;
+        for ((key, version), seed) in active.iter().zip(seeds) {
+            let Ok(bare) = parse_code(code, key.key.params.digits) else {
+                continue;
+            };
+            if let Some(step) = self.count_and_match(key, seed, &bare, now)? {
+                let mut key = key.clone();
+                key.last_step = Some(step);
+                key.key.last_used_at = Some(now);
+                let k = keys::key(self.realm(), key.key.user, key.key.id);
+                batch.put(
+                    k.clone(),
+                    record::encode(k.as_bytes(), &super::MfaKeyRecord::V1(key))?,
+                    Precondition::Version(*version),
+                )?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn active_keys(&self, user: UserId) -> Result<Vec<(StoredKey, u64)>, Error> {
+        Ok(self
+            .user_keys(user)
+            .await?
+            .into_iter()
+            .filter(|(k, _)| k.key.status == MfaKeyStatus::Active)
+            .collect())
+    }
+
+    /// Check `answer` for the challenge's user and add its writes (TOTP
+    /// step or recovery burn) to `batch`; the method it proves.
+    async fn answer_writes(
+        &self,
+        batch: &mut Batch,
+        live: &LiveChallenge,
+        answer: &MfaAnswer,
+        required: bool,
+        attempt: &mut Attempt,
+        now: DateTime<Utc>,
+    ) -> Result<AuthMethod, Error> {
+        let user_id = live.user.user.id;
+        match answer {
+            MfaAnswer::Totp(code) => {
+                let active = self.active_keys(user_id).await?;
+                if active.is_empty() {
+                    return Err(if required {
+                        MfaError::EnrollmentRequired
+                    } else {
+                        MfaError::NoActiveFactor
+                    }
+                    .into());
+                }
+                // Malformed for every key: a validation error, nothing written.
+                if active
+                    .iter()
+                    .all(|(k, _)| parse_code(code.expose(), k.key.params.digits).is_err())
+                {
+                    let digits = active.first().map_or(6, |(k, _)| k.key.params.digits);
+                    parse_code(code.expose(), digits)?;
+                }
+                if !attempt.reserved {
+                    self.reserve(&live.user, now).await?;
+                    attempt.reserved = true;
+                }
+                // Open seeds once; reopen only if the set of keys changed.
+                let same = attempt.seeds.as_ref().is_some_and(|(ks, _)| {
+                    ks.len() == active.len()
+                        && ks
+                            .iter()
+                            .zip(&active)
+                            .all(|(a, b)| a.0.key.id == b.0.key.id)
+                });
+                if !same {
+                    let mut opened = Vec::with_capacity(active.len());
+                    for (k, _) in &active {
+                        opened.push(self.open_seed(k).await?);
+                    }
+                    attempt.seeds = Some((Vec::new(), opened));
+                }
+                let Some(opened) = attempt.seeds.as_mut() else {
+                    return Err(MfaError::InvalidCode.into());
+                };
+                // Current versions, previously opened seeds.
+                opened.0 = active;
+                if self.totp_writes(batch, opened, code.expose(), now)? {
+                    Ok(AuthMethod::Otp)
+                } else {
+                    Err(MfaError::InvalidCode.into())
+                }
+            }
+            MfaAnswer::Recovery(code) => {
+                let normalized = super::recovery::normalize_recovery_code(code.expose())?;
+                if !attempt.reserved {
+                    self.reserve(&live.user, now).await?;
+                    attempt.reserved = true;
+                }
+                match self.burn_writes(batch, user_id, &normalized, now).await? {
+                    Some(_) => Ok(AuthMethod::Recovery),
+                    None => Err(MfaError::InvalidCode.into()),
+                }
+            }
+            MfaAnswer::TrustedDevice(token) => {
+                if self
+                    .trusted_writes(batch, &live.user, token.expose(), now)
+                    .await?
+                {
+                    Ok(AuthMethod::Pwd)
+                } else {
+                    Err(MfaError::InvalidCode.into())
+                }
+            }
+        }
+    }
+
+    /// Complete a pending login challenge with a second factor; see the
+    /// [module docs](self). Fails with `CHALLENGE_NOT_FOUND` (unknown,
+    /// expired, used, user disabled or changed password),
+    /// `MFA_ENROLLMENT_REQUIRED` (realm requires MFA, user has no active
+    /// key: a TOTP answer is impossible — set one up), `MFA_NO_ACTIVE_FACTOR`,
+    /// `VALIDATION_FAILED` (malformed code; nothing written),
+    /// `TOO_MANY_ATTEMPTS` or `MFA_INVALID_CODE`.
+    pub async fn complete_challenge(
+        &self,
+        id: ChallengeId,
+        answer: &MfaAnswer,
+    ) -> Result<Session, Error> {
+        let realm = self.users.active_realm().await?;
+        let required = realm.settings.mfa == MfaPolicy::Required;
+        let now = self.users.now();
+        let mut attempt = Attempt {
+            reserved: false,
+            seeds: None,
+        };
+        let mut last = None;
+        for _ in 0..MAX_RETRIES {
+            let live = self.users.live_challenge(id, now).await?;
+            if live.challenge.realm != self.realm() {
+                return Err(AuthError::ChallengeNotFound.into());
+            }
+            let user_id = live.user.user.id;
+            let mut batch = Batch::new();
+            let method = self
+                .answer_writes(&mut batch, &live, answer, required, &mut attempt, now)
+                .await?;
+            batch
+                .delete(
+                    crate::user::keys::challenge(self.realm(), id),
+                    Precondition::Version(live.version),
+                )?
+                .check(
+                    crate::user::keys::user(self.realm(), user_id),
+                    Precondition::Version(live.user_version),
+                )?
+                .delete(
+                    crate::user::keys::lockout(self.realm(), &live.user.username_key),
+                    Precondition::Any,
+                )?;
+            let mut methods = live.challenge.methods.clone();
+            if !methods.contains(&method) {
+                methods.push(method);
+            }
+            let session =
+                self.users
+                    .add_session(&mut batch, &live.user, methods, Vec::new(), None, now)?;
+            match self.ctx().store.commit(batch).await {
+                Ok(()) => return Ok(session),
+                Err(e @ StorageError::Conflict { .. }) => last = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last.map_or_else(|| MfaError::InvalidCode.into(), Error::from))
+    }
+}
