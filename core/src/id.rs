@@ -186,6 +186,10 @@ define_id!(
     SigningKeyId
 );
 define_id!(
+    /// A refresh-token family: every token rotated from one grant.
+    TokenFamilyId
+);
+define_id!(
     /// An application token (the secret itself is never stored).
     AppTokenId
 );

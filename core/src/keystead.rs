@@ -29,6 +29,7 @@ use crate::error::{Error, ValidationError};
 use crate::id::RealmId;
 use crate::realm::Realms;
 use crate::store::Store;
+use crate::token::Tokens;
 use crate::user::Users;
 use std::sync::Arc;
 
@@ -40,7 +41,6 @@ pub const MAX_RETRIES: usize = 16;
 pub(crate) struct Context {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) clock: Arc<dyn Clock>,
-    #[allow(dead_code)] // read by the domains that seal secrets at rest
     pub(crate) keys: Arc<dyn KeyProvider>,
 }
 
@@ -73,6 +73,14 @@ impl Keystead {
     /// exists and is active.
     pub fn users(&self, realm: RealmId) -> Users {
         Users::new(Arc::clone(&self.ctx), realm)
+    }
+
+    /// Tokens of one realm: signing keys and JWKS, access and refresh
+    /// tokens, revocation, logout, expire-all, introspection, userinfo and
+    /// discovery. Bound to `realm` like [`Keystead::users`]: a token of
+    /// another realm never verifies through it.
+    pub fn tokens(&self, realm: RealmId) -> Tokens {
+        Tokens::new(Arc::clone(&self.ctx), realm)
     }
 
     /// The store this instance was built with (for embedders that keep their

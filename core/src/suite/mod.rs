@@ -6,6 +6,7 @@
 //! [`StaticKeyProvider`], so every domain rule is proven on every backend.
 
 pub mod realm;
+pub mod token;
 pub mod user;
 
 use crate::Keystead;
@@ -57,6 +58,18 @@ macro_rules! domain_tests {
             realms_are_isolated,
             disabled_realm_refuses,
             default_argon2_parameters
+        ]);
+        $crate::domain_tests!(@cases $open, token, [
+            signing_keys_jwks_and_rotation,
+            access_token_claims,
+            adversarial_access_tokens,
+            expiry_and_not_before_leeway,
+            revoked_sessions_end_tokens,
+            refresh_rotation_and_reuse,
+            concurrent_refresh_has_one_winner,
+            refresh_idle_and_absolute_lifetimes,
+            expire_all_grace_boundary,
+            revoke_introspect_userinfo_discovery
         ]);
     };
     (@cases $open:expr, $module:ident, [$($case:ident),* $(,)?]) => {
