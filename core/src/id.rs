@@ -190,6 +190,10 @@ define_id!(
     TokenFamilyId
 );
 define_id!(
+    /// A magic link (the id half; the secret half is only stored hashed).
+    MagicLinkId
+);
+define_id!(
     /// An application token (the secret itself is never stored).
     AppTokenId
 );

@@ -69,7 +69,12 @@ macro_rules! domain_tests {
             concurrent_refresh_has_one_winner,
             refresh_idle_and_absolute_lifetimes,
             expire_all_grace_boundary,
-            revoke_introspect_userinfo_discovery
+            revoke_introspect_userinfo_discovery,
+            one_time_tokens_are_single_use,
+            scoped_tokens,
+            magic_links,
+            exchange_grants,
+            mfa_realm_gets_challenges
         ]);
     };
     (@cases $open:expr, $module:ident, [$($case:ident),* $(,)?]) => {

@@ -493,8 +493,10 @@ pub async fn refresh_rotation_and_reuse(h: Harness) {
     assert!(f.users.get_session(session.id).await.is_err());
 }
 
-/// Of concurrent uses of one refresh token exactly one gets a new pair,
-/// and that pair works when nobody presents the old token again.
+/// Of concurrent uses of one refresh token exactly one gets a new pair.
+/// Losers of the compare-and-swap get `INVALID_GRANT`; a use that starts
+/// after the winner committed is reuse (`REFRESH_TOKEN_REUSED`, family
+/// revoked). When no use counted as reuse, the winner's pair still works.
 pub async fn concurrent_refresh_has_one_winner(h: Harness) {
     let f = fixture(&h, cheap_settings()).await;
     let (_, pair) = issued(&f, "alice").await;
@@ -507,14 +509,23 @@ pub async fn concurrent_refresh_has_one_winner(h: Harness) {
         })
         .collect();
     let mut winners = Vec::new();
+    let mut reused = false;
     for task in tasks {
         match task.await.unwrap() {
             Ok(p) => winners.push(p),
-            Err(Error::Token(TokenError::InvalidGrant | TokenError::RefreshReused)) => {}
+            Err(Error::Token(TokenError::InvalidGrant)) => {}
+            Err(Error::Token(TokenError::RefreshReused)) => reused = true,
             Err(e) => panic!("unexpected {e}"),
         }
     }
     assert_eq!(winners.len(), 1);
+    let winner = &winners[0];
+    let next = f.tokens.refresh(&refresh_of(winner), "web").await;
+    if reused {
+        assert_eq!(token_error(next), TokenError::InvalidGrant);
+    } else {
+        next.unwrap();
+    }
 }
 
 /// A token unused for `refresh_idle_secs` dies; a family dies
@@ -706,4 +717,400 @@ pub async fn revoke_introspect_userinfo_discovery(h: Harness) {
         ),
         TokenError::WrongIssuer
     );
+}
+
+/// A one-time token is exchanged once — also under concurrency — within
+/// its lifetime, and only while its session lives.
+pub async fn one_time_tokens_are_single_use(h: Harness) {
+    let f = fixture(&h, cheap_settings()).await;
+    let session = login(&f.users, "alice").await;
+    let one = f
+        .tokens
+        .create_one_time_token(session.id, &request(), Duration::seconds(60))
+        .await
+        .unwrap();
+    assert!(one.token.expose().starts_with("ksot_"));
+    let pair = f.tokens.exchange_one_time_token(&one.token).await.unwrap();
+    assert!(pair.refresh_token.is_none());
+    let claims = f
+        .tokens
+        .verify_access_token(pair.access_token.expose(), AUD)
+        .await
+        .unwrap();
+    assert_eq!(claims.sid, session.id);
+    assert_eq!(
+        token_error(f.tokens.exchange_one_time_token(&one.token).await),
+        TokenError::InvalidGrant
+    );
+
+    // Concurrent exchanges: exactly one wins.
+    let one = f
+        .tokens
+        .create_one_time_token(session.id, &request(), Duration::seconds(60))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let tokens = f.tokens.clone();
+            let token = SecretString::from(one.token.expose());
+            tokio::spawn(async move { tokens.exchange_one_time_token(&token).await })
+        })
+        .collect();
+    let mut winners = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => winners += 1,
+            Err(Error::Token(TokenError::InvalidGrant)) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(winners, 1);
+
+    // Expiry boundary.
+    let one = f
+        .tokens
+        .create_one_time_token(session.id, &request(), Duration::seconds(60))
+        .await
+        .unwrap();
+    f.clock.advance(Duration::seconds(60));
+    assert_eq!(
+        token_error(f.tokens.exchange_one_time_token(&one.token).await),
+        TokenError::InvalidGrant
+    );
+    // Session ended.
+    let one = f
+        .tokens
+        .create_one_time_token(session.id, &request(), Duration::seconds(60))
+        .await
+        .unwrap();
+    f.tokens.logout(session.id).await.unwrap();
+    assert_eq!(
+        token_error(f.tokens.exchange_one_time_token(&one.token).await),
+        TokenError::InvalidGrant
+    );
+    // Bad input.
+    let session = login(&f.users, "alice").await;
+    for ttl in [Duration::zero(), Duration::hours(2)] {
+        assert!(matches!(
+            f.tokens
+                .create_one_time_token(session.id, &request(), ttl)
+                .await,
+            Err(Error::Validation(_))
+        ));
+    }
+    for junk in ["", "ksrt_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
+        assert_eq!(
+            token_error(
+                f.tokens
+                    .exchange_one_time_token(&SecretString::from(junk))
+                    .await
+            ),
+            TokenError::InvalidGrant
+        );
+    }
+}
+
+/// A scoped token carries its name and scope, verifies for that scope
+/// only, expires on time and dies with its session.
+pub async fn scoped_tokens(h: Harness) {
+    let f = fixture(&h, cheap_settings()).await;
+    let session = login(&f.users, "alice").await;
+    let new = crate::token::NewScopedToken {
+        name: "message sender".into(),
+        request: AccessRequest {
+            client_id: "portal".into(),
+            audience: AUD.into(),
+            scope: vec!["messages:create".into()],
+        },
+        expires_in: Duration::hours(2),
+    };
+    let scoped = f
+        .tokens
+        .create_scoped_token(session.id, &new)
+        .await
+        .unwrap();
+    assert_eq!(scoped.expires_at, f.clock.now() + Duration::hours(2));
+    let claims = f
+        .tokens
+        .verify_scoped_token(scoped.token.expose(), AUD, "messages:create")
+        .await
+        .unwrap();
+    assert_eq!(claims.token_name.as_deref(), Some("message sender"));
+    assert_eq!(claims.exp - claims.iat, 7200);
+    let e = token_error(
+        f.tokens
+            .verify_scoped_token(scoped.token.expose(), AUD, "admin")
+            .await,
+    );
+    assert_eq!(e, TokenError::InsufficientScope);
+    assert_eq!(e.oauth_code(), "insufficient_scope");
+    f.clock
+        .advance(Duration::hours(2) + Duration::seconds(CLOCK_LEEWAY));
+    assert_eq!(
+        token_error(
+            f.tokens
+                .verify_scoped_token(scoped.token.expose(), AUD, "messages:create")
+                .await
+        ),
+        TokenError::Expired
+    );
+    for bad in [
+        crate::token::NewScopedToken {
+            name: String::new(),
+            ..new.clone()
+        },
+        crate::token::NewScopedToken {
+            expires_in: Duration::days(31),
+            ..new.clone()
+        },
+    ] {
+        assert!(matches!(
+            f.tokens.create_scoped_token(session.id, &bad).await,
+            Err(Error::Validation(_))
+        ));
+    }
+    let scoped = f
+        .tokens
+        .create_scoped_token(session.id, &new)
+        .await
+        .unwrap();
+    f.tokens.logout(session.id).await.unwrap();
+    assert_eq!(
+        token_error(
+            f.tokens
+                .verify_scoped_token(scoped.token.expose(), AUD, "messages:create")
+                .await
+        ),
+        TokenError::Revoked
+    );
+}
+
+const CLOCK_LEEWAY: i64 = crate::token::CLOCK_LEEWAY_SECS;
+
+/// A magic link opens one session with `amr: magic_link`, once, before it
+/// expires, with the right secret; under an MFA policy it yields a
+/// challenge instead; the portal URL carries it in the fragment.
+pub async fn magic_links(h: Harness) {
+    let f = fixture(&h, cheap_settings()).await;
+    let alice = login(&f.users, "alice").await.user;
+    let link = f
+        .tokens
+        .send_magic_link(alice, Duration::minutes(15))
+        .await
+        .unwrap();
+    assert!(link.token.expose().starts_with("ksml_"));
+    let other = f
+        .tokens
+        .send_magic_link(alice, Duration::minutes(15))
+        .await
+        .unwrap();
+    // Another link's secret does not open this one.
+    assert_eq!(
+        token_error(f.tokens.verify_magic_link(link.id, &other.token).await),
+        TokenError::InvalidGrant
+    );
+    match f
+        .tokens
+        .verify_magic_link(link.id, &link.token)
+        .await
+        .unwrap()
+    {
+        LoginOutcome::Authenticated(session) => {
+            assert_eq!(session.user, alice);
+            assert_eq!(session.methods, [AuthMethod::MagicLink]);
+            let pair = f.tokens.issue(session.id, &request()).await.unwrap();
+            let claims = f
+                .tokens
+                .verify_access_token(pair.access_token.expose(), AUD)
+                .await
+                .unwrap();
+            assert_eq!(claims.amr, [AuthMethod::MagicLink]);
+        }
+        LoginOutcome::MfaRequired { .. } => panic!("no MFA expected"),
+    }
+    assert_eq!(
+        token_error(f.tokens.verify_magic_link(link.id, &link.token).await),
+        TokenError::InvalidGrant,
+        "used once"
+    );
+    f.clock.advance(Duration::minutes(15));
+    assert_eq!(
+        token_error(f.tokens.verify_magic_link(other.id, &other.token).await),
+        TokenError::InvalidGrant,
+        "expired"
+    );
+    // Revoking all sessions also kills pending links.
+    let pending = f
+        .tokens
+        .send_magic_link(alice, Duration::minutes(15))
+        .await
+        .unwrap();
+    f.tokens.logout_all(alice).await.unwrap();
+    assert_eq!(
+        token_error(f.tokens.verify_magic_link(pending.id, &pending.token).await),
+        TokenError::InvalidGrant
+    );
+
+    let portal = f
+        .tokens
+        .app_portal_access(alice, "https://portal.example/app", Duration::days(7))
+        .await
+        .unwrap();
+    assert_eq!(
+        portal.url.expose(),
+        format!(
+            "https://portal.example/app#id={}&token={}",
+            portal.link.id,
+            portal.link.token.expose()
+        )
+    );
+    for bad in ["http://portal.example", "https://a.example/#x", "ftp://x"] {
+        assert!(matches!(
+            f.tokens
+                .app_portal_access(alice, bad, Duration::days(1))
+                .await,
+            Err(Error::Validation(_))
+        ));
+    }
+}
+
+/// The token endpoint: password, refresh, one-time and RFC 8693 grants,
+/// with OAuth error codes.
+pub async fn exchange_grants(h: Harness) {
+    use crate::token::{ExchangeOutcome, Grant};
+    let f = fixture(&h, cheap_settings()).await;
+    login(&f.users, "alice").await;
+    let tokens_of = |outcome: ExchangeOutcome| match outcome {
+        ExchangeOutcome::Tokens(t) => t,
+        ExchangeOutcome::MfaRequired { .. } => panic!("unexpected MFA"),
+    };
+    let pair = tokens_of(
+        f.tokens
+            .exchange(Grant::Password {
+                username: "alice".into(),
+                password: SecretString::from("correct horse"),
+                request: request(),
+            })
+            .await
+            .unwrap(),
+    );
+    let wrong = f
+        .tokens
+        .exchange(Grant::Password {
+            username: "alice".into(),
+            password: SecretString::from("wrong horse"),
+            request: request(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.oauth_code(), "invalid_grant");
+
+    let refreshed = tokens_of(
+        f.tokens
+            .exchange(Grant::RefreshToken {
+                refresh_token: refresh_of(&pair),
+                client_id: "web".into(),
+            })
+            .await
+            .unwrap(),
+    );
+    let one = f
+        .tokens
+        .create_one_time_token(refreshed.session, &request(), Duration::seconds(60))
+        .await
+        .unwrap();
+    tokens_of(
+        f.tokens
+            .exchange(Grant::OneTime { token: one.token })
+            .await
+            .unwrap(),
+    );
+
+    // RFC 8693: narrower scope, new audience, no longer than the subject.
+    let subject = SecretString::from(refreshed.access_token.expose());
+    let narrow = tokens_of(
+        f.tokens
+            .exchange(Grant::TokenExchange {
+                subject_token: SecretString::from(subject.expose()),
+                audience: "https://files.example".into(),
+                scope: vec!["read".into()],
+            })
+            .await
+            .unwrap(),
+    );
+    assert!(narrow.refresh_token.is_none());
+    let claims = f
+        .tokens
+        .verify_access_token(narrow.access_token.expose(), "https://files.example")
+        .await
+        .unwrap();
+    assert_eq!(claims.scope, "read");
+    assert_eq!(claims.sid, refreshed.session);
+    let wider = f
+        .tokens
+        .exchange(Grant::TokenExchange {
+            subject_token: SecretString::from(subject.expose()),
+            audience: "https://files.example".into(),
+            scope: vec!["admin".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(wider.oauth_code(), "invalid_scope");
+    let garbage = f
+        .tokens
+        .exchange(Grant::TokenExchange {
+            subject_token: SecretString::from("not.a.token"),
+            audience: "https://files.example".into(),
+            scope: Vec::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(garbage.oauth_code(), "invalid_request");
+}
+
+/// Under an MFA policy a magic link alone is not enough, and the password
+/// grant yields the challenge instead of tokens.
+pub async fn mfa_realm_gets_challenges(h: Harness) {
+    use crate::token::{ExchangeOutcome, Grant};
+    let f = fixture(
+        &h,
+        RealmSettings {
+            mfa: crate::realm::MfaPolicy::Required,
+            ..cheap_settings()
+        },
+    )
+    .await;
+    let alice = f
+        .users
+        .register("alice", None, SecretString::from("correct horse"))
+        .await
+        .unwrap()
+        .id;
+    let link = f
+        .tokens
+        .send_magic_link(alice, Duration::minutes(15))
+        .await
+        .unwrap();
+    match f
+        .tokens
+        .verify_magic_link(link.id, &link.token)
+        .await
+        .unwrap()
+    {
+        LoginOutcome::MfaRequired { challenge } => {
+            assert_eq!(challenge.methods, [AuthMethod::MagicLink]);
+        }
+        LoginOutcome::Authenticated(_) => panic!("MFA must be required"),
+    }
+    assert!(matches!(
+        f.tokens
+            .exchange(Grant::Password {
+                username: "alice".into(),
+                password: SecretString::from("correct horse"),
+                request: request(),
+            })
+            .await
+            .unwrap(),
+        ExchangeOutcome::MfaRequired { .. }
+    ));
 }

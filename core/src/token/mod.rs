@@ -51,13 +51,19 @@
 //! | `refresh-family/<family id>` | `FamilyRecord` (session, client, audience, scope, live digest, times) |
 //! | `refresh-token/<SHA-256 of the token>` | the family id: lookup by presented token |
 //! | `expire-all` | `ExpireAllRecord`: the realm's expire-all marks |
+//! | `one-time/<SHA-256 of the token>` | `OneTimeRecord`: what a one-time token exchanges for |
+//! | `magic-link/<magic link id>` | `MagicLinkRecord`: user, digest of the secret, expiry |
 //!
 //! Index entries of rotated tokens stay behind so reuse is recognised; they
 //! point to a family that no longer holds their digest (or no longer exists).
 
+pub mod grants;
 pub mod keys;
 pub(crate) mod service;
 
+pub use grants::{
+    ExchangeOutcome, Grant, MagicLink, NewScopedToken, OneTimeToken, PortalAccess, ScopedToken,
+};
 pub use keys::SigningKeyInfo;
 pub use service::Tokens;
 
@@ -183,6 +189,10 @@ pub struct AccessClaims {
     pub amr: Vec<AuthMethod>,
     /// When the user authenticated, seconds since the epoch.
     pub auth_time: i64,
+    /// The name of a scoped token ([`Tokens::create_scoped_token`]); absent
+    /// on ordinary access tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_name: Option<String>,
 }
 
 impl AccessClaims {
@@ -242,6 +252,9 @@ pub enum TokenError {
     /// The requested scope exceeds what the grant allows.
     #[error("scope not allowed")]
     InvalidScope,
+    /// The token is valid but does not carry the scope the operation needs.
+    #[error("token lacks the required scope")]
+    InsufficientScope,
     /// The grant type is not supported.
     #[error("unsupported grant type")]
     UnsupportedGrantType,
@@ -265,6 +278,7 @@ impl TokenError {
             TokenError::InvalidGrant => "INVALID_GRANT",
             TokenError::RefreshReused => "REFRESH_TOKEN_REUSED",
             TokenError::InvalidScope => "INVALID_SCOPE",
+            TokenError::InsufficientScope => "INSUFFICIENT_SCOPE",
             TokenError::UnsupportedGrantType => "UNSUPPORTED_GRANT_TYPE",
             TokenError::IssuerNotConfigured => "ISSUER_NOT_CONFIGURED",
         }
@@ -285,6 +299,7 @@ impl TokenError {
             | TokenError::Revoked => "invalid_token",
             TokenError::InvalidGrant | TokenError::RefreshReused => "invalid_grant",
             TokenError::InvalidScope => "invalid_scope",
+            TokenError::InsufficientScope => "insufficient_scope",
             TokenError::UnsupportedGrantType => "unsupported_grant_type",
             TokenError::IssuerNotConfigured => "server_error",
         }
@@ -380,6 +395,12 @@ pub(crate) mod layout {
     }
     pub(crate) fn expire_all(realm: RealmId) -> Key {
         data_prefix(realm).push("expire-all")
+    }
+    pub(crate) fn one_time(realm: RealmId, digest: &[u8; 32]) -> Key {
+        data_prefix(realm).push("one-time").push(digest)
+    }
+    pub(crate) fn magic_link(realm: RealmId, id: crate::id::MagicLinkId) -> Key {
+        data_prefix(realm).push("magic-link").push(id.to_bytes())
     }
 }
 

@@ -45,7 +45,7 @@ pub(crate) fn issuer(realm: &Realm) -> String {
 }
 
 /// Cheap shape check of a compact JWS before any storage access.
-fn check_jws_shape(token: &str) -> Result<(), TokenError> {
+pub(crate) fn check_jws_shape(token: &str) -> Result<(), TokenError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(TokenError::Malformed {
             reason: "longer than 8 KiB",
@@ -77,7 +77,18 @@ fn jws_error(e: CryptoError) -> Error {
     }
 }
 
-fn is_conflict(e: &StorageError) -> bool {
+/// What an access token is issued for.
+pub(crate) struct AccessGrant<'a> {
+    pub(crate) client_id: &'a str,
+    pub(crate) audience: &'a str,
+    pub(crate) scope: &'a [String],
+    /// Lifetime in seconds; the realm's `access_secs` when `None`.
+    pub(crate) lifetime_secs: Option<u32>,
+    /// The `token_name` claim of scoped tokens.
+    pub(crate) name: Option<&'a str>,
+}
+
+pub(crate) fn is_conflict(e: &StorageError) -> bool {
     matches!(e, StorageError::Conflict { .. })
 }
 
@@ -99,11 +110,11 @@ impl Tokens {
         crate::realm::service::load_active(&self.ctx, self.realm).await
     }
 
-    fn users(&self) -> Users {
+    pub(crate) fn users(&self) -> Users {
         Users::new(Arc::clone(&self.ctx), self.realm)
     }
 
-    async fn expire_marks(&self) -> Result<(Vec<ExpireMark>, Option<u64>), Error> {
+    pub(crate) async fn expire_marks(&self) -> Result<(Vec<ExpireMark>, Option<u64>), Error> {
         let key = layout::expire_all(self.realm);
         match self.ctx.store.get(key.as_bytes()).await? {
             None => Ok((Vec::new(), None)),
@@ -114,31 +125,33 @@ impl Tokens {
         }
     }
 
-    /// Sign an access token for `session`.
-    async fn sign_access(
+    /// Sign an access token for `session` as `grant` describes; returns the
+    /// token and its lifetime in seconds.
+    pub(crate) async fn sign_access(
         &self,
         realm: &Realm,
         session: &Session,
-        client_id: &str,
-        audience: &str,
-        scope: &[String],
+        grant: &AccessGrant<'_>,
         now: DateTime<Utc>,
     ) -> Result<(SecretString, u32), Error> {
-        let lifetime = realm.settings.tokens.access_secs;
+        let lifetime = grant
+            .lifetime_secs
+            .unwrap_or(realm.settings.tokens.access_secs);
         let jti = random_array::<16>()?;
         let claims = AccessClaims {
             iss: issuer(realm),
             sub: session.user,
-            aud: audience.to_owned(),
+            aud: grant.audience.to_owned(),
             exp: now.timestamp() + i64::from(lifetime),
             iat: now.timestamp(),
             nbf: now.timestamp(),
             jti: URL_SAFE_NO_PAD.encode(jti.as_ref()),
-            client_id: client_id.to_owned(),
-            scope: scope.join(" "),
+            client_id: grant.client_id.to_owned(),
+            scope: grant.scope.join(" "),
             sid: session.id,
             amr: session.methods.clone(),
             auth_time: session.created_at.timestamp(),
+            token_name: grant.name.map(str::to_owned),
         };
         let payload = serde_json::to_vec(&claims).map_err(|e| CryptoError::InvalidInput {
             field: "claims",
@@ -201,16 +214,14 @@ impl Tokens {
                 )?;
             match self.ctx.store.commit(batch).await {
                 Ok(()) => {
-                    let (access, expires_in) = self
-                        .sign_access(
-                            &realm,
-                            &live,
-                            &family.client_id,
-                            &family.audience,
-                            &family.scope,
-                            now,
-                        )
-                        .await?;
+                    let grant = AccessGrant {
+                        client_id: &family.client_id,
+                        audience: &family.audience,
+                        scope: &family.scope,
+                        lifetime_secs: None,
+                        name: None,
+                    };
+                    let (access, expires_in) = self.sign_access(&realm, &live, &grant, now).await?;
                     return Ok(TokenResponse {
                         access_token: access,
                         token_type: "Bearer",
@@ -355,15 +366,15 @@ impl Tokens {
                 )?;
             match self.ctx.store.commit(batch).await {
                 Ok(()) => {
+                    let grant = AccessGrant {
+                        client_id: &rotated.client_id,
+                        audience: &rotated.audience,
+                        scope: &rotated.scope,
+                        lifetime_secs: None,
+                        name: None,
+                    };
                     let (access, expires_in) = self
-                        .sign_access(
-                            &realm,
-                            &stored_session.session,
-                            &rotated.client_id,
-                            &rotated.audience,
-                            &rotated.scope,
-                            now,
-                        )
+                        .sign_access(&realm, &stored_session.session, &grant, now)
                         .await?;
                     return Ok(TokenResponse {
                         access_token: access,
@@ -397,7 +408,7 @@ impl Tokens {
         self.verify_with(&realm, token, Some(audience)).await
     }
 
-    async fn verify_with(
+    pub(crate) async fn verify_with(
         &self,
         realm: &Realm,
         token: &str,
