@@ -57,6 +57,8 @@
 //! Index entries of rotated tokens stay behind so reuse is recognised; they
 //! point to a family that no longer holds their digest (or no longer exists).
 
+#[cfg(test)]
+mod family_tests;
 pub mod grants;
 pub mod keys;
 pub(crate) mod service;
