@@ -42,6 +42,8 @@ pub(crate) struct Context {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) keys: Arc<dyn KeyProvider>,
+    /// Opened token-signing keys, so issuing does not unseal per token.
+    pub(crate) signers: crate::token::keys::SignerCache,
 }
 
 /// The keystead library instance; cheap to clone and share across tasks.
@@ -141,6 +143,7 @@ impl KeysteadBuilder {
                 store,
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
                 keys,
+                signers: crate::token::keys::SignerCache::default(),
             }),
         })
     }

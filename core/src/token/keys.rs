@@ -20,11 +20,43 @@ use super::service::Tokens;
 use crate::crypto::at_rest;
 use crate::crypto::jws::{JwsAlgorithm, JwsKeySet, SigningKey, VerifyingKey};
 use crate::error::Error;
-use crate::id::SigningKeyId;
+use crate::id::{RealmId, SigningKeyId};
 use crate::keystead::MAX_RETRIES;
 use crate::store::{Batch, Precondition, StorageError, record};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError};
+
+/// Most opened signing keys kept in memory per instance; the cache is
+/// emptied when full (keys are reopened on demand).
+pub const MAX_CACHED_SIGNERS: usize = 1024;
+
+/// Opened signing keys by realm and key id. A rotation makes a new key id,
+/// so an entry never goes stale; the record is still read on every issue,
+/// so a rotation by another process is seen at once.
+#[derive(Default)]
+pub(crate) struct SignerCache {
+    keys: std::sync::Mutex<HashMap<(RealmId, SigningKeyId), Arc<SigningKey>>>,
+}
+
+impl SignerCache {
+    fn get(&self, realm: RealmId, id: SigningKeyId) -> Option<Arc<SigningKey>> {
+        self.keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(realm, id))
+            .cloned()
+    }
+
+    fn insert(&self, realm: RealmId, id: SigningKeyId, key: Arc<SigningKey>) {
+        let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        if keys.len() >= MAX_CACHED_SIGNERS {
+            keys.clear();
+        }
+        keys.insert((realm, id), key);
+    }
+}
 
 /// How long a retired key stays published by default after a rotation: one
 /// day, longer than the longest access-token lifetime a realm may set.
@@ -200,14 +232,24 @@ impl Tokens {
         .into())
     }
 
-    /// The current key, opened for signing.
-    pub(crate) async fn signer(&self) -> Result<SigningKey, Error> {
+    /// The current key, opened for signing (from the cache when it was
+    /// opened before).
+    pub(crate) async fn signer(&self) -> Result<Arc<SigningKey>, Error> {
         let current = self.current_key(JwsAlgorithm::EdDsa).await?;
+        if let Some(key) = self.ctx.signers.get(self.realm, current.id) {
+            return Ok(key);
+        }
         let label = layout::sealed_key_label(self.realm, &current.id.to_string());
         let pkcs8 =
             at_rest::open(self.ctx.keys.as_ref(), label.as_bytes(), &current.sealed).await?;
-        Ok(SigningKey::from_pkcs8(current.alg.alg(), pkcs8.expose())?
-            .with_kid(current.id.to_string()))
+        let key = Arc::new(
+            SigningKey::from_pkcs8(current.alg.alg(), pkcs8.expose())?
+                .with_kid(current.id.to_string()),
+        );
+        self.ctx
+            .signers
+            .insert(self.realm, current.id, Arc::clone(&key));
+        Ok(key)
     }
 
     /// Replace the current key with a new one of `alg`. The old key stops
