@@ -10,6 +10,7 @@ use crate::device::DeviceError;
 use crate::mfa::MfaError;
 use crate::realm::RealmError;
 use crate::store::{BatchError, StorageError};
+use crate::token::TokenError;
 use crate::user::{AuthError, UserError};
 
 /// Every failure a keystead call can report.
@@ -42,6 +43,10 @@ pub enum Error {
     /// wrong.
     #[error(transparent)]
     Mfa(#[from] MfaError),
+    /// A token is malformed, untrusted, expired or revoked, or a grant is
+    /// invalid.
+    #[error(transparent)]
+    Token(#[from] TokenError),
 }
 
 impl Error {
@@ -57,6 +62,23 @@ impl Error {
             Error::Auth(e) => e.code(),
             Error::Device(e) => e.code(),
             Error::Mfa(e) => e.code(),
+            Error::Token(e) => e.code(),
+        }
+    }
+
+    /// The OAuth 2.0 error code (RFC 6749 §5.2, RFC 6750 §3.1) a token or
+    /// introspection endpoint should answer with: `invalid_request` for
+    /// rejected input, `invalid_grant` for failed credentials and grants,
+    /// `invalid_token` for rejected access tokens, `unsupported_grant_type`,
+    /// `invalid_scope`, `temporarily_unavailable` when throttled, and
+    /// `server_error` for everything else.
+    pub fn oauth_code(&self) -> &'static str {
+        match self {
+            Error::Validation(_) => "invalid_request",
+            Error::Token(e) => e.oauth_code(),
+            Error::Auth(AuthError::TooManyAttempts { .. }) => "temporarily_unavailable",
+            Error::Auth(_) => "invalid_grant",
+            _ => "server_error",
         }
     }
 }

@@ -186,6 +186,14 @@ define_id!(
     SigningKeyId
 );
 define_id!(
+    /// A refresh-token family: every token rotated from one grant.
+    TokenFamilyId
+);
+define_id!(
+    /// A magic link (the id half; the secret half is only stored hashed).
+    MagicLinkId
+);
+define_id!(
     /// An application token (the secret itself is never stored).
     AppTokenId
 );

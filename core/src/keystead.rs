@@ -32,6 +32,7 @@ use crate::mfa::Mfa;
 use crate::realm::Realms;
 use crate::secret::SecretString;
 use crate::store::{StorageError, Store};
+use crate::token::Tokens;
 use crate::user::Users;
 use futures::future::BoxFuture;
 use std::sync::Arc;
@@ -111,6 +112,8 @@ pub(crate) struct Context {
     pub(crate) blocking: Arc<dyn BlockingRunner>,
     pub(crate) breached: Option<Arc<dyn BreachedPasswords>>,
     pub(crate) keys: Arc<dyn KeyProvider>,
+    /// Opened token-signing keys, so issuing does not unseal per token.
+    pub(crate) signers: crate::token::keys::SignerCache,
 }
 
 /// The keystead library instance; cheap to clone and share across tasks.
@@ -162,6 +165,14 @@ impl Keystead {
     /// [`users`](Self::users).
     pub fn mfa(&self, realm: RealmId) -> Mfa {
         Mfa::new(Arc::clone(&self.ctx), realm)
+    }
+
+    /// Tokens of one realm: signing keys and JWKS, access and refresh
+    /// tokens, revocation, logout, expire-all, introspection, userinfo and
+    /// discovery. Bound to `realm` like [`Keystead::users`]: a token of
+    /// another realm never verifies through it.
+    pub fn tokens(&self, realm: RealmId) -> Tokens {
+        Tokens::new(Arc::clone(&self.ctx), realm)
     }
 
     /// The store this instance was built with (for embedders that keep their
@@ -241,6 +252,7 @@ impl KeysteadBuilder {
                 blocking: self.blocking.unwrap_or_else(|| Arc::new(BlockingPool)),
                 breached: self.breached,
                 keys,
+                signers: crate::token::keys::SignerCache::default(),
             }),
         })
     }

@@ -39,6 +39,7 @@ pub mod secret;
 pub mod store;
 #[cfg(feature = "conformance")]
 pub mod suite;
+pub mod token;
 pub mod user;
 
 pub use crypto::CryptoError;

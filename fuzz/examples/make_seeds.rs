@@ -44,6 +44,18 @@ fn main() {
         write("jws_verify", name, token.as_bytes());
     }
 
+    // token_verify: odd first byte patches the realm's valid token (no
+    // pairs: the token itself), even first byte is a raw token.
+    for (name, bytes) in [
+        ("valid_token", &b"\x01"[..]),
+        ("patched_header", b"\x01\x01X\x02\x00"),
+        ("patched_payload", b"\x01\x10A\x11B"),
+        ("raw_alg_none", b"\x00eyJhbGciOiJub25lIn0.e30."),
+        ("raw_garbage", b"\x00a.b.c"),
+    ] {
+        write("token_verify", name, bytes);
+    }
+
     let recipient = envelope_recipient().public_key();
     let context = envelope_context();
     for (name, len) in [

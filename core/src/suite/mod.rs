@@ -9,6 +9,7 @@ pub mod device;
 pub mod isolation;
 pub mod mfa;
 pub mod realm;
+pub mod token;
 pub mod user;
 
 use crate::Keystead;
@@ -98,6 +99,23 @@ macro_rules! domain_tests {
             trusted_devices_expire,
             random_sequences_never_accept_a_step_twice,
             delete_user_sweeps_mfa
+        ]);
+        $crate::domain_tests!(@cases $open, token, [
+            signing_keys_jwks_and_rotation,
+            access_token_claims,
+            adversarial_access_tokens,
+            expiry_and_not_before_leeway,
+            revoked_sessions_end_tokens,
+            refresh_rotation_and_reuse,
+            concurrent_refresh_has_one_winner,
+            refresh_idle_and_absolute_lifetimes,
+            expire_all_grace_boundary,
+            revoke_introspect_userinfo_discovery,
+            one_time_tokens_are_single_use,
+            scoped_tokens,
+            magic_links,
+            exchange_grants,
+            mfa_realm_gets_challenges
         ]);
         #[test]
         fn random_operations_never_cross_realms() {

@@ -158,7 +158,8 @@ impl Users {
             }
             batch.delete(keys::lockout(self.realm, &username_key), Precondition::Any)?;
             let outcome = if mfa || user.active_factors > 0 {
-                let challenge = self.add_challenge(&mut batch, &user, now)?;
+                let challenge =
+                    self.add_challenge(&mut batch, &user, vec![AuthMethod::Pwd], now)?;
                 LoginOutcome::MfaRequired { challenge }
             } else {
                 LoginOutcome::Authenticated(self.add_session(
@@ -179,10 +180,13 @@ impl Users {
         Err(last.map_or_else(|| AuthError::InvalidCredentials.into(), Error::from))
     }
 
-    fn add_challenge(
+    /// Add a pending MFA challenge for `user`, who already passed
+    /// `methods`, to `batch`.
+    pub(crate) fn add_challenge(
         &self,
         batch: &mut Batch,
         user: &StoredUser,
+        methods: Vec<AuthMethod>,
         now: DateTime<Utc>,
     ) -> Result<Challenge, Error> {
         let challenge = Challenge {
@@ -191,7 +195,7 @@ impl Users {
             realm: self.realm,
             created_at: now,
             expires_at: now + chrono::Duration::seconds(CHALLENGE_TTL_SECS),
-            methods: vec![AuthMethod::Pwd],
+            methods,
         };
         let key = keys::challenge(self.realm, challenge.id);
         batch.put(

@@ -112,7 +112,7 @@ impl Users {
     }
 
     /// Load a session record that is still valid, with its version.
-    async fn live_session(&self, id: SessionId) -> Result<(StoredSession, u64), Error> {
+    pub(crate) async fn live_session(&self, id: SessionId) -> Result<(StoredSession, u64), Error> {
         let key = keys::session(self.realm, id);
         let stored = self
             .ctx

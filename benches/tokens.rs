@@ -1,0 +1,207 @@
+//! Token service costs, each against the raw primitive in the same run.
+//!
+//! * `access_issue/keystead_memory`: `Tokens::create_scoped_token` on the
+//!   in-memory store — realm, session, user and signing-key reads, claims
+//!   serialization and an Ed25519 JWS signature (an access token without
+//!   the refresh family's commit); vs `raw_ring_sign` of a signing input of
+//!   the same length and vs `jsonwebtoken` encoding equivalent claims.
+//! * `access_verify/keystead_memory`: `Tokens::verify_access_token` — shape,
+//!   realm and key-record reads, signature, claims, expire-all and session
+//!   checks; vs `raw_ring_verify` of the same signature and vs
+//!   `jsonwebtoken` decoding the same token from the JWKS.
+//! * `refresh_rotation/keystead_sqlite`: `Tokens::refresh` on SQLite (reads,
+//!   the family compare-and-swap commit, a new access token) vs
+//!   `sqlite_single_commit`, one fsynced batch of three records on the same
+//!   store.
+#![allow(missing_docs)] // criterion_group! generates an undocumented fn
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::Duration as ChronoDuration;
+use criterion::{Criterion, criterion_group, criterion_main};
+use keystead::Keystead;
+use keystead::crypto::at_rest::StaticKeyProvider;
+use keystead::crypto::jws::{JwsAlgorithm, SigningKey};
+use keystead::secret::SecretString;
+use keystead::store::{Batch, MemoryStore, Precondition, Store};
+use keystead::token::{AccessRequest, NewScopedToken, Tokens};
+use keystead::user::LoginOutcome;
+use keystead_benches::runtime;
+use keystead_sqlite::SqliteStore;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::runtime::Runtime;
+
+const ISSUER: &str = "https://id.example/realms/bench";
+const AUDIENCE: &str = "https://api.example";
+
+fn request() -> AccessRequest {
+    AccessRequest {
+        client_id: "web".into(),
+        audience: AUDIENCE.into(),
+        scope: vec!["read".into(), "write".into()],
+    }
+}
+
+/// A realm with one logged-in user on `store`; returns the token handle and
+/// the session id.
+fn fixture(rt: &Runtime, store: Arc<dyn Store>) -> (Tokens, keystead::id::SessionId) {
+    rt.block_on(async {
+        let ks = Keystead::builder()
+            .shared_store(store)
+            .keys(StaticKeyProvider::generate().unwrap())
+            .build()
+            .unwrap();
+        let settings = keystead::realm::RealmSettings {
+            issuer_url: Some(ISSUER.into()),
+            ..keystead::suite::user::cheap_settings()
+        };
+        let realm = ks.realms().create("bench", settings).await.unwrap();
+        let users = ks.users(realm.id);
+        users
+            .register("alice", None, SecretString::from("correct horse"))
+            .await
+            .unwrap();
+        let LoginOutcome::Authenticated(session) = users
+            .authenticate("alice", SecretString::from("correct horse"))
+            .await
+            .unwrap()
+        else {
+            panic!("no MFA in the bench realm");
+        };
+        let tokens = ks.tokens(realm.id);
+        tokens
+            .ensure_signing_key(JwsAlgorithm::EdDsa)
+            .await
+            .unwrap();
+        (tokens, session.id)
+    })
+}
+
+fn access_tokens(c: &mut Criterion) {
+    let rt = runtime();
+    let (tokens, session) = fixture(&rt, Arc::new(MemoryStore::new()));
+    let scoped = NewScopedToken {
+        name: "bench".into(),
+        request: request(),
+        expires_in: ChronoDuration::hours(1),
+    };
+    let token = rt
+        .block_on(tokens.create_scoped_token(session, &scoped))
+        .unwrap()
+        .token
+        .expose()
+        .to_owned();
+    let (input, signature) = token.rsplit_once('.').unwrap();
+    let signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
+    let jwks = rt.block_on(tokens.jwks()).unwrap();
+    let x = URL_SAFE_NO_PAD
+        .decode(jwks["keys"][0]["x"].as_str().unwrap())
+        .unwrap();
+    let raw_key = SigningKey::generate(JwsAlgorithm::EdDsa).unwrap();
+
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks.clone()).unwrap();
+    let decoding = jsonwebtoken::DecodingKey::from_jwk(&set.keys[0]).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.set_audience(&[AUDIENCE]);
+    validation.set_issuer(&[ISSUER]);
+    let pkcs8 = SigningKey::generate(JwsAlgorithm::EdDsa)
+        .unwrap()
+        .to_pkcs8();
+    let encoding = jsonwebtoken::EncodingKey::from_ed_der(pkcs8.expose());
+    let claims: serde_json::Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.typ = Some("at+jwt".into());
+    header.kid = Some("k".into());
+
+    let mut g = c.benchmark_group("access_issue");
+    g.measurement_time(Duration::from_secs(4));
+    g.bench_function("keystead_memory", |b| {
+        b.iter(|| {
+            black_box(
+                rt.block_on(tokens.create_scoped_token(session, &scoped))
+                    .unwrap(),
+            )
+        });
+    });
+    g.bench_function("raw_ring_sign", |b| {
+        b.iter(|| black_box(raw_key.sign_raw(input.as_bytes()).unwrap()));
+    });
+    g.bench_function("jsonwebtoken", |b| {
+        b.iter(|| black_box(jsonwebtoken::encode(&header, &claims, &encoding).unwrap()));
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("access_verify");
+    g.measurement_time(Duration::from_secs(4));
+    g.bench_function("keystead_memory", |b| {
+        b.iter(|| {
+            black_box(
+                rt.block_on(tokens.verify_access_token(&token, AUDIENCE))
+                    .unwrap(),
+            )
+        });
+    });
+    g.bench_function("raw_ring_verify", |b| {
+        let key = ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &x);
+        b.iter(|| key.verify(input.as_bytes(), &signature).unwrap());
+    });
+    g.bench_function("jsonwebtoken", |b| {
+        b.iter(|| {
+            black_box(
+                jsonwebtoken::decode::<serde_json::Value>(&token, &decoding, &validation).unwrap(),
+            )
+        });
+    });
+    g.finish();
+}
+
+fn refresh_rotation(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(
+        rt.block_on(SqliteStore::open(dir.path().join("tokens.db")))
+            .unwrap(),
+    );
+    let (tokens, session) = fixture(&rt, Arc::clone(&store));
+    let mut current = rt
+        .block_on(tokens.issue(session, &request()))
+        .unwrap()
+        .refresh_token
+        .unwrap();
+    let mut g = c.benchmark_group("refresh_rotation");
+    g.sample_size(30).measurement_time(Duration::from_secs(6));
+    g.bench_function("keystead_sqlite", |b| {
+        b.iter(|| {
+            let pair = rt.block_on(tokens.refresh(&current, "web")).unwrap();
+            current = pair.refresh_token.unwrap();
+        });
+    });
+    let mut i = 0u64;
+    g.bench_function("sqlite_single_commit", |b| {
+        b.iter(|| {
+            i += 1;
+            let mut batch = Batch::new();
+            for part in 0..3u64 {
+                batch
+                    .put(
+                        [b"bench/".as_slice(), &(i * 4 + part).to_be_bytes()].concat(),
+                        vec![0x5A; 150],
+                        Precondition::Any,
+                    )
+                    .unwrap();
+            }
+            rt.block_on(store.commit(batch)).unwrap();
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(benches, access_tokens, refresh_rotation);
+criterion_main!(benches);

@@ -1,0 +1,645 @@
+//! The token service: `ks.tokens(realm)`.
+
+use super::{
+    ACCESS_TOKEN_TYP, AccessClaims, AccessRequest, CLOCK_LEEWAY_SECS, ExpireAllRecord, ExpireMark,
+    FamilyRecord, StoredFamily, TokenError, TokenResponse, add_mark, expired_by_marks, layout,
+};
+use crate::crypto::jws::{self, HeaderParams, MAX_TOKEN_LEN};
+use crate::crypto::secret::{self, TokenDigest, TokenKind};
+use crate::crypto::{CryptoError, random_array};
+use crate::error::Error;
+use crate::id::{RealmId, SessionId, TokenFamilyId, UserId};
+use crate::keystead::{Context, MAX_RETRIES};
+use crate::realm::Realm;
+use crate::secret::SecretString;
+use crate::store::{Batch, Precondition, StorageError, record};
+use crate::user::{Session, Users};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Duration, Utc};
+use std::sync::Arc;
+
+/// Handle for the tokens of one realm; get one with
+/// [`Keystead::tokens`](crate::Keystead::tokens). Cheap to clone. See the
+/// [module docs](super) for the rules.
+#[derive(Clone)]
+pub struct Tokens {
+    pub(crate) ctx: Arc<Context>,
+    pub(crate) realm: RealmId,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tokens({})", self.realm)
+    }
+}
+
+/// The `iss` of a realm: its `issuer_url`, or `urn:keystead:realm:<id>`
+/// until the embedder sets one.
+pub(crate) fn issuer(realm: &Realm) -> String {
+    realm
+        .settings
+        .issuer_url
+        .clone()
+        .unwrap_or_else(|| format!("urn:keystead:realm:{}", realm.id))
+}
+
+/// Cheap shape check of a compact JWS before any storage access.
+pub(crate) fn check_jws_shape(token: &str) -> Result<(), TokenError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(TokenError::Malformed {
+            reason: "longer than 8 KiB",
+        });
+    }
+    let b64 = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.';
+    if token.bytes().filter(|&b| b == b'.').count() != 2 || !token.bytes().all(b64) {
+        return Err(TokenError::Malformed {
+            reason: "not a compact JWS",
+        });
+    }
+    Ok(())
+}
+
+fn jws_error(e: CryptoError) -> Error {
+    match e {
+        CryptoError::JwsTooLarge { .. } | CryptoError::JwsMalformed { .. } => {
+            TokenError::Malformed {
+                reason: "not a valid JWS",
+            }
+            .into()
+        }
+        CryptoError::JwsCritical
+        | CryptoError::JwsUnsecured
+        | CryptoError::JwsUnknownKey { .. }
+        | CryptoError::JwsAlgorithmMismatch { .. }
+        | CryptoError::JwsBadSignature => TokenError::Untrusted { jws_code: e.code() }.into(),
+        other => other.into(),
+    }
+}
+
+/// What an access token is issued for.
+pub(crate) struct AccessGrant<'a> {
+    pub(crate) client_id: &'a str,
+    pub(crate) audience: &'a str,
+    pub(crate) scope: &'a [String],
+    /// Lifetime in seconds; the realm's `access_secs` when `None`.
+    pub(crate) lifetime_secs: Option<u32>,
+    /// The `token_name` claim of scoped tokens.
+    pub(crate) name: Option<&'a str>,
+}
+
+pub(crate) fn is_conflict(e: &StorageError) -> bool {
+    matches!(e, StorageError::Conflict { .. })
+}
+
+impl Tokens {
+    pub(crate) fn new(ctx: Arc<Context>, realm: RealmId) -> Self {
+        Self { ctx, realm }
+    }
+
+    /// The realm this handle is bound to.
+    pub fn realm(&self) -> RealmId {
+        self.realm
+    }
+
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.ctx.clock.now()
+    }
+
+    pub(crate) async fn active_realm(&self) -> Result<Realm, Error> {
+        crate::realm::service::load_active(&self.ctx, self.realm).await
+    }
+
+    pub(crate) fn users(&self) -> Users {
+        Users::new(Arc::clone(&self.ctx), self.realm)
+    }
+
+    pub(crate) async fn expire_marks(&self) -> Result<(Vec<ExpireMark>, Option<u64>), Error> {
+        let key = layout::expire_all(self.realm);
+        match self.ctx.store.get(key.as_bytes()).await? {
+            None => Ok((Vec::new(), None)),
+            Some(stored) => {
+                let ExpireAllRecord::V1 { marks } = record::decode(key.as_bytes(), &stored.value)?;
+                Ok((marks, Some(stored.version)))
+            }
+        }
+    }
+
+    /// Sign an access token for `session` as `grant` describes; returns the
+    /// token and its lifetime in seconds.
+    pub(crate) async fn sign_access(
+        &self,
+        realm: &Realm,
+        session: &Session,
+        grant: &AccessGrant<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<(SecretString, u32), Error> {
+        let lifetime = grant
+            .lifetime_secs
+            .unwrap_or(realm.settings.tokens.access_secs);
+        let jti = random_array::<16>()?;
+        let claims = AccessClaims {
+            iss: issuer(realm),
+            sub: session.user,
+            aud: grant.audience.to_owned(),
+            exp: now.timestamp() + i64::from(lifetime),
+            iat: now.timestamp(),
+            nbf: now.timestamp(),
+            jti: URL_SAFE_NO_PAD.encode(jti.as_ref()),
+            client_id: grant.client_id.to_owned(),
+            scope: grant.scope.join(" "),
+            sid: session.id,
+            amr: session.methods.clone(),
+            auth_time: session.created_at.timestamp(),
+            token_name: grant.name.map(str::to_owned),
+        };
+        let payload = serde_json::to_vec(&claims).map_err(|e| CryptoError::InvalidInput {
+            field: "claims",
+            reason: e.to_string(),
+        })?;
+        let key = self.signer().await?;
+        let token = jws::sign(&key, &HeaderParams::with_typ(ACCESS_TOKEN_TYP), &payload)?;
+        Ok((SecretString::new(token), lifetime))
+    }
+
+    /// Issue an access token and a new refresh-token family for a valid
+    /// session (after login). `request.scope` must be within the session's
+    /// scopes when the session has any (application-token sessions).
+    pub async fn issue(
+        &self,
+        session: SessionId,
+        request: &AccessRequest,
+    ) -> Result<TokenResponse, Error> {
+        request.validate()?;
+        let realm = self.active_realm().await?;
+        let now = self.now();
+        let users = self.users();
+        let mut last = None;
+        for _ in 0..MAX_RETRIES {
+            let (stored, session_version) = users.live_session(session).await?;
+            let live = stored.session;
+            if !live.scopes.is_empty() && !request.scope.iter().all(|s| live.scopes.contains(s)) {
+                return Err(TokenError::InvalidScope.into());
+            }
+            let refresh = secret::generate(TokenKind::Refresh)?;
+            let family = StoredFamily {
+                id: TokenFamilyId::generate(now),
+                realm: self.realm,
+                session: live.id,
+                user: live.user,
+                client_id: request.client_id.clone(),
+                audience: request.audience.clone(),
+                scope: request.scope.clone(),
+                current: refresh.digest.0,
+                generation: 0,
+                created_at: now,
+                issued_at: now,
+            };
+            let family_key = layout::family(self.realm, family.id);
+            let mut batch = Batch::new();
+            batch
+                .put(
+                    family_key.clone(),
+                    record::encode(family_key.as_bytes(), &FamilyRecord::V1(family.clone()))?,
+                    Precondition::Absent,
+                )?
+                .put(
+                    layout::refresh_token(self.realm, &refresh.digest.0),
+                    family.id.to_bytes().to_vec(),
+                    Precondition::Absent,
+                )?
+                .check(
+                    crate::user::keys::session(self.realm, live.id),
+                    Precondition::Version(session_version),
+                )?;
+            match self.ctx.store.commit(batch).await {
+                Ok(()) => {
+                    let grant = AccessGrant {
+                        client_id: &family.client_id,
+                        audience: &family.audience,
+                        scope: &family.scope,
+                        lifetime_secs: None,
+                        name: None,
+                    };
+                    let (access, expires_in) = self.sign_access(&realm, &live, &grant, now).await?;
+                    return Ok(TokenResponse {
+                        access_token: access,
+                        token_type: "Bearer",
+                        expires_in,
+                        refresh_token: Some(refresh.token),
+                        scope: family.scope,
+                        session: live.id,
+                    });
+                }
+                Err(e) if is_conflict(&e) => last = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last.map_or_else(|| TokenError::InvalidGrant.into(), Error::from))
+    }
+
+    /// Load the family a refresh-token digest points to.
+    async fn family_of(&self, digest: &TokenDigest) -> Result<Option<(StoredFamily, u64)>, Error> {
+        let index = layout::refresh_token(self.realm, &digest.0);
+        let Some(stored) = self.ctx.store.get(index.as_bytes()).await? else {
+            return Ok(None);
+        };
+        let bytes: [u8; 16] =
+            stored
+                .value
+                .as_slice()
+                .try_into()
+                .map_err(|_| StorageError::Corrupt {
+                    key: index.as_bytes().to_vec(),
+                    reason: "index does not hold a 16-byte family id".into(),
+                })?;
+        let id = TokenFamilyId::from_bytes(bytes).map_err(|e| StorageError::Corrupt {
+            key: index.as_bytes().to_vec(),
+            reason: e.to_string(),
+        })?;
+        let key = layout::family(self.realm, id);
+        match self.ctx.store.get(key.as_bytes()).await? {
+            None => Ok(None),
+            Some(stored) => {
+                let FamilyRecord::V1(family) = record::decode(key.as_bytes(), &stored.value)?;
+                Ok(Some((family, stored.version)))
+            }
+        }
+    }
+
+    /// Delete a family and, with `session`, its session (one batch).
+    async fn kill_family(&self, family: &StoredFamily, session: bool) -> Result<(), Error> {
+        let mut batch = Batch::new();
+        batch.delete(layout::family(self.realm, family.id), Precondition::Any)?;
+        if session {
+            batch
+                .delete(
+                    crate::user::keys::session(self.realm, family.session),
+                    Precondition::Any,
+                )?
+                .delete(
+                    crate::user::keys::user_session(self.realm, family.user, family.session),
+                    Precondition::Any,
+                )?;
+        }
+        self.ctx.store.commit(batch).await?;
+        Ok(())
+    }
+
+    /// Whether a family is past its absolute lifetime or idle timeout.
+    fn family_expired(realm: &Realm, family: &StoredFamily, now: DateTime<Utc>) -> bool {
+        let t = realm.settings.tokens;
+        now >= family.created_at + Duration::seconds(i64::from(t.refresh_absolute_secs))
+            || now >= family.issued_at + Duration::seconds(i64::from(t.refresh_idle_secs))
+    }
+
+    /// Use a refresh token: rotate it and issue a new access token (see the
+    /// [module docs](super)). `client_id` must be the client the family was
+    /// issued to. Fails with `INVALID_GRANT` (unknown, expired, revoked,
+    /// another client, or a lost concurrent rotation) or
+    /// `REFRESH_TOKEN_REUSED` (an already-rotated token: family and session
+    /// are now revoked).
+    pub async fn refresh(
+        &self,
+        refresh_token: &SecretString,
+        client_id: &str,
+    ) -> Result<TokenResponse, Error> {
+        let digest = secret::digest_of(TokenKind::Refresh, refresh_token.expose())
+            .map_err(|_| TokenError::InvalidGrant)?;
+        let realm = self.active_realm().await?;
+        let now = self.now();
+        let users = self.users();
+        let mut lost_race = false;
+        let mut last = None;
+        for _ in 0..MAX_RETRIES {
+            let Some((family, version)) = self.family_of(&digest).await? else {
+                return Err(TokenError::InvalidGrant.into());
+            };
+            if !TokenDigest(family.current).matches(&digest) {
+                if lost_race {
+                    // Another request rotated this very token while we
+                    // tried: a concurrent use, not evidence of theft.
+                    return Err(TokenError::InvalidGrant.into());
+                }
+                self.kill_family(&family, true).await?;
+                return Err(TokenError::RefreshReused.into());
+            }
+            if family.client_id != client_id {
+                return Err(TokenError::InvalidGrant.into());
+            }
+            let (marks, _) = self.expire_marks().await?;
+            if Self::family_expired(&realm, &family, now)
+                || expired_by_marks(&marks, family.issued_at.timestamp(), now)
+            {
+                self.kill_family(&family, false).await?;
+                return Err(TokenError::InvalidGrant.into());
+            }
+            let (stored_session, session_version) = match users.live_session(family.session).await {
+                Ok(found) => found,
+                Err(Error::Auth(crate::user::AuthError::SessionNotFound)) => {
+                    self.kill_family(&family, false).await?;
+                    return Err(TokenError::InvalidGrant.into());
+                }
+                Err(e) => return Err(e),
+            };
+            let next = secret::generate(TokenKind::Refresh)?;
+            let mut rotated = family.clone();
+            rotated.current = next.digest.0;
+            rotated.generation += 1;
+            rotated.issued_at = now;
+            let family_key = layout::family(self.realm, family.id);
+            let mut batch = Batch::new();
+            batch
+                .put(
+                    family_key.clone(),
+                    record::encode(family_key.as_bytes(), &FamilyRecord::V1(rotated.clone()))?,
+                    Precondition::Version(version),
+                )?
+                .put(
+                    layout::refresh_token(self.realm, &next.digest.0),
+                    family.id.to_bytes().to_vec(),
+                    Precondition::Absent,
+                )?
+                .check(
+                    crate::user::keys::session(self.realm, family.session),
+                    Precondition::Version(session_version),
+                )?;
+            match self.ctx.store.commit(batch).await {
+                Ok(()) => {
+                    let grant = AccessGrant {
+                        client_id: &rotated.client_id,
+                        audience: &rotated.audience,
+                        scope: &rotated.scope,
+                        lifetime_secs: None,
+                        name: None,
+                    };
+                    let (access, expires_in) = self
+                        .sign_access(&realm, &stored_session.session, &grant, now)
+                        .await?;
+                    return Ok(TokenResponse {
+                        access_token: access,
+                        token_type: "Bearer",
+                        expires_in,
+                        refresh_token: Some(next.token),
+                        scope: rotated.scope,
+                        session: rotated.session,
+                    });
+                }
+                Err(e) if is_conflict(&e) => {
+                    lost_race = true;
+                    last = Some(e);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last.map_or_else(|| TokenError::InvalidGrant.into(), Error::from))
+    }
+
+    /// Verify an access token of this realm for `audience`; see the
+    /// [module docs](super) for every check and its error. Returns the
+    /// claims.
+    pub async fn verify_access_token(
+        &self,
+        token: &str,
+        audience: &str,
+    ) -> Result<AccessClaims, Error> {
+        check_jws_shape(token)?;
+        let realm = self.active_realm().await?;
+        self.verify_with(&realm, token, Some(audience)).await
+    }
+
+    pub(crate) async fn verify_with(
+        &self,
+        realm: &Realm,
+        token: &str,
+        audience: Option<&str>,
+    ) -> Result<AccessClaims, Error> {
+        let now = self.now();
+        let keys = self.verification_keys(now).await?;
+        let verified = jws::verify(token, &keys).map_err(jws_error)?;
+        let typ_ok = verified.header.typ.as_deref().is_some_and(|t| {
+            t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || t.eq_ignore_ascii_case("application/at+jwt")
+        });
+        if !typ_ok {
+            return Err(TokenError::WrongType.into());
+        }
+        let claims: AccessClaims =
+            serde_json::from_slice(&verified.payload).map_err(|_| TokenError::Malformed {
+                reason: "claims are not an RFC 9068 claim set",
+            })?;
+        if claims.iss != issuer(realm) {
+            return Err(TokenError::WrongIssuer.into());
+        }
+        if audience.is_some_and(|a| a != claims.aud) {
+            return Err(TokenError::WrongAudience.into());
+        }
+        let now_secs = now.timestamp();
+        if now_secs >= claims.exp.saturating_add(CLOCK_LEEWAY_SECS) {
+            return Err(TokenError::Expired.into());
+        }
+        if claims.nbf > now_secs.saturating_add(CLOCK_LEEWAY_SECS)
+            || claims.iat > now_secs.saturating_add(CLOCK_LEEWAY_SECS)
+        {
+            return Err(TokenError::NotYetValid.into());
+        }
+        let (marks, _) = self.expire_marks().await?;
+        if expired_by_marks(&marks, claims.iat, now) {
+            return Err(TokenError::Revoked.into());
+        }
+        match self.users().live_session(claims.sid).await {
+            Ok((s, _)) if s.session.user == claims.sub => Ok(claims),
+            Ok(_) | Err(Error::Auth(crate::user::AuthError::SessionNotFound)) => {
+                Err(TokenError::Revoked.into())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Revoke a token (RFC 7009): a refresh token ends its family and its
+    /// session; an access token ends its session. Unknown, malformed,
+    /// expired or foreign tokens are not an error (§2.2): the call succeeds
+    /// and changes nothing.
+    pub async fn revoke(&self, token: &SecretString) -> Result<(), Error> {
+        let token = token.expose();
+        if let Ok(digest) = secret::digest_of(TokenKind::Refresh, token) {
+            self.active_realm().await?;
+            if let Some((family, _)) = self.family_of(&digest).await?
+                && TokenDigest(family.current).matches(&digest)
+            {
+                self.kill_family(&family, true).await?;
+            }
+            return Ok(());
+        }
+        if check_jws_shape(token).is_err() {
+            return Ok(());
+        }
+        let realm = self.active_realm().await?;
+        match self.verify_with(&realm, token, None).await {
+            Ok(claims) => self.logout(claims.sid).await,
+            Err(Error::Token(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// End one session (logout): its access tokens stop verifying and its
+    /// refresh-token families stop refreshing at once. An unknown session
+    /// is not an error.
+    pub async fn logout(&self, session: SessionId) -> Result<(), Error> {
+        match self.users().revoke_session(session).await {
+            Ok(()) | Err(Error::Auth(crate::user::AuthError::SessionNotFound)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// End every session of a user (the user's session epoch moves in one
+    /// write). Returns the number of session records swept.
+    pub async fn logout_all(&self, user: UserId) -> Result<u64, Error> {
+        self.users().revoke_all_sessions(user).await
+    }
+
+    /// Expire every token of the realm issued up to now: access and refresh
+    /// tokens issued at or before this second stop working `grace` from now
+    /// (zero: at once). Tokens issued afterwards are unaffected.
+    pub async fn expire_all(&self, grace: Duration) -> Result<(), Error> {
+        if grace < Duration::zero() || grace > Duration::days(30) {
+            return Err(crate::ValidationError::new("grace", "0 seconds to 30 days").into());
+        }
+        self.active_realm().await?;
+        let now = self.now();
+        let key = layout::expire_all(self.realm);
+        let mut last = None;
+        for _ in 0..MAX_RETRIES {
+            let (mut marks, version) = self.expire_marks().await?;
+            add_mark(
+                &mut marks,
+                ExpireMark {
+                    cutoff: now,
+                    effective_at: now + grace,
+                },
+            );
+            let mut batch = Batch::new();
+            batch.put(
+                key.clone(),
+                record::encode(key.as_bytes(), &ExpireAllRecord::V1 { marks })?,
+                version.map_or(Precondition::Absent, Precondition::Version),
+            )?;
+            match self.ctx.store.commit(batch).await {
+                Ok(()) => return Ok(()),
+                Err(e) if is_conflict(&e) => last = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last.map_or_else(|| TokenError::InvalidGrant.into(), Error::from))
+    }
+
+    /// Token introspection (RFC 7662 §2.2): for an active access or refresh
+    /// token of this realm, `{"active":true, …claims, "token_type"}`; for
+    /// anything else — unknown, expired, revoked, malformed, foreign —
+    /// exactly `{"active":false}`, revealing nothing more.
+    pub async fn introspect(&self, token: &SecretString) -> Result<serde_json::Value, Error> {
+        let inactive = || serde_json::json!({ "active": false });
+        let token = token.expose();
+        let realm = self.active_realm().await?;
+        if let Ok(digest) = secret::digest_of(TokenKind::Refresh, token) {
+            let Some((family, _)) = self.family_of(&digest).await? else {
+                return Ok(inactive());
+            };
+            let now = self.now();
+            let (marks, _) = self.expire_marks().await?;
+            let live = TokenDigest(family.current).matches(&digest)
+                && !Self::family_expired(&realm, &family, now)
+                && !expired_by_marks(&marks, family.issued_at.timestamp(), now)
+                && self.users().live_session(family.session).await.is_ok();
+            if !live {
+                return Ok(inactive());
+            }
+            let t = realm.settings.tokens;
+            let exp = (family.created_at + Duration::seconds(i64::from(t.refresh_absolute_secs)))
+                .min(family.issued_at + Duration::seconds(i64::from(t.refresh_idle_secs)));
+            return Ok(serde_json::json!({
+                "active": true,
+                "token_type": "refresh_token",
+                "iss": issuer(&realm),
+                "sub": family.user.to_string(),
+                "aud": family.audience,
+                "client_id": family.client_id,
+                "scope": family.scope.join(" "),
+                "sid": family.session.to_string(),
+                "iat": family.issued_at.timestamp(),
+                "exp": exp.timestamp(),
+            }));
+        }
+        if check_jws_shape(token).is_err() {
+            return Ok(inactive());
+        }
+        match self.verify_with(&realm, token, None).await {
+            Ok(claims) => {
+                let mut value =
+                    serde_json::to_value(&claims).map_err(|e| CryptoError::InvalidInput {
+                        field: "claims",
+                        reason: e.to_string(),
+                    })?;
+                if let Some(map) = value.as_object_mut() {
+                    map.insert("active".into(), true.into());
+                    map.insert("token_type".into(), "access_token".into());
+                }
+                Ok(value)
+            }
+            Err(Error::Token(_)) => Ok(inactive()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// OIDC userinfo: the claims of the user an access token (for
+    /// `audience`) belongs to: `sub`, `preferred_username`, and `email` /
+    /// `name` when set.
+    pub async fn userinfo(&self, token: &str, audience: &str) -> Result<serde_json::Value, Error> {
+        let claims = self.verify_access_token(token, audience).await?;
+        let Some((user, _)) = self.users().load_user(claims.sub).await? else {
+            return Err(TokenError::Revoked.into());
+        };
+        let mut info = serde_json::Map::new();
+        info.insert("sub".into(), claims.sub.to_string().into());
+        info.insert(
+            "preferred_username".into(),
+            user.user.username.clone().into(),
+        );
+        if let Some(email) = &user.user.email {
+            info.insert("email".into(), email.clone().into());
+        }
+        if let Some(name) = &user.user.display_name {
+            info.insert("name".into(), name.clone().into());
+        }
+        Ok(serde_json::Value::Object(info))
+    }
+
+    /// The OIDC discovery document (`/.well-known/openid-configuration`) of
+    /// the realm, with endpoints under `<issuer>/protocol/openid-connect/`.
+    /// Needs the realm's `issuer_url` (`ISSUER_NOT_CONFIGURED` otherwise).
+    pub async fn discovery(&self) -> Result<serde_json::Value, Error> {
+        let realm = self.active_realm().await?;
+        let iss = realm
+            .settings
+            .issuer_url
+            .clone()
+            .ok_or(TokenError::IssuerNotConfigured)?;
+        let base = format!("{}/protocol/openid-connect", iss.trim_end_matches('/'));
+        Ok(serde_json::json!({
+            "issuer": iss,
+            "jwks_uri": format!("{base}/certs"),
+            "token_endpoint": format!("{base}/token"),
+            "introspection_endpoint": format!("{base}/token/introspect"),
+            "revocation_endpoint": format!("{base}/revoke"),
+            "userinfo_endpoint": format!("{base}/userinfo"),
+            "end_session_endpoint": format!("{base}/logout"),
+            "grant_types_supported": ["password", "refresh_token"],
+            "response_types_supported": ["token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["EdDSA", "ES256"],
+            "token_endpoint_auth_methods_supported": ["none"],
+            "scopes_supported": ["openid"],
+            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nbf", "jti", "client_id",
+                "scope", "sid", "amr", "auth_time", "preferred_username", "email", "name"],
+        }))
+    }
+}
