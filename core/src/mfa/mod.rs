@@ -70,6 +70,7 @@ pub use trusted::{NewTrustedDevice, TrustedDevice};
 
 use crate::error::ValidationError;
 use crate::id::{RealmId, UserId};
+use crate::secret::SecretString;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
@@ -356,6 +357,22 @@ pub fn parse_code(code: &str, digits: u8) -> Result<String, ValidationError> {
     } else {
         Err(bad())
     }
+}
+
+/// The code an authenticator app shows at `unix_time` for a key with
+/// `params` and the base32 secret from
+/// [`create_totp_key`](Mfa::create_totp_key) — for front-ends, CLIs and tests
+/// that act as the authenticator. Servers never need it: they verify with
+/// [`Mfa::verify`].
+pub fn totp_code(
+    params: TotpParams,
+    secret_base32: &str,
+    unix_time: u64,
+) -> Result<SecretString, ValidationError> {
+    let seed = totp_rs::Secret::try_from_base32(secret_base32)
+        .map_err(|_| ValidationError::new("totp.secret", "not RFC 4648 base32"))?;
+    let code = generator(params, seed.as_ref())?.generate(unix_time);
+    Ok(SecretString::new(code.to_string()))
 }
 
 /// Build the totp-rs generator for a seed (skew handled here, not there).
