@@ -110,6 +110,7 @@ macro_rules! domain_tests {
             concurrent_refresh_has_one_winner,
             refresh_idle_and_absolute_lifetimes,
             expire_all_grace_boundary,
+            expire_all_for_one_application,
             revoke_introspect_userinfo_discovery,
             one_time_tokens_are_single_use,
             scoped_tokens,

@@ -1114,3 +1114,67 @@ pub async fn mfa_realm_gets_challenges(h: Harness) {
         ExchangeOutcome::MfaRequired { .. }
     ));
 }
+
+/// Expire-all for one application (seed 004: `app/{app_id}/expire-all` with
+/// `expiry`): after the grace, that application's access and refresh tokens
+/// issued before the mark die; other applications' tokens and tokens issued
+/// after the mark live on.
+pub async fn expire_all_for_one_application(h: Harness) {
+    let f = fixture(&h, cheap_settings()).await;
+    let mobile_request = AccessRequest {
+        client_id: "mobile".into(),
+        ..request()
+    };
+    let (_, web) = issued(&f, "alice").await;
+    let session = login(&f.users, "alice").await;
+    let mobile = f.tokens.issue(session.id, &mobile_request).await.unwrap();
+    let start = f.clock.now();
+    f.tokens
+        .expire_all_for_client("web", Duration::seconds(30))
+        .await
+        .unwrap();
+    f.clock.advance(Duration::seconds(1));
+    let (_, fresh_web) = issued(&f, "alice").await;
+
+    f.clock.set(start + Duration::seconds(29));
+    f.tokens
+        .verify_access_token(web.access_token.expose(), AUD)
+        .await
+        .unwrap();
+    f.clock.set(start + Duration::seconds(30));
+    assert_eq!(
+        token_error(
+            f.tokens
+                .verify_access_token(web.access_token.expose(), AUD)
+                .await
+        ),
+        TokenError::Revoked
+    );
+    assert_eq!(
+        token_error(f.tokens.refresh(&refresh_of(&web), "web").await),
+        TokenError::InvalidGrant
+    );
+    assert_eq!(
+        f.tokens.introspect(&refresh_of(&web)).await.unwrap(),
+        serde_json::json!({ "active": false })
+    );
+    // Another application, and the same application after the mark, live on.
+    f.tokens
+        .verify_access_token(mobile.access_token.expose(), AUD)
+        .await
+        .unwrap();
+    f.tokens
+        .refresh(&refresh_of(&mobile), "mobile")
+        .await
+        .unwrap();
+    f.tokens
+        .verify_access_token(fresh_web.access_token.expose(), AUD)
+        .await
+        .unwrap();
+    assert!(matches!(
+        f.tokens
+            .expire_all_for_client("", Duration::seconds(1))
+            .await,
+        Err(Error::Validation(_))
+    ));
+}

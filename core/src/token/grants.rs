@@ -283,10 +283,11 @@ impl Tokens {
                 Err(Error::Auth(crate::user::AuthError::SessionNotFound)) => None,
                 Err(e) => return Err(e),
             };
-            let (marks, _) = self.expire_marks().await?;
             let dead = now >= one.expires_at
                 || session.is_none()
-                || super::expired_by_marks(&marks, one.created_at.timestamp(), now);
+                || self
+                    .expired_by_expire_all(None, one.created_at.timestamp(), now)
+                    .await?;
             let mut batch = Batch::new();
             batch.delete(key.clone(), Precondition::Version(stored.version))?;
             let Some((session, session_version)) = session.filter(|_| !dead) else {

@@ -22,7 +22,8 @@
 //! 5. time, with [`CLOCK_LEEWAY_SECS`] of leeway for clock skew between
 //!    issuer and verifier: refused when `now >= exp + leeway`, or when `nbf`
 //!    or `iat` is later than `now + leeway`;
-//! 6. the realm's expire-all marks ([`Tokens::expire_all`]);
+//! 6. the realm's and the token's application's expire-all marks
+//!    ([`Tokens::expire_all`], [`Tokens::expire_all_for_client`]);
 //! 7. the session named by `sid` is still valid (exists, its user is active
 //!    and still in the session epoch the session was made in) — so logout,
 //!    password change and disable end access tokens at once, at the cost of
@@ -51,6 +52,7 @@
 //! | `refresh-family/<family id>` | `FamilyRecord` (session, client, audience, scope, live digest, times) |
 //! | `refresh-token/<SHA-256 of the token>` | the family id: lookup by presented token |
 //! | `expire-all` | `ExpireAllRecord`: the realm's expire-all marks |
+//! | `expire-all-client/<client_id>` | `ExpireAllRecord`: one application's expire-all marks |
 //! | `one-time/<SHA-256 of the token>` | `OneTimeRecord`: what a one-time token exchanges for |
 //! | `magic-link/<magic link id>` | `MagicLinkRecord`: user, digest of the secret, expiry |
 //!
@@ -395,8 +397,12 @@ pub(crate) mod layout {
     pub(crate) fn refresh_token(realm: RealmId, digest: &[u8; 32]) -> Key {
         data_prefix(realm).push("refresh-token").push(digest)
     }
-    pub(crate) fn expire_all(realm: RealmId) -> Key {
-        data_prefix(realm).push("expire-all")
+    /// The realm-wide marks (`client: None`) or one application's.
+    pub(crate) fn expire_all(realm: RealmId, client: Option<&str>) -> Key {
+        match client {
+            None => data_prefix(realm).push("expire-all"),
+            Some(client) => data_prefix(realm).push("expire-all-client").push(client),
+        }
     }
     pub(crate) fn one_time(realm: RealmId, digest: &[u8; 32]) -> Key {
         data_prefix(realm).push("one-time").push(digest)

@@ -114,8 +114,32 @@ impl Tokens {
         Users::new(Arc::clone(&self.ctx), self.realm)
     }
 
-    pub(crate) async fn expire_marks(&self) -> Result<(Vec<ExpireMark>, Option<u64>), Error> {
-        let key = layout::expire_all(self.realm);
+    /// Whether a token of `client_id` issued at `issued_at_secs` is dead at
+    /// `now` under the realm's expire-all marks or the application's.
+    pub(crate) async fn expired_by_expire_all(
+        &self,
+        client_id: Option<&str>,
+        issued_at_secs: i64,
+        now: DateTime<Utc>,
+    ) -> Result<bool, Error> {
+        let (realm_marks, _) = self.expire_marks(None).await?;
+        if expired_by_marks(&realm_marks, issued_at_secs, now) {
+            return Ok(true);
+        }
+        match client_id {
+            Some(client) if !client.is_empty() => {
+                let (marks, _) = self.expire_marks(Some(client)).await?;
+                Ok(expired_by_marks(&marks, issued_at_secs, now))
+            }
+            _ => Ok(false),
+        }
+    }
+
+    pub(crate) async fn expire_marks(
+        &self,
+        client: Option<&str>,
+    ) -> Result<(Vec<ExpireMark>, Option<u64>), Error> {
+        let key = layout::expire_all(self.realm, client);
         match self.ctx.store.get(key.as_bytes()).await? {
             None => Ok((Vec::new(), None)),
             Some(stored) => {
@@ -327,9 +351,14 @@ impl Tokens {
             if family.client_id != client_id {
                 return Err(TokenError::InvalidGrant.into());
             }
-            let (marks, _) = self.expire_marks().await?;
             if Self::family_expired(&realm, &family, now)
-                || expired_by_marks(&marks, family.issued_at.timestamp(), now)
+                || self
+                    .expired_by_expire_all(
+                        Some(&family.client_id),
+                        family.issued_at.timestamp(),
+                        now,
+                    )
+                    .await?
             {
                 self.kill_family(&family, false).await?;
                 return Err(TokenError::InvalidGrant.into());
@@ -442,8 +471,10 @@ impl Tokens {
         {
             return Err(TokenError::NotYetValid.into());
         }
-        let (marks, _) = self.expire_marks().await?;
-        if expired_by_marks(&marks, claims.iat, now) {
+        if self
+            .expired_by_expire_all(Some(&claims.client_id), claims.iat, now)
+            .await?
+        {
             return Err(TokenError::Revoked.into());
         }
         match self.users().live_session(claims.sid).await {
@@ -501,15 +532,33 @@ impl Tokens {
     /// tokens issued at or before this second stop working `grace` from now
     /// (zero: at once). Tokens issued afterwards are unaffected.
     pub async fn expire_all(&self, grace: Duration) -> Result<(), Error> {
+        self.add_expire_mark(None, grace).await
+    }
+
+    /// Expire every token issued to one application (`client_id`) up to now,
+    /// after `grace` (the seed's per-application expire-all with `expiry`).
+    /// Tokens of other applications, and tokens issued afterwards, are
+    /// unaffected.
+    pub async fn expire_all_for_client(
+        &self,
+        client_id: &str,
+        grace: Duration,
+    ) -> Result<(), Error> {
+        super::check_ident("client_id", client_id)?;
+        self.add_expire_mark(Some(client_id), grace).await
+    }
+
+    /// Record an expire-all mark for the realm or one application.
+    async fn add_expire_mark(&self, client: Option<&str>, grace: Duration) -> Result<(), Error> {
         if grace < Duration::zero() || grace > Duration::days(30) {
             return Err(crate::ValidationError::new("grace", "0 seconds to 30 days").into());
         }
         self.active_realm().await?;
         let now = self.now();
-        let key = layout::expire_all(self.realm);
+        let key = layout::expire_all(self.realm, client);
         let mut last = None;
         for _ in 0..MAX_RETRIES {
-            let (mut marks, version) = self.expire_marks().await?;
+            let (mut marks, version) = self.expire_marks(client).await?;
             add_mark(
                 &mut marks,
                 ExpireMark {
@@ -545,10 +594,15 @@ impl Tokens {
                 return Ok(inactive());
             };
             let now = self.now();
-            let (marks, _) = self.expire_marks().await?;
             let live = TokenDigest(family.current).matches(&digest)
                 && !Self::family_expired(&realm, &family, now)
-                && !expired_by_marks(&marks, family.issued_at.timestamp(), now)
+                && !self
+                    .expired_by_expire_all(
+                        Some(&family.client_id),
+                        family.issued_at.timestamp(),
+                        now,
+                    )
+                    .await?
                 && self.users().live_session(family.session).await.is_ok();
             if !live {
                 return Ok(inactive());
