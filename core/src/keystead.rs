@@ -105,6 +105,46 @@ pub(crate) async fn run_blocking<T: Send + 'static>(
     })
 }
 
+/// Records deleted per batch when a service sweeps a prefix.
+pub(crate) const SWEEP_PAGE: usize = 256;
+
+/// Delete every record under `prefix` page by page — except the key `skip` —
+/// together with the extra key `also` derives from each row (an index entry
+/// pointing at it). Returns the rows removed. Services call it after the
+/// owning record is gone, so a sweep cut short leaves only unreachable data.
+pub(crate) async fn sweep(
+    store: &dyn Store,
+    prefix: &crate::store::key::Key,
+    skip: Option<&[u8]>,
+    also: impl Fn(&[u8], &[u8]) -> Option<Vec<u8>>,
+) -> Result<u64, Error> {
+    let mut removed = 0u64;
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = store
+            .scan(prefix.as_bytes(), after.as_deref(), SWEEP_PAGE)
+            .await?;
+        let Some((last_key, _)) = page.last() else {
+            return Ok(removed);
+        };
+        after = Some(last_key.clone());
+        let mut batch = crate::store::Batch::new();
+        for (key, stored) in &page {
+            if skip == Some(key.as_slice()) {
+                continue;
+            }
+            batch.delete(key.clone(), crate::store::Precondition::Any)?;
+            if let Some(extra) = also(key, &stored.value) {
+                batch.delete(extra, crate::store::Precondition::Any)?;
+            }
+            removed += 1;
+        }
+        if !batch.is_empty() {
+            store.commit(batch).await?;
+        }
+    }
+}
+
 /// What every service shares.
 pub(crate) struct Context {
     pub(crate) store: Arc<dyn Store>,

@@ -414,23 +414,7 @@ impl Devices {
     }
 
     async fn sweep(&self, prefix: &Key) -> Result<u64, Error> {
-        let mut removed = 0u64;
-        loop {
-            let page = self
-                .ctx
-                .store
-                .scan(prefix.as_bytes(), None, SCAN_PAGE)
-                .await?;
-            if page.is_empty() {
-                return Ok(removed);
-            }
-            let mut batch = Batch::new();
-            for (key, _) in &page {
-                batch.delete(key.clone(), Precondition::Any)?;
-            }
-            self.ctx.store.commit(batch).await?;
-            removed += page.len() as u64;
-        }
+        crate::keystead::sweep(&*self.ctx.store, prefix, None, |_, _| None).await
     }
 
     /// The group's non-revoked device count against its limit.

@@ -11,9 +11,6 @@ use crate::store::key::Key;
 use crate::store::{Batch, Precondition, StorageError, record};
 use std::sync::Arc;
 
-/// Sweep page size when deleting a realm's data.
-const SWEEP_PAGE: usize = 256;
-
 /// The key of a realm's record.
 pub(crate) fn realm_key(id: RealmId) -> Key {
     Key::new().push("realms").push(id.to_bytes())
@@ -212,24 +209,7 @@ impl Realms {
 
     /// Remove every record under a deleted realm's prefix.
     async fn sweep(&self, id: RealmId) -> Result<u64, Error> {
-        let prefix = data_prefix(id);
-        let mut removed = 0u64;
-        loop {
-            let page = self
-                .ctx
-                .store
-                .scan(prefix.as_bytes(), None, SWEEP_PAGE)
-                .await?;
-            if page.is_empty() {
-                return Ok(removed);
-            }
-            let mut batch = Batch::new();
-            for (key, _) in &page {
-                batch.delete(key.clone(), Precondition::Any)?;
-            }
-            self.ctx.store.commit(batch).await?;
-            removed += page.len() as u64;
-        }
+        crate::keystead::sweep(&*self.ctx.store, &data_prefix(id), None, |_, _| None).await
     }
 
     /// Load, change and write back a realm with compare-and-swap, retrying

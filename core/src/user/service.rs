@@ -15,9 +15,6 @@ use crate::store::{Batch, Precondition, StorageError, record};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
-/// Page size of the sweeps that remove a user's sessions and tokens.
-pub(crate) const SWEEP_PAGE: usize = 256;
-
 /// Handle for the users of one realm; get one with
 /// [`Keystead::users`](crate::Keystead::users). Cheap to clone.
 #[derive(Clone)]
@@ -375,41 +372,14 @@ impl Users {
         Err(last.map_or_else(|| UserError::NotFound.into(), Error::from))
     }
 
-    /// Delete every record under `prefix` page by page, together with the
-    /// extra keys `also` derives from each row. Returns the rows removed.
+    /// Delete every record under `prefix`; see [`crate::keystead::sweep`].
     pub(crate) async fn sweep(
         &self,
         prefix: &Key,
         skip: Option<&[u8]>,
         also: impl Fn(&[u8], &[u8]) -> Option<Vec<u8>>,
     ) -> Result<u64, Error> {
-        let mut removed = 0u64;
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = self
-                .ctx
-                .store
-                .scan(prefix.as_bytes(), after.as_deref(), SWEEP_PAGE)
-                .await?;
-            let Some((last_key, _)) = page.last() else {
-                return Ok(removed);
-            };
-            after = Some(last_key.clone());
-            let mut batch = Batch::new();
-            for (key, stored) in &page {
-                if skip == Some(key.as_slice()) {
-                    continue;
-                }
-                batch.delete(key.clone(), Precondition::Any)?;
-                if let Some(extra) = also(key, &stored.value) {
-                    batch.delete(extra, Precondition::Any)?;
-                }
-                removed += 1;
-            }
-            if !batch.is_empty() {
-                self.ctx.store.commit(batch).await?;
-            }
-        }
+        crate::keystead::sweep(&*self.ctx.store, prefix, skip, also).await
     }
 }
 

@@ -4,8 +4,8 @@
 
 use serde_json::Value;
 
-/// Parse `testdata/vectors/<rel>` (a fresh clone has it; nothing reads
-/// `../shared`).
+/// Parse `testdata/vectors/<rel>`: the vectors are copied into the
+/// repository, so a fresh clone tests itself.
 pub fn load(rel: &str) -> Value {
     let path = format!("{}/../testdata/vectors/{rel}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
