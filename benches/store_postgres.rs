@@ -10,7 +10,8 @@
 #![allow(missing_docs)] // criterion_group! generates an undocumented fn
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use keystead::store::{Batch, Precondition, Store};
+use keystead::store::conformance::put;
+use keystead::store::{Precondition, Store};
 use keystead_benches::{
     INCREMENTS_PER_WRITER, WRITERS, batch_of, cas_increment, key, runtime, time_cas_rounds, value,
 };
@@ -194,11 +195,8 @@ fn commits(c: &mut Criterion) {
     group.bench_function("put_absent/keystead", |b| {
         b.iter(|| {
             n += 1;
-            let mut batch = Batch::new();
-            batch
-                .put(key(n).to_vec(), value(), Precondition::Absent)
+            rt.block_on(store.commit(put(&key(n), &value(), Precondition::Absent)))
                 .unwrap();
-            rt.block_on(store.commit(batch)).unwrap();
         });
     });
     group.bench_function("put_absent/raw_tokio_postgres", |b| {
@@ -404,11 +402,8 @@ fn paired(_c: &mut Criterion) {
         400,
         || {
             n_store += 1;
-            let mut batch = Batch::new();
-            batch
-                .put(key(n_store).to_vec(), value(), Precondition::Absent)
+            rt.block_on(store.commit(put(&key(n_store), &value(), Precondition::Absent)))
                 .unwrap();
-            rt.block_on(store.commit(batch)).unwrap();
         },
         || {
             n_raw += 1;

@@ -5,7 +5,8 @@
 #![allow(missing_docs)] // criterion_group! generates an undocumented fn
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use keystead::store::{Batch, Precondition, Store};
+use keystead::store::conformance::put;
+use keystead::store::{Precondition, Store};
 use keystead_benches::{
     INCREMENTS_PER_WRITER, WRITERS, batch_of, key, runtime, time_cas_rounds, value,
 };
@@ -109,11 +110,8 @@ fn commits(c: &mut Criterion) {
     group.bench_function("put_absent/keystead", |b| {
         b.iter(|| {
             n += 1;
-            let mut batch = Batch::new();
-            batch
-                .put(key(n).to_vec(), value(), Precondition::Absent)
+            rt.block_on(store.commit(put(&key(n), &value(), Precondition::Absent)))
                 .unwrap();
-            rt.block_on(store.commit(batch)).unwrap();
         });
     });
     group.bench_function("put_absent/raw_rusqlite", |b| {
