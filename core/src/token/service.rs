@@ -44,6 +44,12 @@ pub(crate) fn issuer(realm: &Realm) -> String {
         .unwrap_or_else(|| format!("urn:keystead:realm:{}", realm.id))
 }
 
+/// A `get_many` that answered another number of values than keys asked:
+/// a broken backend.
+fn get_many_miscounted() -> Error {
+    StorageError::backend("get_many answered a different number of values than keys").into()
+}
+
 /// The expire-all marks stored at `key` (none if absent).
 fn decode_marks(
     key: &crate::store::key::Key,
@@ -349,9 +355,7 @@ impl Tokens {
         let Ok([realm, family, realm_marks, client_marks, session, user]) =
             <[_; 6]>::try_from(slots)
         else {
-            return Err(
-                StorageError::backend("get_many answered a different number of keys").into(),
-            );
+            return Err(get_many_miscounted());
         };
         let realm = crate::realm::service::active_from(&realm_key, realm)?;
         let family = match family {
@@ -556,8 +560,22 @@ impl Tokens {
         audience: &str,
     ) -> Result<AccessClaims, Error> {
         check_jws_shape(token)?;
-        let realm = self.active_realm().await?;
-        self.verify_with(&realm, token, Some(audience)).await
+        let now = self.now();
+        // Realm and keys in one read.
+        let realm_key = crate::realm::service::realm_key(self.realm);
+        let keys_key = layout::signing_keys(self.realm);
+        let slots = self
+            .ctx
+            .store
+            .get_many(&[realm_key.as_bytes(), keys_key.as_bytes()])
+            .await?;
+        let Ok([realm, keys]) = <[_; 2]>::try_from(slots) else {
+            return Err(get_many_miscounted());
+        };
+        let realm = crate::realm::service::active_from(&realm_key, realm)?;
+        let keys = Self::published_keys(self.decode_keys(keys)?, now)?;
+        self.verify_signed(&realm, token, &keys, Some(audience), now)
+            .await
     }
 
     pub(crate) async fn verify_with(
@@ -568,7 +586,21 @@ impl Tokens {
     ) -> Result<AccessClaims, Error> {
         let now = self.now();
         let keys = self.verification_keys(now).await?;
-        let verified = jws::verify(token, &keys).map_err(jws_error)?;
+        self.verify_signed(realm, token, &keys, audience, now).await
+    }
+
+    /// Every check of an access token against the realm's published `keys`;
+    /// the revocation state (expire-all marks, session, user) is read in one
+    /// `get_many`.
+    async fn verify_signed(
+        &self,
+        realm: &Realm,
+        token: &str,
+        keys: &jws::JwsKeySet,
+        audience: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<AccessClaims, Error> {
+        let verified = jws::verify(token, keys).map_err(jws_error)?;
         let typ_ok = verified.header.typ.as_deref().is_some_and(|t| {
             t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || t.eq_ignore_ascii_case("application/at+jwt")
         });
@@ -594,15 +626,45 @@ impl Tokens {
         {
             return Err(TokenError::NotYetValid.into());
         }
-        if self
-            .expired_by_expire_all(Some(&claims.client_id), claims.iat, now)
-            .await?
+        let realm_marks_key = layout::expire_all(self.realm, None);
+        let client_marks_key = layout::expire_all(self.realm, Some(&claims.client_id));
+        let session_key = crate::user::keys::session(self.realm, claims.sid);
+        let user_key = crate::user::keys::user(self.realm, claims.sub);
+        let slots = self
+            .ctx
+            .store
+            .get_many(&[
+                realm_marks_key.as_bytes(),
+                client_marks_key.as_bytes(),
+                session_key.as_bytes(),
+                user_key.as_bytes(),
+            ])
+            .await?;
+        let Ok([realm_marks, client_marks, session, user]) = <[_; 4]>::try_from(slots) else {
+            return Err(get_many_miscounted());
+        };
+        if expired_by_marks(
+            &decode_marks(&realm_marks_key, realm_marks)?,
+            claims.iat,
+            now,
+        ) || (!claims.client_id.is_empty()
+            && expired_by_marks(
+                &decode_marks(&client_marks_key, client_marks)?,
+                claims.iat,
+                now,
+            ))
         {
             return Err(TokenError::Revoked.into());
         }
-        match self.users().live_session(claims.sid).await {
-            Ok((s, _)) if s.session.user == claims.sub => Ok(claims),
-            Ok(_) | Err(Error::Auth(crate::user::AuthError::SessionNotFound)) => {
+        // `user` is the record of `sub`; a session of anyone else fails here.
+        let users = self.users();
+        let alive = match users.decode_session(claims.sid, session) {
+            Ok(found) => users.session_alive(found, user).await,
+            Err(e) => Err(e),
+        };
+        match alive {
+            Ok(_) => Ok(claims),
+            Err(Error::Auth(crate::user::AuthError::SessionNotFound)) => {
                 Err(TokenError::Revoked.into())
             }
             Err(e) => Err(e),
