@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod authlance;
 pub mod body;
 pub mod directory;
 pub mod error;
@@ -81,6 +82,7 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.body_limit;
     Router::new()
         .merge(admin::routes())
+        .merge(authlance::routes())
         // Seeds 001/002 (`account`), 003 (`oidc`) and 004 (`portal`) plug in here with `.merge(<module>::routes())`.
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyLimitLayer::new(body_limit))

@@ -139,3 +139,103 @@ impl TestServer {
         }
     }
 }
+
+/// A parsed server-sent event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    /// `id:`
+    pub id: Option<String>,
+    /// `event:`
+    pub event: Option<String>,
+    /// `data:` lines joined by `\n`.
+    pub data: String,
+}
+
+/// Reads server-sent events off a streaming response.
+pub struct SseReader {
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: String,
+}
+
+impl SseReader {
+    /// Wrap a `text/event-stream` response.
+    pub fn new(response: reqwest::Response) -> Self {
+        assert_eq!(response.status(), 200, "SSE status");
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            content_type.starts_with("text/event-stream"),
+            "{content_type}"
+        );
+        Self {
+            body: Box::pin(response.bytes_stream()),
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event (comments and keep-alives skipped); panics after 10 s.
+    pub async fn next(&mut self) -> SseEvent {
+        use futures::StreamExt as _;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = SseEvent {
+                    id: None,
+                    event: None,
+                    data: String::new(),
+                };
+                let mut has_field = false;
+                for line in block.lines() {
+                    let Some((field, value)) = line.split_once(':') else {
+                        continue;
+                    };
+                    let value = value.strip_prefix(' ').unwrap_or(value);
+                    match field {
+                        "id" => {
+                            event.id = Some(value.to_owned());
+                            has_field = true;
+                        }
+                        "event" => {
+                            event.event = Some(value.to_owned());
+                            has_field = true;
+                        }
+                        "data" => {
+                            if !event.data.is_empty() {
+                                event.data.push('\n');
+                            }
+                            event.data.push_str(value);
+                            has_field = true;
+                        }
+                        _ => {}
+                    }
+                }
+                if has_field {
+                    return event;
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), self.body.next())
+                .await
+                .expect("an SSE event within 10 s")
+                .expect("stream still open")
+                .expect("chunk");
+            self.buffer
+                .push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+        }
+    }
+}
+
+/// A JSON call: `(status, body or Null)`.
+pub async fn call(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, body)
+}
