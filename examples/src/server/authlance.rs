@@ -24,6 +24,9 @@
 //! A caller outside the group gets 403 whether or not the group exists, so
 //! group ids can't be probed.
 //!
+//! Beside the seed's endpoints, `GET …/groups/{groupId}` returns the group
+//! (with its realm id, which front-ends bind envelopes to).
+//!
 //! # Wire format
 //!
 //! JSON field names are camelCase, as the library's types serialize
@@ -68,6 +71,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/groups/{group_id}/keys/rotate", post(rotate_key));
     let member = Router::new()
+        .route("/groups/{group_id}", get(get_group))
         .route(
             "/groups/{group_id}/devices",
             get(list_devices).post(register_device),
@@ -172,6 +176,20 @@ fn base64_field(field: &'static str, text: &str) -> Result<Vec<u8>, ApiError> {
 fn json_of<T: serde::Serialize>(value: &T) -> Json<Value> {
     // The library's response types serialize infallibly (plain data).
     Json(serde_json::to_value(value).unwrap_or(Value::Null))
+}
+
+// ----- groups ------------------------------------------------------------
+
+/// `GET …/groups/{groupId}` — not in the seed: the group itself (name,
+/// realm id, key version, limits), which a front-end needs to bind its
+/// envelopes to the realm and group.
+async fn get_group(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(group): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (group, devices) = member(&state, &caller, &group).await?;
+    Ok(json_of(&devices.group(group).await?))
 }
 
 // ----- devices -----------------------------------------------------------
