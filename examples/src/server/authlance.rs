@@ -2,13 +2,13 @@
 //! device registration and lifecycle, presence, push tokens, public keys,
 //! E2EE group keys with versioned rotation, key requests and the group's
 //! event stream (SSE with `Last-Event-ID` resume) — each a call on
-//! [`Devices`](keystead::device::Devices).
+//! [`Devices`].
 //!
 //! # Who may do what
 //!
 //! The realm comes from the bearer token ([`Caller`]). The library's groups
 //! have no owners, so the server keeps memberships
-//! ([`directory`](super::directory)), granted by the admin bootstrap:
+//! ([`directory`]), granted by the admin bootstrap:
 //!
 //! * a **member** of the group may register devices, read devices, counts,
 //!   presence, key versions and key requests, follow the events, and
