@@ -455,6 +455,11 @@ async fn device_flow_on_sled() {
 }
 
 #[tokio::test]
+async fn device_flow_on_postgres() {
+    device_flow(Backend::Postgres).await;
+}
+
+#[tokio::test]
 async fn device_flow_on_memory() {
     device_flow(Backend::Memory).await;
 }

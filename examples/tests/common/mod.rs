@@ -34,10 +34,12 @@ pub async fn start() -> TestServer {
     start_on(Backend::Sqlite).await
 }
 
-/// Start a server on `backend` (`sqlite`, `sled` or `memory`).
+/// Start a server on `backend`. PostgreSQL runs on the throwaway cluster
+/// of `keystead_postgres::testing` (or `KEYSTEAD_TEST_POSTGRES_URL`), in a
+/// schema of this server's own.
 pub async fn start_on(backend: Backend) -> TestServer {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = Config {
+    let mut config = Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
         backend,
         db: dir.path().join("server.db").to_string_lossy().into_owned(),
@@ -46,7 +48,20 @@ pub async fn start_on(backend: Backend) -> TestServer {
         body_limit: 64 * 1024,
         audience: server::DEFAULT_AUDIENCE.into(),
     };
-    let state = AppState::open(&config, None).await.expect("open state");
+    let state = if backend == Backend::Postgres {
+        config.db = "postgres (test cluster)".into();
+        let store = keystead_postgres::testing::open_in(dir.path())
+            .await
+            .expect("PostgreSQL test cluster");
+        let ks = Keystead::builder()
+            .store(store)
+            .keys(keystead::crypto::at_rest::StaticKeyProvider::generate().expect("kek"))
+            .build()
+            .expect("keystead");
+        AppState::new(ks, &config)
+    } else {
+        AppState::open(&config, None).await.expect("open state")
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .expect("bind");
