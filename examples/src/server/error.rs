@@ -1,0 +1,311 @@
+//! One error type for every handler: a library [`keystead::Error`] (or a
+//! server-side refusal) as an HTTP status and a JSON body that carries the
+//! library's stable code.
+//!
+//! Two renderers, because the seeds speak two dialects:
+//!
+//! * [`ApiError`] answers `{"code": "KEY_VERSION_CONFLICT", "message": …}`
+//!   (plus details such as `currentVersion` where the client needs them)
+//!   — the device, account and portal APIs;
+//! * [`OAuthError`] answers RFC 6749 §5.2 `{"error": "invalid_grant",
+//!   "error_description": …}` — the OAuth/OIDC endpoints; convert with
+//!   [`ApiError::oauth`].
+//!
+//! Server-side failures (storage backend, corrupt records, key provider)
+//! answer 500 with a generic message; the cause goes to the log only.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use keystead::device::DeviceError;
+use keystead::user::AuthError;
+use serde_json::{Map, Value, json};
+
+/// An error answer of the JSON APIs.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    oauth_code: &'static str,
+    message: String,
+    details: Map<String, Value>,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// An error of the server itself (not the library): `status` with a
+    /// stable `code` and a message for developers.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        let oauth_code = match status {
+            StatusCode::UNAUTHORIZED => "invalid_token",
+            StatusCode::FORBIDDEN => "access_denied",
+            s if s.is_client_error() => "invalid_request",
+            _ => "server_error",
+        };
+        Self {
+            status,
+            code,
+            oauth_code,
+            message: message.into(),
+            details: Map::new(),
+            retry_after: None,
+        }
+    }
+
+    /// 400 with the library's validation code, naming the field.
+    pub fn bad_request(field: &'static str, problem: impl Into<String>) -> Self {
+        keystead::Error::from(keystead::ValidationError::new(field, problem)).into()
+    }
+
+    /// 401: no or unusable credentials.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
+    }
+
+    /// 403: authenticated, but not allowed to do this.
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, code, message)
+    }
+
+    /// Add a detail field to the body (e.g. `currentVersion`).
+    #[must_use]
+    pub fn with_detail(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.details.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The same error in the OAuth dialect.
+    pub fn oauth(self) -> OAuthError {
+        OAuthError(self)
+    }
+}
+
+/// The HTTP status for a library error code. Codes are stable, so this
+/// table is too; unknown (future) codes fall back to 400 for client-side
+/// families and 500 otherwise.
+pub fn status_for(code: &str) -> StatusCode {
+    match code {
+        "INVALID_CREDENTIALS"
+        | "SESSION_NOT_FOUND"
+        | "APP_TOKEN_NOT_FOUND"
+        | "CHALLENGE_NOT_FOUND"
+        | "MFA_INVALID_CODE"
+        | "MFA_STEP_REQUIRED" => StatusCode::UNAUTHORIZED,
+        c if c.starts_with("TOKEN_") => StatusCode::UNAUTHORIZED,
+        "INSUFFICIENT_SCOPE"
+        | "USER_DISABLED"
+        | "REALM_DISABLED"
+        | "DEVICE_NOT_ACTIVE"
+        | "MFA_ENROLLMENT_REQUIRED" => StatusCode::FORBIDDEN,
+        "NO_KEY_AVAILABLE" | "NOT_FOUND" => StatusCode::NOT_FOUND,
+        c if c.ends_with("_NOT_FOUND") => StatusCode::NOT_FOUND,
+        "KEY_VERSION_CONFLICT"
+        | "DEVICE_LIMIT_REACHED"
+        | "INVALID_TRANSITION"
+        | "PUBLIC_KEY_IN_USE"
+        | "KEY_REQUEST_NOT_PENDING"
+        | "MFA_PENDING_KEY_EXISTS"
+        | "MFA_KEY_LIMIT_REACHED"
+        | "MFA_KEY_ALREADY_ACTIVE"
+        | "MFA_KEY_NOT_ACTIVE"
+        | "MFA_NO_ACTIVE_FACTOR"
+        | "STORAGE_CONFLICT" => StatusCode::CONFLICT,
+        c if c.ends_with("_TAKEN") => StatusCode::CONFLICT,
+        "TOO_MANY_ATTEMPTS" => StatusCode::TOO_MANY_REQUESTS,
+        "STORAGE_BACKEND"
+        | "STORAGE_CORRUPT"
+        | "CRYPTO_KEY_PROVIDER_FAILED"
+        | "CRYPTO_RANDOM_UNAVAILABLE"
+        | "CRYPTO_SEAL_FAILED"
+        | "CRYPTO_UNKNOWN_KEY"
+        | "ISSUER_NOT_CONFIGURED" => StatusCode::INTERNAL_SERVER_ERROR,
+        "VALIDATION_FAILED"
+        | "INVALID_ENVELOPE"
+        | "ENVELOPE_SET_MISMATCH"
+        | "INVALID_SCOPE"
+        | "INVALID_GRANT"
+        | "REFRESH_TOKEN_REUSED"
+        | "UNSUPPORTED_GRANT_TYPE"
+        | "MFA_ACTIVATION_EXPIRED" => StatusCode::BAD_REQUEST,
+        c if c.starts_with("CRYPTO_") || c.starts_with("JWS_") => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<keystead::Error> for ApiError {
+    fn from(e: keystead::Error) -> Self {
+        let code = e.code();
+        let status = status_for(code);
+        let message = if status.is_server_error() {
+            // Backend messages can name tables, hosts or files: log them,
+            // answer generically.
+            tracing::error!(code, error = %e, "request failed on the server side");
+            "internal error".to_owned()
+        } else {
+            e.to_string()
+        };
+        let mut out = Self {
+            status,
+            code,
+            oauth_code: e.oauth_code(),
+            message,
+            details: Map::new(),
+            retry_after: None,
+        };
+        match &e {
+            keystead::Error::Device(DeviceError::KeyVersionConflict { current }) => {
+                out = out.with_detail("currentVersion", *current);
+            }
+            keystead::Error::Device(DeviceError::LimitReached { limit }) => {
+                out = out.with_detail("limit", *limit);
+            }
+            keystead::Error::Validation(v) => {
+                out = out.with_detail("field", v.field);
+            }
+            keystead::Error::Auth(AuthError::TooManyAttempts { retry_after }) => {
+                out.retry_after = retry_after.map(|d| d.as_secs().max(1));
+            }
+            _ => {}
+        }
+        out
+    }
+}
+
+impl From<keystead::StorageError> for ApiError {
+    fn from(e: keystead::StorageError) -> Self {
+        keystead::Error::from(e).into()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = Map::new();
+        body.insert("code".into(), self.code.into());
+        body.insert("message".into(), self.message.into());
+        body.extend(self.details);
+        finish(
+            self.status,
+            self.retry_after,
+            Json(Value::Object(body)).into_response(),
+        )
+    }
+}
+
+/// An [`ApiError`] rendered as an OAuth 2.0 error response (RFC 6749
+/// §5.2): `error`, `error_description`, and the library `code` beside
+/// them. 401 answers carry `WWW-Authenticate: Bearer` (RFC 6750 §3).
+#[derive(Debug)]
+pub struct OAuthError(pub ApiError);
+
+impl From<keystead::Error> for OAuthError {
+    fn from(e: keystead::Error) -> Self {
+        OAuthError(e.into())
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        let body = json!({
+            "error": e.oauth_code,
+            "error_description": e.message,
+            "code": e.code,
+        });
+        let mut response = finish(e.status, e.retry_after, Json(body).into_response());
+        if e.status == StatusCode::UNAUTHORIZED {
+            let challenge = format!("Bearer error=\"{}\"", e.oauth_code);
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, value);
+            }
+        }
+        response
+    }
+}
+
+fn finish(status: StatusCode, retry_after: Option<u64>, mut response: Response) -> Response {
+    *response.status_mut() = status;
+    if let Some(secs) = retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if status == StatusCode::UNAUTHORIZED
+        && !response.headers().contains_key(header::WWW_AUTHENTICATE)
+    {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keystead::token::TokenError;
+
+    #[test]
+    fn library_codes_map_to_statuses() {
+        let cases: [(&str, StatusCode); 14] = [
+            ("VALIDATION_FAILED", StatusCode::BAD_REQUEST),
+            ("INVALID_ENVELOPE", StatusCode::BAD_REQUEST),
+            ("TOKEN_EXPIRED", StatusCode::UNAUTHORIZED),
+            ("INVALID_CREDENTIALS", StatusCode::UNAUTHORIZED),
+            ("REALM_DISABLED", StatusCode::FORBIDDEN),
+            ("DEVICE_NOT_FOUND", StatusCode::NOT_FOUND),
+            ("GROUP_NOT_FOUND", StatusCode::NOT_FOUND),
+            ("NO_KEY_AVAILABLE", StatusCode::NOT_FOUND),
+            ("KEY_VERSION_CONFLICT", StatusCode::CONFLICT),
+            ("DEVICE_LIMIT_REACHED", StatusCode::CONFLICT),
+            ("REALM_NAME_TAKEN", StatusCode::CONFLICT),
+            ("TOO_MANY_ATTEMPTS", StatusCode::TOO_MANY_REQUESTS),
+            ("STORAGE_BACKEND", StatusCode::INTERNAL_SERVER_ERROR),
+            ("SOMETHING_NEW", StatusCode::INTERNAL_SERVER_ERROR),
+        ];
+        for (code, status) in cases {
+            assert_eq!(status_for(code), status, "{code}");
+        }
+    }
+
+    #[test]
+    fn conflict_carries_the_current_version() {
+        let e: ApiError =
+            keystead::Error::from(DeviceError::KeyVersionConflict { current: 4 }).into();
+        assert_eq!(e.status(), StatusCode::CONFLICT);
+        assert_eq!(e.code(), "KEY_VERSION_CONFLICT");
+        assert_eq!(e.details["currentVersion"], 4);
+    }
+
+    #[test]
+    fn oauth_rendering_uses_the_oauth_code() {
+        let e: ApiError = keystead::Error::from(TokenError::InvalidGrant).into();
+        let response = e.oauth().into_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let e: ApiError = keystead::Error::from(TokenError::Expired).into();
+        let response = e.oauth().into_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            response.headers()[header::WWW_AUTHENTICATE],
+            "Bearer error=\"invalid_token\""
+        );
+    }
+
+    #[test]
+    fn server_errors_hide_their_cause() {
+        let e: ApiError = keystead::StorageError::backend("db at 10.0.0.7 refused").into();
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(e.message, "internal error");
+    }
+}

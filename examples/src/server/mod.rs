@@ -1,0 +1,142 @@
+//! The example HTTP server: keystead's library calls mapped back onto the
+//! seed APIs' paths, methods, field names and status codes.
+//!
+//! * [`router`] merges one route module per seed (`authlance` for the
+//!   device API of seed 000) with the admin bootstrap ([`admin`]);
+//! * [`serve`] runs it on a listener until a shutdown signal, then drains
+//!   requests and ends live event streams so the process can exit;
+//! * [`state::AppState`] holds the library instance and the server's
+//!   settings; [`auth`] turns bearer tokens into a verified caller and a
+//!   realm; [`error::ApiError`] turns library errors into HTTP answers that
+//!   carry the library's stable codes.
+//!
+//! The server is an example, not a product: it shows where an embedder
+//! puts HTTP concerns (auth extraction, status codes, body limits, logs)
+//! and that every rule stays in the library.
+
+pub mod admin;
+pub mod auth;
+pub mod authlance;
+pub mod body;
+pub mod directory;
+pub mod error;
+pub mod state;
+
+pub use state::{AppState, Backend};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use std::future::Future;
+use std::net::SocketAddr;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::TraceLayer;
+
+/// The default request body limit: generous for a 1000-device rotation
+/// (each envelope is ~120 bytes, base64 in JSON), small enough that a
+/// client can't make the server buffer megabytes.
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// The `aud` the server expects in access tokens, unless configured.
+pub const DEFAULT_AUDIENCE: &str = "keystead-server";
+
+/// How the server is set up: where it listens, which store it opens, and
+/// the limits it enforces.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on (`127.0.0.1:8080` by default).
+    pub listen: SocketAddr,
+    /// Which storage backend to open.
+    pub backend: Backend,
+    /// File or directory of the embedded backends, or the `postgres://`
+    /// URL; ignored by `memory`.
+    pub db: String,
+    /// Where the key-encryption key lives when `KEYSTEAD_KEK` is unset
+    /// (embedded backends only; `None`: next to the database as
+    /// `<db>.kek`).
+    pub kek_file: Option<std::path::PathBuf>,
+    /// The admin bearer token (`KEYSTEAD_ADMIN_TOKEN`); `None` disables the
+    /// admin API.
+    pub admin_token: Option<keystead::secret::SecretString>,
+    /// Largest request body in bytes.
+    pub body_limit: usize,
+    /// The audience access tokens must be issued for.
+    pub audience: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            backend: Backend::Sqlite,
+            db: "keystead-server.db".into(),
+            kek_file: None,
+            admin_token: None,
+            body_limit: DEFAULT_BODY_LIMIT,
+            audience: DEFAULT_AUDIENCE.into(),
+        }
+    }
+}
+
+/// Every route of the server, with the body limit and request tracing.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.body_limit;
+    Router::new()
+        .merge(admin::routes())
+        .merge(authlance::routes())
+        // Seeds 001/002 (`account`), 003 (`oidc`) and 004 (`portal`) plug in here with `.merge(<module>::routes())`.
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                // Method and path only: query strings and headers can carry
+                // bearer secrets (magic links, tokens) that must never be logged.
+                tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+            }),
+        )
+        .with_state(state)
+}
+
+/// Serve `state` on `listener` until `shutdown` completes, then stop
+/// accepting, end the live event streams and wait for in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let closing = state.closing.clone();
+    let app = router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining requests and closing event streams");
+            // SSE streams never end on their own; they watch this flag.
+            closing.send_replace(true);
+        })
+        .await
+}
+
+/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM: the shutdown future
+/// the binary passes to [`serve`].
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            // No signal handler: never resolve from here.
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
