@@ -141,10 +141,27 @@ impl Webauthn {
             }
             let (_, user_version) = self.active_user(user).await?;
             let state: PasskeyRegistration = from_json(ceremony_key.as_bytes(), state)?;
-            let passkey = rp
-                .finish_passkey_registration(&response, &state)
-                .map_err(|e| WebauthnError::from_rs(&e))?;
-            if self.user_credentials(user).await?.len() >= MAX_CREDENTIALS {
+            let existing = self.user_credentials(user).await?;
+            let passkey =
+                rp.finish_passkey_registration(&response, &state)
+                    .map_err(|e| {
+                        // webauthn-rs 0.5 reports a credential from the exclude
+                        // list as `CredentialAlteredAlgFromRequest`; tell the
+                        // two apart by the id.
+                        let excluded = existing
+                            .iter()
+                            .any(|(c, _)| c.credential.id.as_bytes() == response.raw_id.as_ref());
+                        if excluded
+                            && matches!(
+                            e,
+                            webauthn_rs::prelude::WebauthnError::CredentialAlteredAlgFromRequest
+                        ) {
+                            WebauthnError::CredentialExists
+                        } else {
+                            WebauthnError::from_rs(&e)
+                        }
+                    })?;
+            if existing.len() >= MAX_CREDENTIALS {
                 return Err(WebauthnError::CredentialLimitReached.into());
             }
             let (stored, index_pre) = self.new_credential(user, passkey, &label, now).await?;
