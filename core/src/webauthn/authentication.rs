@@ -81,7 +81,7 @@ pub struct WebauthnAssertion {
 
 /// Why an assertion is being checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Purpose {
+pub(crate) enum Purpose {
     /// Passwordless login: needs the realm's policy.
     Passwordless,
     /// The second factor of this user, who passed the password.
@@ -271,6 +271,8 @@ impl Webauthn {
         })
     }
 
+    /// Parse, verify and commit, retrying (bounded) when a concurrent
+    /// commit moved a record it depends on.
     async fn finish(
         &self,
         challenge: ChallengeId,
@@ -278,11 +280,51 @@ impl Webauthn {
         purpose: Purpose,
     ) -> Result<WebauthnAssertion, Error> {
         let response = parse_authentication_response(response)?;
+        let now = self.now();
+        let mut last = None;
+        for _ in 0..MAX_RETRIES {
+            let mut batch = Batch::new();
+            let assertion = self
+                .assertion_writes(&mut batch, challenge, &response, purpose, true, now)
+                .await?;
+            match self.ctx().store.commit(batch).await {
+                Ok(()) => return Ok(assertion),
+                Err(e @ StorageError::Conflict { .. }) => last = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last.map_or_else(|| WebauthnError::ChallengeNotFound.into(), Error::from))
+    }
+
+    /// Verify the assertion `response` for the ceremony `challenge` and add
+    /// its writes to the caller's `batch`: the ceremony's deletion
+    /// (`Version`, single use), the credential's new sign count, backup
+    /// state and last use (`Version`), and — with `check_user` — a
+    /// `Version` check of the owner's record. The caller commits the batch
+    /// and, on a conflict, builds a new one and calls this again.
+    ///
+    /// This is the hook for the login's MFA challenge: it calls it with
+    /// [`Purpose::SecondFactor`] and `check_user: false` (its own batch
+    /// checks the user record already), so consuming the WebAuthn ceremony,
+    /// consuming the login challenge and opening the session are one
+    /// atomic commit.
+    ///
+    /// A sign-count regression is the one outcome committed here, in its
+    /// own batch (the flag must persist although the caller fails):
+    /// `WEBAUTHN_SIGN_COUNT_REGRESSION`, and nothing is added to `batch`.
+    pub(crate) async fn assertion_writes(
+        &self,
+        batch: &mut Batch,
+        challenge: ChallengeId,
+        response: &PublicKeyCredential,
+        purpose: Purpose,
+        check_user: bool,
+        now: DateTime<Utc>,
+    ) -> Result<WebauthnAssertion, Error> {
         let (rp_config, rp) = self.relying_party_in_use().await?;
         if purpose == Purpose::Passwordless && !rp_config.passwordless {
             return Err(WebauthnError::PasswordlessNotAllowed.into());
         }
-        let now = self.now();
         let digest = CredentialId::from_bytes(response.raw_id.as_ref().to_vec())?.digest();
         let ceremony_key = keys::ceremony(self.realm(), challenge);
         let mut last = None;
@@ -301,51 +343,54 @@ impl Webauthn {
                 &rp,
                 &ceremony_key,
                 &ceremony.kind,
-                &response,
+                response,
                 &passkey,
                 owner,
                 &stored,
             )?;
-            let mut batch = Batch::new();
-            batch.delete(
-                ceremony_key.clone(),
-                Precondition::Version(ceremony_version),
-            )?;
-            let outcome = match verdict {
-                Verdict::Regressed => {
-                    stored.credential.flagged_at = Some(now);
-                    Err(WebauthnError::SignCountRegression)
-                }
-                Verdict::Valid(result) => {
-                    passkey.update_credential(&result);
-                    let c = &mut stored.credential;
-                    c.sign_count = result.counter();
-                    c.backup_state = result.backup_state();
-                    c.backup_eligible = c.backup_eligible || result.backup_eligible();
-                    c.last_used_at = Some(now);
-                    stored.passkey = to_json(credential_key.as_bytes(), &passkey)?;
-                    batch.check(
-                        crate::user::keys::user(self.realm(), owner),
-                        Precondition::Version(user_version),
-                    )?;
-                    Ok(WebauthnAssertion {
-                        user: owner,
-                        credential: stored.credential.clone(),
-                        amr: PasskeyAmr::from_backup_eligible(stored.credential.backup_eligible),
-                        user_verified: result.user_verified(),
-                    })
+            let Verdict::Valid(result) = verdict else {
+                // Flag the credential and spend the ceremony, now.
+                stored.credential.flagged_at = Some(now);
+                let mut flag = Batch::new();
+                flag.delete(
+                    ceremony_key.clone(),
+                    Precondition::Version(ceremony_version),
+                )?;
+                self.put_credential(
+                    &mut flag,
+                    &stored,
+                    Precondition::Version(credential_version),
+                )?;
+                match self.ctx().store.commit(flag).await {
+                    Ok(()) => return Err(WebauthnError::SignCountRegression.into()),
+                    Err(e @ StorageError::Conflict { .. }) => {
+                        last = Some(e);
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
                 }
             };
-            self.put_credential(
-                &mut batch,
-                &stored,
-                Precondition::Version(credential_version),
-            )?;
-            match self.ctx().store.commit(batch).await {
-                Ok(()) => return outcome.map_err(Error::from),
-                Err(e @ StorageError::Conflict { .. }) => last = Some(e),
-                Err(e) => return Err(e.into()),
+            passkey.update_credential(&result);
+            let c = &mut stored.credential;
+            c.sign_count = result.counter();
+            c.backup_state = result.backup_state();
+            c.backup_eligible = c.backup_eligible || result.backup_eligible();
+            c.last_used_at = Some(now);
+            stored.passkey = to_json(credential_key.as_bytes(), &passkey)?;
+            batch.delete(ceremony_key, Precondition::Version(ceremony_version))?;
+            self.put_credential(batch, &stored, Precondition::Version(credential_version))?;
+            if check_user {
+                batch.check(
+                    crate::user::keys::user(self.realm(), owner),
+                    Precondition::Version(user_version),
+                )?;
             }
+            return Ok(WebauthnAssertion {
+                user: owner,
+                amr: PasskeyAmr::from_backup_eligible(stored.credential.backup_eligible),
+                credential: stored.credential,
+                user_verified: result.user_verified(),
+            });
         }
         Err(last.map_or_else(|| WebauthnError::ChallengeNotFound.into(), Error::from))
     }
