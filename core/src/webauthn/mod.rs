@@ -41,7 +41,10 @@
 //! sign count, transports, backup flags, a label and when it was created
 //! and last used. A credential id is registered at most once per realm (an
 //! index key written with `Absent`), and new registrations exclude the
-//! user's existing credentials. A user holds at most [`MAX_CREDENTIALS`].
+//! user's existing credentials. A user holds at most [`MAX_CREDENTIALS`]
+//! (checked when options are made and again on `create`; it bounds storage
+//! per user, so registrations racing past it by the few in flight are
+//! tolerated rather than serialised on a counter record).
 //! [`Webauthn::list`], [`Webauthn::rename`] and [`Webauthn::delete`] manage
 //! them.
 //!
