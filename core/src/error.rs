@@ -12,6 +12,7 @@ use crate::realm::RealmError;
 use crate::store::{BatchError, StorageError};
 use crate::token::TokenError;
 use crate::user::{AuthError, UserError};
+use crate::webauthn::WebauthnError;
 
 /// Every failure a keystead call can report.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,11 @@ pub enum Error {
     /// invalid.
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// A WebAuthn ceremony or credential was refused (wrong origin or rp
+    /// id, replayed or expired challenge, tampered response, unknown or
+    /// flagged credential, …).
+    #[error(transparent)]
+    Webauthn(#[from] WebauthnError),
 }
 
 impl Error {
@@ -63,6 +69,7 @@ impl Error {
             Error::Device(e) => e.code(),
             Error::Mfa(e) => e.code(),
             Error::Token(e) => e.code(),
+            Error::Webauthn(e) => e.code(),
         }
     }
 
@@ -200,6 +207,36 @@ mod tests {
             (
                 MfaError::EnrollmentRequired.into(),
                 "MFA_ENROLLMENT_REQUIRED",
+            ),
+        ];
+        for (error, code) in cases {
+            assert_eq!(error.code(), code);
+        }
+    }
+
+    #[test]
+    fn webauthn_codes_are_stable() {
+        let cases: [(Error, &str); 6] = [
+            (
+                WebauthnError::ChallengeNotFound.into(),
+                "WEBAUTHN_CHALLENGE_NOT_FOUND",
+            ),
+            (
+                WebauthnError::ChallengeExpired.into(),
+                "WEBAUTHN_CHALLENGE_EXPIRED",
+            ),
+            (WebauthnError::WrongOrigin.into(), "WEBAUTHN_WRONG_ORIGIN"),
+            (
+                WebauthnError::UnknownCredential.into(),
+                "WEBAUTHN_UNKNOWN_CREDENTIAL",
+            ),
+            (
+                WebauthnError::SignCountRegression.into(),
+                "WEBAUTHN_SIGN_COUNT_REGRESSION",
+            ),
+            (
+                WebauthnError::PasswordlessNotAllowed.into(),
+                "WEBAUTHN_PASSWORDLESS_NOT_ALLOWED",
             ),
         ];
         for (error, code) in cases {

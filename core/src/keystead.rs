@@ -34,6 +34,7 @@ use crate::secret::SecretString;
 use crate::store::{StorageError, Store};
 use crate::token::Tokens;
 use crate::user::Users;
+use crate::webauthn::Webauthn;
 use futures::future::BoxFuture;
 use std::sync::Arc;
 
@@ -213,6 +214,13 @@ impl Keystead {
     /// another realm never verifies through it.
     pub fn tokens(&self, realm: RealmId) -> Tokens {
         Tokens::new(Arc::clone(&self.ctx), realm)
+    }
+
+    /// Passkeys (WebAuthn) of one realm: the relying party, registration
+    /// and authentication ceremonies, credential management. Bound to
+    /// `realm` like [`users`](Self::users).
+    pub fn webauthn(&self, realm: RealmId) -> Webauthn {
+        Webauthn::new(Arc::clone(&self.ctx), realm)
     }
 
     /// The store this instance was built with (for embedders that keep their

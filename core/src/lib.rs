@@ -19,6 +19,9 @@
 //! (`ks.devices(realm)`); [`client`] is the front-end side (a device's
 //! secret key, opening and sealing envelopes).
 //!
+//! Passkeys — WebAuthn registration and authentication, as a second factor
+//! or passwordless login — live in [`webauthn`] (`ks.webauthn(realm)`).
+//!
 //! Identifiers are typed UUID v7 newtypes ([`id`]); secrets live in
 //! [`secret`] wrappers that never print and are wiped on drop; every failure is
 //! one [`Error`] with a stable [`Error::code`]. All cryptography (device keys,
@@ -41,6 +44,7 @@ pub mod store;
 pub mod suite;
 pub mod token;
 pub mod user;
+pub mod webauthn;
 
 pub use crypto::CryptoError;
 pub use error::{Error, ValidationError};

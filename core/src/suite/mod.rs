@@ -11,6 +11,7 @@ pub mod mfa;
 pub mod realm;
 pub mod token;
 pub mod user;
+pub mod webauthn;
 
 use crate::Keystead;
 use crate::clock::ManualClock;
@@ -120,6 +121,20 @@ macro_rules! domain_tests {
             magic_links,
             exchange_grants,
             mfa_realm_gets_challenges
+        ]);
+        $crate::domain_tests!(@cases $open, webauthn, [
+            register_list_and_rename,
+            second_factor_and_delete,
+            passwordless_login,
+            replay_is_refused,
+            concurrent_finishes_one_winner,
+            wrong_origin_and_rp_id,
+            tampered_responses,
+            other_users_credentials_refused,
+            other_realm_refused,
+            expired_challenge,
+            sign_count_regression_flags_the_credential,
+            credential_limit_and_labels
         ]);
         #[test]
         fn random_operations_never_cross_realms() {
