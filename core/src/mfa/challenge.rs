@@ -47,6 +47,17 @@ pub enum MfaAnswer {
     /// A trusted-device token of the user (see [`trusted`](super::trusted)):
     /// skips the MFA step; the session's methods stay `pwd`.
     TrustedDevice(SecretString),
+    /// A WebAuthn assertion (the browser's `PublicKeyCredential` JSON)
+    /// answering the ceremony `ceremony` that
+    /// [`Webauthn::request_options`](crate::webauthn::Webauthn::request_options)
+    /// started for the challenge's user. The ceremony is consumed in the
+    /// same batch as the challenge; the session gets `hwk` or `swk`.
+    Webauthn {
+        /// The WebAuthn ceremony's id.
+        ceremony: ChallengeId,
+        /// The assertion JSON.
+        response: String,
+    },
 }
 
 /// Active keys with their versions, and their opened seeds (same order).
@@ -59,6 +70,7 @@ impl MfaAnswer {
             MfaAnswer::Totp(_) => MfaFactor::Totp,
             MfaAnswer::Recovery(_) => MfaFactor::Recovery,
             MfaAnswer::TrustedDevice(_) => MfaFactor::TrustedDevice,
+            MfaAnswer::Webauthn { .. } => MfaFactor::Webauthn,
         }
     }
 }
@@ -183,6 +195,28 @@ impl Mfa {
                     Some(_) => Ok(AuthMethod::Recovery),
                     None => Err(MfaError::InvalidCode.into()),
                 }
+            }
+            MfaAnswer::Webauthn { ceremony, response } => {
+                let parsed = crate::webauthn::parse_authentication_response(response)?;
+                let passkeys = crate::webauthn::Webauthn {
+                    users: self.users.clone(),
+                };
+                // The challenge's own batch checks the user record, so the
+                // assertion must not check it a second time.
+                let assertion = passkeys
+                    .assertion_writes(
+                        batch,
+                        *ceremony,
+                        &parsed,
+                        crate::webauthn::authentication::Purpose::SecondFactor(user_id),
+                        false,
+                        now,
+                    )
+                    .await?;
+                Ok(match assertion.amr {
+                    crate::webauthn::PasskeyAmr::Hwk => AuthMethod::Hwk,
+                    crate::webauthn::PasskeyAmr::Swk => AuthMethod::Swk,
+                })
             }
             MfaAnswer::TrustedDevice(token) => {
                 if self

@@ -96,6 +96,8 @@ pub enum MfaFactor {
     Recovery,
     /// A trusted-device token ("remember this browser").
     TrustedDevice,
+    /// A WebAuthn credential (security key or passkey).
+    Webauthn,
 }
 
 impl MfaFactor {
@@ -105,6 +107,7 @@ impl MfaFactor {
             MfaFactor::Totp => "totp",
             MfaFactor::Recovery => "recovery",
             MfaFactor::TrustedDevice => "trusted_device",
+            MfaFactor::Webauthn => "webauthn",
         }
     }
 }

@@ -134,7 +134,8 @@ macro_rules! domain_tests {
             other_realm_refused,
             expired_challenge,
             sign_count_regression_flags_the_credential,
-            credential_limit_and_labels
+            credential_limit_and_labels,
+            passkey_answers_the_login_challenge
         ]);
         #[test]
         fn random_operations_never_cross_realms() {

@@ -998,3 +998,64 @@ pub async fn credential_limit_and_labels(h: Harness) {
         Err(Error::User(UserError::NotFound))
     ));
 }
+
+/// A passkey is a second factor of the login challenge: login asks for MFA
+/// once alice holds one, the challenge lists `webauthn`, an assertion
+/// completes it (`pwd` + `swk`/`hwk`, the passkey ceremony spent in the
+/// same commit), a replayed assertion fails, and a TOTP answer is not
+/// allowed for a user without a TOTP key. A flagged passkey stops counting.
+pub async fn passkey_answers_the_login_challenge(h: Harness) {
+    use crate::mfa::{MfaAnswer, MfaError, MfaFactor};
+    use crate::user::{AuthError, AuthMethod, LoginOutcome};
+    let f = fixture(&h, false).await;
+    let mfa = f.ks.mfa(f.wa.realm());
+    let login = || async {
+        f.users
+            .authenticate("alice", SecretString::from("correct horse"))
+            .await
+            .unwrap()
+    };
+    assert!(matches!(login().await, LoginOutcome::Authenticated(_)));
+    let mut pk = passkey();
+    enrol(&f.wa, &mut pk, f.alice, "laptop").await;
+    let LoginOutcome::MfaRequired { challenge } = login().await else {
+        panic!("a passkey holder must be asked for a second factor");
+    };
+    assert_eq!(
+        challenge.factors,
+        vec![MfaFactor::Webauthn, MfaFactor::TrustedDevice]
+    );
+    let totp = MfaAnswer::Totp(SecretString::from("123456"));
+    assert!(matches!(
+        mfa.complete_challenge(challenge.id, &totp).await,
+        Err(Error::Mfa(MfaError::FactorNotAllowed))
+    ));
+    let (ceremony, response) = assertion(&f.wa, &mut pk, Some(f.alice)).await;
+    let answer = MfaAnswer::Webauthn { ceremony, response };
+    let session = mfa.complete_challenge(challenge.id, &answer).await.unwrap();
+    assert_eq!(session.user, f.alice);
+    assert_eq!(session.methods[0], AuthMethod::Pwd);
+    assert!(matches!(
+        session.methods[1],
+        AuthMethod::Swk | AuthMethod::Hwk
+    ));
+    assert_eq!(session.methods.len(), 2);
+    // The challenge and the ceremony are both spent.
+    assert!(matches!(
+        mfa.complete_challenge(challenge.id, &answer).await,
+        Err(Error::Auth(AuthError::ChallengeNotFound))
+    ));
+    let LoginOutcome::MfaRequired { challenge: again } = login().await else {
+        panic!("expected MFA");
+    };
+    assert!(mfa.complete_challenge(again.id, &answer).await.is_err());
+    // Bob's assertion can't answer alice's challenge.
+    let mut bobs = passkey();
+    enrol(&f.wa, &mut bobs, f.bob, "bob").await;
+    let (ceremony, response) = assertion(&f.wa, &mut bobs, Some(f.bob)).await;
+    let foreign = MfaAnswer::Webauthn { ceremony, response };
+    assert!(mfa.complete_challenge(again.id, &foreign).await.is_err());
+    // Once alice's passkeys are gone, login no longer asks.
+    assert_eq!(f.wa.delete_all(f.alice).await.unwrap(), 1);
+    assert!(matches!(login().await, LoginOutcome::Authenticated(_)));
+}

@@ -5,7 +5,7 @@
 //! compare-and-swap on the counter while it verifies the password with
 //! argon2id off the executor (against a dummy hash for unknown usernames),
 //! and then either opens a session, or — when the user has an active
-//! factor — stores a short-lived [`Challenge`] for the MFA step, or — when
+//! factor (a TOTP key or an unflagged WebAuthn credential) — stores a short-lived [`Challenge`] for the MFA step, or — when
 //! the realm requires MFA and the user has no factor — an enrolment
 //! challenge ([`LoginOutcome::MfaEnrollmentRequired`]). Every failure is the same `INVALID_CREDENTIALS`: unknown user,
 //! wrong password and disabled account alike (a disabled account's
@@ -213,8 +213,19 @@ impl Users {
         methods: Vec<AuthMethod>,
         now: DateTime<Utc>,
     ) -> Result<LoginOutcome, Error> {
-        if user.active_factors > 0 {
-            let mut factors = vec![MfaFactor::Totp];
+        let passkeys = crate::webauthn::Webauthn {
+            users: self.clone(),
+        }
+        .usable_credentials(user.user.id)
+        .await?;
+        if user.active_factors > 0 || passkeys > 0 {
+            let mut factors = Vec::with_capacity(4);
+            if user.active_factors > 0 {
+                factors.push(MfaFactor::Totp);
+            }
+            if passkeys > 0 {
+                factors.push(MfaFactor::Webauthn);
+            }
             if self.mfa().recovery_codes_left(user.user.id).await? > 0 {
                 factors.push(MfaFactor::Recovery);
             }

@@ -334,7 +334,12 @@ impl Users {
                     let tokens = self.sweep_app_tokens(id).await?;
                     // MFA keys, recovery codes and trusted devices.
                     let mfa = crate::mfa::service::sweep_user(self, id).await?;
-                    return Ok(sessions + tokens + mfa);
+                    let passkeys = crate::webauthn::Webauthn {
+                        users: self.clone(),
+                    }
+                    .delete_all(id)
+                    .await?;
+                    return Ok(sessions + tokens + mfa + passkeys);
                 }
                 Err(e @ StorageError::Conflict { .. }) => last = Some(e),
                 Err(e) => return Err(e.into()),

@@ -34,11 +34,16 @@ pub enum AuthMethod {
     MagicLink,
     /// Application token.
     AppToken,
+    /// A hardware-bound WebAuthn credential (RFC 8176 `hwk`).
+    Hwk,
+    /// A software or synced WebAuthn credential — a passkey that may be
+    /// backed up (RFC 8176 `swk`).
+    Swk,
 }
 
 impl AuthMethod {
     /// The method's wire name: `pwd`, `otp`, `recovery`, `magic_link`,
-    /// `app_token`.
+    /// `app_token`, `hwk`, `swk`.
     pub fn as_str(self) -> &'static str {
         match self {
             AuthMethod::Pwd => "pwd",
@@ -46,6 +51,8 @@ impl AuthMethod {
             AuthMethod::Recovery => "recovery",
             AuthMethod::MagicLink => "magic_link",
             AuthMethod::AppToken => "app_token",
+            AuthMethod::Hwk => "hwk",
+            AuthMethod::Swk => "swk",
         }
     }
 }

@@ -232,6 +232,17 @@ impl Webauthn {
         Ok(self.user_credentials(user).await?.len())
     }
 
+    /// How many unflagged credentials `user` holds, without the realm
+    /// check: login asks while it holds the realm already.
+    pub(crate) async fn usable_credentials(&self, user: UserId) -> Result<usize, Error> {
+        Ok(self
+            .user_credentials(user)
+            .await?
+            .iter()
+            .filter(|(c, _)| c.credential.flagged_at.is_none())
+            .count())
+    }
+
     /// One credential of `user`; `WEBAUTHN_UNKNOWN_CREDENTIAL` for unknown
     /// ids and credentials of other users.
     pub async fn get(&self, user: UserId, id: &CredentialId) -> Result<WebauthnCredential, Error> {
