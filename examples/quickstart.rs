@@ -81,7 +81,7 @@ async fn main() -> Result<(), Error> {
     let password = || SecretString::from("correct horse battery");
     let session = match users.authenticate("alice", password()).await? {
         LoginOutcome::Authenticated(session) => session,
-        LoginOutcome::MfaRequired { .. } => unreachable!("alice has no second factor yet"),
+        other => unreachable!("alice has no second factor yet: {other:?}"),
     };
     println!("login    session {} with {:?}", session.id, session.methods);
     for (who, password) in [("alice", "wrong password"), ("mallory", "any password")] {

@@ -1,17 +1,31 @@
-//! Completing the login's MFA challenge with a TOTP or recovery code.
+//! Completing the login's MFA challenge.
 //!
-//! [`Users::authenticate`](crate::user::Users::authenticate) answers a
-//! correct password of a user with an active factor (or in a realm that
-//! requires MFA) with `LoginOutcome::MfaRequired { challenge }`.
+//! [`Users::authenticate`](crate::user::Users::authenticate) (and a magic
+//! link) answers a passed first factor of a user with an active factor with
+//! `LoginOutcome::MfaRequired { challenge }`. The challenge lists the
+//! factors that may answer it — `totp`, `recovery` (only while the user
+//! has unburnt codes) and `trusted_device` — so a front-end shows only what
+//! can work; any other answer is `MFA_FACTOR_NOT_ALLOWED`.
 //! [`Mfa::complete_challenge`] takes the challenge id and a second factor and,
 //! in ONE batch, deletes the challenge (`Version`: single use, so of two
 //! concurrent completions exactly one gets a session), records the TOTP step
 //! or burns the recovery code (both with `Version`), checks the user record's
 //! version, clears the failure counter and opens the session with methods
 //! `pwd` + `otp` or `pwd` + `recovery`.
+//!
+//! # Enrolment
+//!
+//! In a realm with [`MfaPolicy::Required`](crate::realm::MfaPolicy::Required)
+//! a user without any factor gets `LoginOutcome::MfaEnrollmentRequired {
+//! challenge }` instead of a session. That challenge is the setup path:
+//! [`Mfa::create_totp_key_for_challenge`] makes a pending key for its user,
+//! and [`Mfa::complete_enrollment`] activates it and — in the same batch —
+//! consumes the challenge and opens the session (`pwd` + `otp`). Until then
+//! the user has no session at all, so nothing but enrolment can be done
+//! with a password alone.
 
 use super::service::Mfa;
-use super::{MfaError, MfaKeyStatus, StoredKey, keys, parse_code};
+use super::{MfaError, MfaFactor, MfaKeyId, MfaKeyStatus, NewTotpKey, StoredKey, keys, parse_code};
 use crate::error::Error;
 use crate::id::{ChallengeId, UserId};
 use crate::keystead::MAX_RETRIES;
@@ -19,7 +33,7 @@ use crate::realm::MfaPolicy;
 use crate::secret::{SecretBytes, SecretString};
 use crate::store::{Batch, Precondition, StorageError, record};
 use crate::user::login::LiveChallenge;
-use crate::user::{AuthError, AuthMethod, Session};
+use crate::user::{AuthError, AuthMethod, ChallengePurpose, Session};
 use chrono::{DateTime, Utc};
 
 /// A second factor answering an MFA challenge.
@@ -37,6 +51,17 @@ pub enum MfaAnswer {
 
 /// Active keys with their versions, and their opened seeds (same order).
 type OpenedKeys = (Vec<(StoredKey, u64)>, Vec<SecretBytes>);
+
+impl MfaAnswer {
+    /// The factor this answer is of.
+    pub fn factor(&self) -> MfaFactor {
+        match self {
+            MfaAnswer::Totp(_) => MfaFactor::Totp,
+            MfaAnswer::Recovery(_) => MfaFactor::Recovery,
+            MfaAnswer::TrustedDevice(_) => MfaFactor::TrustedDevice,
+        }
+    }
+}
 
 /// What one completion attempt carries across retries.
 struct Attempt {
@@ -197,6 +222,14 @@ impl Mfa {
             if live.challenge.realm != self.realm() {
                 return Err(AuthError::ChallengeNotFound.into());
             }
+            match live.challenge.purpose {
+                // Nothing to answer with yet: the setup path is the way on.
+                ChallengePurpose::Enrollment => return Err(MfaError::EnrollmentRequired.into()),
+                ChallengePurpose::SecondFactor => {}
+            }
+            if !live.challenge.factors.contains(&answer.factor()) {
+                return Err(MfaError::FactorNotAllowed.into());
+            }
             let user_id = live.user.user.id;
             let mut batch = Batch::new();
             let method = self
@@ -219,6 +252,85 @@ impl Mfa {
             if !methods.contains(&method) {
                 methods.push(method);
             }
+            let session =
+                self.users
+                    .add_session(&mut batch, &live.user, methods, Vec::new(), None, now)?;
+            match self.ctx().store.commit(batch).await {
+                Ok(()) => return Ok(session),
+                Err(e @ StorageError::Conflict { .. }) => last = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last.map_or_else(|| MfaError::InvalidCode.into(), Error::from))
+    }
+
+    /// The enrolment challenge `id` (from
+    /// [`LoginOutcome::MfaEnrollmentRequired`](crate::user::LoginOutcome::MfaEnrollmentRequired)),
+    /// live; `MFA_FACTOR_NOT_ALLOWED` for a second-factor challenge.
+    async fn live_enrollment(
+        &self,
+        id: ChallengeId,
+        now: DateTime<Utc>,
+    ) -> Result<LiveChallenge, Error> {
+        let live = self.users.live_challenge(id, now).await?;
+        if live.challenge.realm != self.realm() {
+            return Err(AuthError::ChallengeNotFound.into());
+        }
+        if live.challenge.purpose != ChallengePurpose::Enrollment {
+            return Err(MfaError::FactorNotAllowed.into());
+        }
+        Ok(live)
+    }
+
+    /// The setup path of a login that stopped at
+    /// [`LoginOutcome::MfaEnrollmentRequired`](crate::user::LoginOutcome::MfaEnrollmentRequired):
+    /// create a pending TOTP key (realm parameters) for the challenge's
+    /// user. The challenge stands in for a session — the user proved the
+    /// first factor and has no second one to prove — and stays pending
+    /// until [`complete_enrollment`](Self::complete_enrollment).
+    pub async fn create_totp_key_for_challenge(
+        &self,
+        id: ChallengeId,
+    ) -> Result<NewTotpKey, Error> {
+        let now = self.users.now();
+        let live = self.live_enrollment(id, now).await?;
+        self.create_totp_key(live.user.user.id).await
+    }
+
+    /// Finish an enrolment login: activate the challenge user's pending key
+    /// `key` with `code` and, in the same batch, consume the challenge
+    /// (`Version`: single use) and open the session (`amr` = the first
+    /// factor + `otp`). Errors are those of [`activate`](Self::activate)
+    /// and `CHALLENGE_NOT_FOUND`; on any error nothing but the failure
+    /// counter is written.
+    pub async fn complete_enrollment(
+        &self,
+        id: ChallengeId,
+        key: MfaKeyId,
+        code: &SecretString,
+    ) -> Result<Session, Error> {
+        self.users.active_realm().await?;
+        let now = self.users.now();
+        let mut reserved = false;
+        let mut last = None;
+        for _ in 0..MAX_RETRIES {
+            let live = self.live_enrollment(id, now).await?;
+            let mut batch = Batch::new();
+            self.activation_writes(
+                &mut batch,
+                (live.user.clone(), live.user_version),
+                key,
+                code,
+                &mut reserved,
+                now,
+            )
+            .await?;
+            batch.delete(
+                crate::user::keys::challenge(self.realm(), id),
+                Precondition::Version(live.version),
+            )?;
+            let mut methods = live.challenge.methods.clone();
+            methods.push(AuthMethod::Otp);
             let session =
                 self.users
                     .add_session(&mut batch, &live.user, methods, Vec::new(), None, now)?;

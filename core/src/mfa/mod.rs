@@ -64,6 +64,7 @@ pub(crate) mod service;
 pub mod trusted;
 
 pub use crate::id::MfaKeyId;
+pub use crate::user::ChallengePurpose;
 pub use challenge::MfaAnswer;
 pub use service::{Mfa, NewTotpKey};
 pub use trusted::{NewTrustedDevice, TrustedDevice};
@@ -83,6 +84,30 @@ pub const MAX_ACTIVE_KEYS: usize = 5;
 pub const RECOVERY_CODE_COUNT: usize = 10;
 /// Time steps accepted either side of the current one.
 pub const SKEW_STEPS: u64 = 1;
+
+/// A kind of answer to a login challenge. Names are stable across releases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum MfaFactor {
+    /// A code of an active TOTP key.
+    Totp,
+    /// A recovery code.
+    Recovery,
+    /// A trusted-device token ("remember this browser").
+    TrustedDevice,
+}
+
+impl MfaFactor {
+    /// The stable wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MfaFactor::Totp => "totp",
+            MfaFactor::Recovery => "recovery",
+            MfaFactor::TrustedDevice => "trusted_device",
+        }
+    }
+}
 
 /// What kind of factor a key is. Ids and names are stable across releases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -293,6 +318,10 @@ pub enum MfaError {
     /// No trusted device with that id for that user.
     #[error("trusted device not found")]
     TrustedDeviceNotFound,
+    /// The challenge does not accept this kind of answer: a factor it does
+    /// not list, or an enrolment step on a second-factor challenge.
+    #[error("this challenge does not accept that factor")]
+    FactorNotAllowed,
 }
 
 impl MfaError {
@@ -310,6 +339,7 @@ impl MfaError {
             MfaError::EnrollmentRequired => "MFA_ENROLLMENT_REQUIRED",
             MfaError::MfaStepRequired => "MFA_STEP_REQUIRED",
             MfaError::TrustedDeviceNotFound => "TRUSTED_DEVICE_NOT_FOUND",
+            MfaError::FactorNotAllowed => "MFA_FACTOR_NOT_ALLOWED",
         }
     }
 }

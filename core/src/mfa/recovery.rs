@@ -185,6 +185,13 @@ impl Mfa {
     pub async fn remaining_recovery_codes(&self, user: UserId) -> Result<u32, Error> {
         self.users.active_realm().await?;
         self.users.require_user(user).await?;
+        self.recovery_codes_left(user).await
+    }
+
+    /// Unburnt codes of the user's current generation (0 without any),
+    /// without the realm and user checks of the public call: login asks
+    /// while it holds both.
+    pub(crate) async fn recovery_codes_left(&self, user: UserId) -> Result<u32, Error> {
         Ok(self.load_set(user).await?.map_or(0, |(_, r, _)| r))
     }
 

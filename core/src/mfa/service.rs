@@ -168,10 +168,13 @@ impl Mfa {
         Ok(())
     }
 
-    /// Create a TOTP key for `user` with the default parameters (SHA-1,
-    /// 6 digits, 30 s); see [`create_totp_key_with`](Self::create_totp_key_with).
+    /// Create a TOTP key for `user` with the realm's parameters
+    /// ([`RealmSettings::totp`](crate::realm::RealmSettings::totp): SHA-1,
+    /// 6 digits, 30 s unless the realm says otherwise); see
+    /// [`create_totp_key_with`](Self::create_totp_key_with).
     pub async fn create_totp_key(&self, user: UserId) -> Result<NewTotpKey, Error> {
-        self.create_totp_key_with(user, TotpParams::default()).await
+        let realm = self.users.active_realm().await?;
+        self.create_totp_key_with(user, realm.settings.totp).await
     }
 
     /// Create a TOTP key for `user` with a fresh random seed of the length
@@ -382,64 +385,92 @@ impl Mfa {
         let mut last = None;
         for _ in 0..MAX_RETRIES {
             let (stored_user, user_version) = self.active_user(user).await?;
-            let (mut key, key_version) = self
-                .load_key(user, id)
-                .await?
-                .ok_or(MfaError::KeyNotFound)?;
-            match key.key.status {
-                MfaKeyStatus::Active => return Err(MfaError::AlreadyActive.into()),
-                MfaKeyStatus::ActivationPending if key.key.is_expired(now) => {
-                    return Err(MfaError::ActivationExpired.into());
-                }
-                MfaKeyStatus::ActivationPending => {}
-            }
-            let bare = parse_code(code.expose(), key.key.params.digits)?;
-            let existing = self.user_keys(user).await?;
-            let active = existing
-                .iter()
-                .filter(|(k, _)| k.key.status == MfaKeyStatus::Active)
-                .count();
-            if active >= MAX_ACTIVE_KEYS {
-                return Err(MfaError::KeyLimitReached.into());
-            }
-            if !reserved {
-                self.reserve(&stored_user, now).await?;
-                reserved = true;
-            }
-            let seed = self.open_seed(&key).await?;
-            let Some(step) = self.count_and_match(&key, &seed, &bare, now)? else {
-                return Err(MfaError::InvalidCode.into());
-            };
-            key.key.status = MfaKeyStatus::Active;
-            key.key.activated_at = Some(now);
-            key.key.expires_at = None;
-            key.key.last_used_at = Some(now);
-            key.last_step = Some(step);
             let mut batch = Batch::new();
-            Self::put_key(
-                &mut batch,
-                self.realm(),
-                &key,
-                Precondition::Version(key_version),
-            )?;
-            let pending_key = keys::pending(self.realm(), user);
-            if let Some(slot) = self.ctx().store.get(pending_key.as_bytes()).await?
-                && slot.value.as_slice() == id.to_bytes().as_slice()
-            {
-                batch.delete(pending_key, Precondition::Version(slot.version))?;
-            }
-            batch.delete(
-                crate::user::keys::lockout(self.realm(), &stored_user.username_key),
-                Precondition::Any,
-            )?;
-            self.put_user(&mut batch, stored_user, user_version, active + 1, now)?;
+            let key = self
+                .activation_writes(
+                    &mut batch,
+                    (stored_user, user_version),
+                    id,
+                    code,
+                    &mut reserved,
+                    now,
+                )
+                .await?;
             match self.ctx().store.commit(batch).await {
-                Ok(()) => return Ok(key.key),
+                Ok(()) => return Ok(key),
                 Err(e @ StorageError::Conflict { .. }) => last = Some(e),
                 Err(e) => return Err(e.into()),
             }
         }
         Err(last.map_or_else(|| MfaError::InvalidCode.into(), Error::from))
+    }
+
+    /// Check `code` against the pending key `id` of `user` and add its
+    /// activation to `batch`: the key (`Version`), the freed pending slot,
+    /// the cleared failure counter and the user's new factor count
+    /// (`Version` of the user record given). Counts the attempt on the
+    /// failure counter once (`reserved`).
+    pub(crate) async fn activation_writes(
+        &self,
+        batch: &mut Batch,
+        (stored_user, user_version): (StoredUser, u64),
+        id: MfaKeyId,
+        code: &SecretString,
+        reserved: &mut bool,
+        now: DateTime<Utc>,
+    ) -> Result<MfaKey, Error> {
+        let user = stored_user.user.id;
+        let (mut key, key_version) = self
+            .load_key(user, id)
+            .await?
+            .ok_or(MfaError::KeyNotFound)?;
+        match key.key.status {
+            MfaKeyStatus::Active => return Err(MfaError::AlreadyActive.into()),
+            MfaKeyStatus::ActivationPending if key.key.is_expired(now) => {
+                return Err(MfaError::ActivationExpired.into());
+            }
+            MfaKeyStatus::ActivationPending => {}
+        }
+        let bare = parse_code(code.expose(), key.key.params.digits)?;
+        let existing = self.user_keys(user).await?;
+        let active = existing
+            .iter()
+            .filter(|(k, _)| k.key.status == MfaKeyStatus::Active)
+            .count();
+        if active >= MAX_ACTIVE_KEYS {
+            return Err(MfaError::KeyLimitReached.into());
+        }
+        if !*reserved {
+            self.reserve(&stored_user, now).await?;
+            *reserved = true;
+        }
+        let seed = self.open_seed(&key).await?;
+        let Some(step) = self.count_and_match(&key, &seed, &bare, now)? else {
+            return Err(MfaError::InvalidCode.into());
+        };
+        key.key.status = MfaKeyStatus::Active;
+        key.key.activated_at = Some(now);
+        key.key.expires_at = None;
+        key.key.last_used_at = Some(now);
+        key.last_step = Some(step);
+        Self::put_key(
+            batch,
+            self.realm(),
+            &key,
+            Precondition::Version(key_version),
+        )?;
+        let pending_key = keys::pending(self.realm(), user);
+        if let Some(slot) = self.ctx().store.get(pending_key.as_bytes()).await?
+            && slot.value.as_slice() == id.to_bytes().as_slice()
+        {
+            batch.delete(pending_key, Precondition::Version(slot.version))?;
+        }
+        batch.delete(
+            crate::user::keys::lockout(self.realm(), &stored_user.username_key),
+            Precondition::Any,
+        )?;
+        self.put_user(batch, stored_user, user_version, active + 1, now)?;
+        Ok(key.key)
     }
 
     /// Verify a code of an active key of `user`. Returns the accepted time

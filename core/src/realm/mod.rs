@@ -20,6 +20,7 @@ pub use service::Realms;
 
 use crate::error::ValidationError;
 use crate::id::RealmId;
+use crate::mfa::TotpParams;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -75,6 +76,10 @@ pub struct RealmSettings {
     pub lockout: LockoutPolicy,
     /// Device limit of a new group unless the group overrides it.
     pub default_device_limit: u32,
+    /// How new TOTP keys of this realm make codes (SHA-1, 6 digits, 30 s by
+    /// default — what every authenticator app supports). Keys keep the
+    /// parameters they were created with when this changes.
+    pub totp: TotpParams,
 }
 
 impl Default for RealmSettings {
@@ -86,6 +91,7 @@ impl Default for RealmSettings {
             mfa: MfaPolicy::Optional,
             lockout: LockoutPolicy::default(),
             default_device_limit: 10,
+            totp: TotpParams::default(),
         }
     }
 }
@@ -286,6 +292,9 @@ pub fn validate_settings(s: &RealmSettings) -> Result<(), ValidationError> {
             "at least 1 second and at most max_delay_secs",
         ));
     }
+    s.totp
+        .validate()
+        .map_err(|e| ValidationError::new("settings.totp", e.problem))?;
     if s.default_device_limit == 0 || s.default_device_limit > 10_000 {
         return Err(ValidationError::new(
             "settings.default_device_limit",
@@ -295,10 +304,78 @@ pub fn validate_settings(s: &RealmSettings) -> Result<(), ValidationError> {
     Ok(())
 }
 
-/// How a realm is stored. Never change a released variant: add `V2`.
+/// How a realm is stored. Never change a released variant: add a new one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum RealmRecord {
-    V1(Realm),
+    /// Before realm-wide TOTP parameters; decodes with the defaults.
+    V1(legacy::RealmV1),
+    /// Current.
+    V2(Realm),
+}
+
+impl RealmRecord {
+    /// The realm, whatever version it was stored as.
+    pub(crate) fn into_realm(self) -> Realm {
+        match self {
+            RealmRecord::V1(old) => old.upgrade(),
+            RealmRecord::V2(realm) => realm,
+        }
+    }
+}
+
+/// Released record shapes, kept so old data decodes (postcard is
+/// positional: a field added to a stored struct breaks every old record).
+pub(crate) mod legacy {
+    use super::{
+        LockoutPolicy, MfaPolicy, PasswordPolicy, Realm, RealmId, RealmSettings, RealmStatus,
+        TokenLifetimes,
+    };
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Serialize};
+
+    /// `Realm` as `RealmRecord::V1` stored it.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub(crate) struct RealmV1 {
+        pub(crate) id: RealmId,
+        pub(crate) name: String,
+        pub(crate) status: RealmStatus,
+        pub(crate) settings: SettingsV1,
+        pub(crate) created_at: DateTime<Utc>,
+        pub(crate) updated_at: DateTime<Utc>,
+    }
+
+    /// `RealmSettings` without `totp`.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub(crate) struct SettingsV1 {
+        pub(crate) issuer_url: Option<String>,
+        pub(crate) tokens: TokenLifetimes,
+        pub(crate) password: PasswordPolicy,
+        pub(crate) mfa: MfaPolicy,
+        pub(crate) lockout: LockoutPolicy,
+        pub(crate) default_device_limit: u32,
+    }
+
+    impl RealmV1 {
+        pub(crate) fn upgrade(self) -> Realm {
+            let s = self.settings;
+            Realm {
+                id: self.id,
+                name: self.name,
+                status: self.status,
+                settings: RealmSettings {
+                    issuer_url: s.issuer_url,
+                    tokens: s.tokens,
+                    password: s.password,
+                    mfa: s.mfa,
+                    lockout: s.lockout,
+                    default_device_limit: s.default_device_limit,
+                    totp: crate::mfa::TotpParams::default(),
+                },
+                created_at: self.created_at,
+                updated_at: self.updated_at,
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -364,16 +441,23 @@ mod tests {
             0x01, 0x8b, 0xcf, 0xe5, 0x68, 0x00, 0x70, 0x00, 0x80, 0, 0, 0, 0, 0, 0, 1,
         ])
         .unwrap();
-        let record = RealmRecord::V1(Realm {
+        let realm = Realm {
             id,
             name: "acme".into(),
             status: RealmStatus::Active,
             settings: RealmSettings::default(),
             created_at: at,
             updated_at: at,
-        });
-        crate::store::record::assert_golden(&record, GOLDEN_REALM_V1);
+        };
+        crate::store::record::assert_golden(&RealmRecord::V2(realm.clone()), GOLDEN_REALM_V2);
+        // A V1 record written by an earlier release still decodes, with the
+        // default TOTP parameters.
+        let old: RealmRecord =
+            crate::store::record::decode(b"k", &crate::store::key::unhex(GOLDEN_REALM_V1)).unwrap();
+        assert_eq!(old.into_realm(), realm);
     }
+
+    const GOLDEN_REALM_V2: &str = "010110018bcfe56800700080000000000000010461636d650000ac02809a9e0180f52408800880980102010005018407640a00061e14323032332d31312d31345432323a31333a32305a14323032332d31312d31345432323a31333a32305a";
 
     const GOLDEN_REALM_V1: &str = "010010018bcfe56800700080000000000000010461636d650000ac02809a9e0180f52408800880980102010005018407640a14323032332d31312d31345432323a31333a32305a14323032332d31312d31345432323a31333a32305a";
 }

@@ -34,7 +34,7 @@ pub(crate) async fn load(ctx: &Context, id: RealmId) -> Result<(Realm, u64), Err
         .get(key.as_bytes())
         .await?
         .ok_or(RealmError::NotFound)?;
-    let RealmRecord::V1(realm) = record::decode(key.as_bytes(), &stored.value)?;
+    let realm = record::decode::<RealmRecord>(key.as_bytes(), &stored.value)?.into_realm();
     Ok((realm, stored.version))
 }
 
@@ -86,7 +86,7 @@ impl Realms {
         batch
             .put(
                 key.clone(),
-                record::encode(key.as_bytes(), &RealmRecord::V1(realm.clone()))?,
+                record::encode(key.as_bytes(), &RealmRecord::V2(realm.clone()))?,
                 Precondition::Absent,
             )?
             .put(
@@ -146,7 +146,7 @@ impl Realms {
             after.map(realm_key),
             limit,
             |key, value| {
-                let RealmRecord::V1(realm) = record::decode(key, value)?;
+                let realm = record::decode::<RealmRecord>(key, value)?.into_realm();
                 Ok(realm)
             },
             |realm| realm.id,
@@ -228,7 +228,7 @@ impl Realms {
             let mut batch = Batch::new();
             batch.put(
                 key.clone(),
-                record::encode(key.as_bytes(), &RealmRecord::V1(realm.clone()))?,
+                record::encode(key.as_bytes(), &RealmRecord::V2(realm.clone()))?,
                 Precondition::Version(version),
             )?;
             match self.ctx.store.commit(batch).await {

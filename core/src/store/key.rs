@@ -173,6 +173,15 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
         })
 }
 
+/// Bytes of lower-case hex (golden tests of old record versions).
+#[cfg(test)]
+pub(crate) fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,13 +8,13 @@ use crate::Keystead;
 use crate::clock::ManualClock;
 use crate::id::{MfaKeyId, UserId};
 use crate::mfa::{
-    MAX_ACTIVE_KEYS, Mfa, MfaAnswer, MfaError, MfaKeyStatus, MfaKeyType, NewTotpKey,
+    MAX_ACTIVE_KEYS, Mfa, MfaAnswer, MfaError, MfaFactor, MfaKeyStatus, MfaKeyType, NewTotpKey,
     PENDING_TTL_SECS, RECOVERY_CODE_COUNT, TotpAlgorithm, TotpParams,
 };
 use crate::realm::{LockoutPolicy, MfaPolicy, RealmSettings};
 use crate::secret::{SecretBytes, SecretString};
 use crate::store::conformance::Harness;
-use crate::user::{AuthError, AuthMethod, LoginOutcome, UserError, Users};
+use crate::user::{AuthError, AuthMethod, ChallengePurpose, LoginOutcome, UserError, Users};
 use chrono::{DateTime, Duration, Utc};
 use std::sync::Arc;
 
@@ -757,7 +757,18 @@ async fn challenge_of(users: &Users) -> crate::user::Challenge {
         .unwrap()
     {
         LoginOutcome::MfaRequired { challenge } => challenge,
-        LoginOutcome::Authenticated(_) => panic!("expected an MFA challenge"),
+        other => panic!("expected an MFA challenge, got {other:?}"),
+    }
+}
+
+async fn enrollment_of(users: &Users) -> crate::user::Challenge {
+    match users
+        .authenticate("alice", SecretString::from("correct horse"))
+        .await
+        .unwrap()
+    {
+        LoginOutcome::MfaEnrollmentRequired { challenge } => challenge,
+        other => panic!("expected an enrolment challenge, got {other:?}"),
     }
 }
 
@@ -795,8 +806,23 @@ pub async fn login_challenge_completion(h: Harness) {
         &f.mfa.complete_challenge(again.id, &right).await,
         &MfaError::InvalidCode
     ));
-    // Recovery code path.
+    // Recovery code path: a challenge made before the user had codes does
+    // not list them; one made after does.
     let codes = f.mfa.generate_recovery_codes(f.alice).await.unwrap();
+    let recovery = MfaAnswer::Recovery(codes[0].clone());
+    assert!(is_mfa(
+        &f.mfa.complete_challenge(again.id, &recovery).await,
+        &MfaError::FactorNotAllowed
+    ));
+    let again = challenge_of(&f.users).await;
+    assert_eq!(
+        again.factors,
+        vec![
+            MfaFactor::Totp,
+            MfaFactor::Recovery,
+            MfaFactor::TrustedDevice
+        ]
+    );
     let session = f
         .mfa
         .complete_challenge(again.id, &MfaAnswer::Recovery(codes[0].clone()))
@@ -875,29 +901,181 @@ pub async fn concurrent_burns_one_winner(h: Harness) {
     assert_eq!(f.mfa.remaining_recovery_codes(f.alice).await.unwrap(), 9);
 }
 
-/// A realm requiring MFA and a user without a key: a typed
-/// `MFA_ENROLLMENT_REQUIRED` instead of a session.
+/// A realm requiring MFA and a user without a key: login answers
+/// `MfaEnrollmentRequired` with an enrolment challenge instead of a session;
+/// the challenge is the setup path (create + activate a TOTP key), and
+/// activation through it opens the session with `pwd` + `otp`, once.
 pub async fn enrollment_required(h: Harness) {
     let settings = RealmSettings {
         mfa: MfaPolicy::Required,
         ..lenient()
     };
     let f = fixture(&h, settings).await;
-    let challenge = challenge_of(&f.users).await;
+    let challenge = enrollment_of(&f.users).await;
+    assert_eq!(challenge.purpose, ChallengePurpose::Enrollment);
+    assert_eq!(challenge.factors, vec![MfaFactor::Totp]);
+    assert!(
+        f.users
+            .list_sessions(f.alice, None, 10)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    // Nothing to answer with: every answer is refused with the typed error.
     let answer = MfaAnswer::Totp(SecretString::from("123456"));
     let r = f.mfa.complete_challenge(challenge.id, &answer).await;
     assert!(is_mfa(&r, &MfaError::EnrollmentRequired));
     assert_eq!(r.unwrap_err().code(), "MFA_ENROLLMENT_REQUIRED");
-    // After enrolling, the challenge can be completed.
-    let (_, seed) = active_key(&f, f.alice).await;
-    f.clock.advance(Duration::seconds(30));
-    let answer = MfaAnswer::Totp(code_at(TotpParams::default(), &seed, now_unix(&f.clock)));
-    let session = f
+    // The setup path: a key for the challenge's user, then activation.
+    let new = f
         .mfa
-        .complete_challenge(challenge.id, &answer)
+        .create_totp_key_for_challenge(challenge.id)
         .await
         .unwrap();
+    assert_eq!(new.key.user, f.alice);
+    let seed = seed_of(&new);
+    let p = TotpParams::default();
+    let wrong = code_at(p, &seed, now_unix(&f.clock) + 3000);
+    assert!(is_mfa(
+        &f.mfa
+            .complete_enrollment(challenge.id, new.key.id, &wrong)
+            .await,
+        &MfaError::InvalidCode
+    ));
+    assert!(
+        f.users
+            .list_sessions(f.alice, None, 10)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let right = code_at(p, &seed, now_unix(&f.clock));
+    let session = f
+        .mfa
+        .complete_enrollment(challenge.id, new.key.id, &right)
+        .await
+        .unwrap();
+    assert_eq!(session.user, f.alice);
     assert_eq!(session.methods, vec![AuthMethod::Pwd, AuthMethod::Otp]);
+    assert_eq!(
+        f.mfa.get_key(f.alice, new.key.id).await.unwrap().status,
+        MfaKeyStatus::Active
+    );
+    // Single use.
+    assert!(matches!(
+        f.mfa
+            .complete_enrollment(challenge.id, new.key.id, &right)
+            .await,
+        Err(Error::Auth(AuthError::ChallengeNotFound))
+    ));
+    // From now on login asks for the factor; a second-factor challenge is
+    // no setup path.
+    let next = challenge_of(&f.users).await;
+    assert_eq!(next.purpose, ChallengePurpose::SecondFactor);
+    assert_eq!(
+        next.factors,
+        vec![MfaFactor::Totp, MfaFactor::TrustedDevice]
+    );
+    assert!(is_mfa(
+        &f.mfa.create_totp_key_for_challenge(next.id).await,
+        &MfaError::FactorNotAllowed
+    ));
+    let recovery = MfaAnswer::Recovery(SecretString::from("aaaa-bbbb-cccc-dddd"));
+    assert!(is_mfa(
+        &f.mfa.complete_challenge(next.id, &recovery).await,
+        &MfaError::FactorNotAllowed
+    ));
+}
+
+/// Two completions of one enrolment challenge with the same valid code,
+/// both loaded before either commits: exactly one session.
+pub async fn concurrent_enrollment_one_winner(h: Harness) {
+    let (f, gate) = gated_fixture(&h, b"challenge").await;
+    let realm = f.ks.realms().get(f.mfa.realm()).await.unwrap();
+    f.ks.realms()
+        .update_settings(
+            realm.id,
+            RealmSettings {
+                mfa: MfaPolicy::Required,
+                ..realm.settings
+            },
+        )
+        .await
+        .unwrap();
+    let challenge = enrollment_of(&f.users).await;
+    let new = f
+        .mfa
+        .create_totp_key_for_challenge(challenge.id)
+        .await
+        .unwrap();
+    let code = code_at(TotpParams::default(), &seed_of(&new), now_unix(&f.clock));
+    gate.arm(RACERS);
+    let mfa = Arc::new(f.mfa.clone());
+    let mut tasks = Vec::new();
+    for _ in 0..RACERS {
+        let mfa = Arc::clone(&mfa);
+        let code = code.clone();
+        let key = new.key.id;
+        tasks.push(tokio::spawn(async move {
+            mfa.complete_enrollment(challenge.id, key, &code).await
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => wins += 1,
+            Err(
+                Error::Auth(AuthError::ChallengeNotFound)
+                | Error::Mfa(MfaError::AlreadyActive | MfaError::InvalidCode),
+            ) => {}
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(
+        f.users
+            .list_sessions(f.alice, None, 10)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+}
+
+/// The realm's TOTP parameters apply to new keys; invalid ones are refused
+/// when the settings are written.
+pub async fn realm_totp_parameters(h: Harness) {
+    let params = TotpParams {
+        algorithm: TotpAlgorithm::Sha256,
+        digits: 8,
+        period_secs: 30,
+    };
+    let f = fixture(
+        &h,
+        RealmSettings {
+            totp: params,
+            ..lenient()
+        },
+    )
+    .await;
+    let new = f.mfa.create_totp_key(f.alice).await.unwrap();
+    assert_eq!(new.key.params, params);
+    let code = code_at(params, &seed_of(&new), now_unix(&f.clock));
+    f.mfa.activate(f.alice, new.key.id, &code).await.unwrap();
+    let bad = RealmSettings {
+        totp: TotpParams {
+            digits: 5,
+            ..params
+        },
+        ..lenient()
+    };
+    assert!(matches!(
+        f.ks.realms().create("other", bad).await,
+        Err(Error::Validation(v)) if v.field == "settings.totp"
+    ));
 }
 
 /// SHA-256 / 8-digit keys work end to end.
@@ -1013,7 +1191,7 @@ pub async fn trusted_devices(h: Harness) {
         .unwrap()
     {
         LoginOutcome::MfaRequired { challenge } => challenge,
-        LoginOutcome::Authenticated(_) => panic!("expected MFA"),
+        other => panic!("expected MFA, got {other:?}"),
     };
     assert!(is_mfa(
         &f.mfa.complete_challenge(bob_challenge.id, &answer).await,
@@ -1088,7 +1266,7 @@ pub async fn trusted_devices_revoked(h: Harness) {
         .unwrap()
     {
         LoginOutcome::MfaRequired { challenge } => challenge,
-        LoginOutcome::Authenticated(_) => panic!("expected MFA"),
+        other => panic!("expected MFA, got {other:?}"),
     };
     assert!(is_mfa(
         &f.mfa

@@ -93,6 +93,8 @@ macro_rules! domain_tests {
             concurrent_challenge_completion,
             concurrent_burns_one_winner,
             enrollment_required,
+            concurrent_enrollment_one_winner,
+            realm_totp_parameters,
             configurable_parameters,
             trusted_devices,
             trusted_devices_revoked,

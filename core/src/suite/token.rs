@@ -60,7 +60,7 @@ async fn login(users: &Users, name: &str) -> Session {
         .unwrap()
     {
         LoginOutcome::Authenticated(s) => s,
-        LoginOutcome::MfaRequired { .. } => panic!("unexpected MFA"),
+        other => panic!("unexpected {other:?}"),
     }
 }
 
@@ -926,7 +926,7 @@ pub async fn magic_links(h: Harness) {
                 .unwrap();
             assert_eq!(claims.amr, [AuthMethod::MagicLink]);
         }
-        LoginOutcome::MfaRequired { .. } => panic!("no MFA expected"),
+        other => panic!("no MFA expected, got {other:?}"),
     }
     assert_eq!(
         token_error(f.tokens.verify_magic_link(link.id, &link.token).await),
@@ -982,7 +982,7 @@ pub async fn exchange_grants(h: Harness) {
     login(&f.users, "alice").await;
     let tokens_of = |outcome: ExchangeOutcome| match outcome {
         ExchangeOutcome::Tokens(t) => t,
-        ExchangeOutcome::MfaRequired { .. } => panic!("unexpected MFA"),
+        other => panic!("unexpected {other:?}"),
     };
     let pair = tokens_of(
         f.tokens
@@ -1097,10 +1097,10 @@ pub async fn mfa_realm_gets_challenges(h: Harness) {
         .await
         .unwrap()
     {
-        LoginOutcome::MfaRequired { challenge } => {
+        LoginOutcome::MfaEnrollmentRequired { challenge } => {
             assert_eq!(challenge.methods, [AuthMethod::MagicLink]);
         }
-        LoginOutcome::Authenticated(_) => panic!("MFA must be required"),
+        other => panic!("MFA must be required, got {other:?}"),
     }
     assert!(matches!(
         f.tokens
@@ -1111,7 +1111,7 @@ pub async fn mfa_realm_gets_challenges(h: Harness) {
             })
             .await
             .unwrap(),
-        ExchangeOutcome::MfaRequired { .. }
+        ExchangeOutcome::MfaEnrollmentRequired { .. }
     ));
 }
 

@@ -42,7 +42,7 @@ async fn realm_users(h: &Harness, settings: RealmSettings) -> (Keystead, ManualC
 async fn login(users: &Users, name: &str, password: &str) -> Result<Session, Error> {
     match users.authenticate(name, pw(password)).await? {
         LoginOutcome::Authenticated(s) => Ok(s),
-        LoginOutcome::MfaRequired { .. } => panic!("unexpected MFA"),
+        other => panic!("unexpected {other:?}"),
     }
 }
 
@@ -519,12 +519,13 @@ pub async fn mfa_required_gives_a_challenge(h: Harness) {
         .register("alice", None, pw("correct horse"))
         .await
         .unwrap();
-    let LoginOutcome::MfaRequired { challenge } = users
+    // No factor yet: the challenge is the enrolment path.
+    let LoginOutcome::MfaEnrollmentRequired { challenge } = users
         .authenticate("alice", pw("correct horse"))
         .await
         .unwrap()
     else {
-        panic!("expected MFA");
+        panic!("expected MFA enrolment");
     };
     assert_eq!(challenge.user, alice.id);
     assert_eq!(challenge.methods, vec![AuthMethod::Pwd]);

@@ -26,7 +26,6 @@ use crate::crypto::secret::{self, TokenDigest, TokenKind};
 use crate::error::{Error, ValidationError};
 use crate::id::{MagicLinkId, SessionId, UserId};
 use crate::keystead::MAX_RETRIES;
-use crate::realm::MfaPolicy;
 use crate::secret::SecretString;
 use crate::store::{Batch, Precondition, record};
 use crate::user::{AuthMethod, Challenge, LoginOutcome, UserError, UserStatus};
@@ -160,6 +159,13 @@ pub enum ExchangeOutcome {
     /// The password was right but a second factor is needed.
     MfaRequired {
         /// The pending challenge.
+        challenge: Challenge,
+    },
+    /// The password was right, the realm requires MFA and the user has no
+    /// factor yet: enrol one through the challenge (see
+    /// [`LoginOutcome::MfaEnrollmentRequired`]).
+    MfaEnrollmentRequired {
+        /// The pending enrolment challenge.
         challenge: Challenge,
     },
 }
@@ -499,21 +505,9 @@ impl Tokens {
                     crate::user::keys::user(self.realm, link.user),
                     Precondition::Version(user_version),
                 )?;
-            let methods = vec![AuthMethod::MagicLink];
-            let outcome = if realm.settings.mfa == MfaPolicy::Required || user.active_factors > 0 {
-                LoginOutcome::MfaRequired {
-                    challenge: users.add_challenge(&mut batch, &user, methods, now)?,
-                }
-            } else {
-                LoginOutcome::Authenticated(users.add_session(
-                    &mut batch,
-                    &user,
-                    methods,
-                    Vec::new(),
-                    None,
-                    now,
-                )?)
-            };
+            let outcome = users
+                .next_step(&mut batch, &realm, &user, vec![AuthMethod::MagicLink], now)
+                .await?;
             match self.ctx.store.commit(batch).await {
                 Ok(()) => return Ok(outcome),
                 Err(e) if is_conflict(&e) => last = Some(e),
@@ -539,6 +533,9 @@ impl Tokens {
                     )),
                     LoginOutcome::MfaRequired { challenge } => {
                         Ok(ExchangeOutcome::MfaRequired { challenge })
+                    }
+                    LoginOutcome::MfaEnrollmentRequired { challenge } => {
+                        Ok(ExchangeOutcome::MfaEnrollmentRequired { challenge })
                     }
                 }
             }

@@ -4,9 +4,10 @@
 //! any hashing ([`lockout`](super::lockout)), counts the attempt with a
 //! compare-and-swap on the counter while it verifies the password with
 //! argon2id off the executor (against a dummy hash for unknown usernames),
-//! and then either opens a session or — when the realm requires MFA or the
-//! user has an active factor — stores a short-lived [`Challenge`] for the
-//! MFA step. Every failure is the same `INVALID_CREDENTIALS`: unknown user,
+//! and then either opens a session, or — when the user has an active
+//! factor — stores a short-lived [`Challenge`] for the MFA step, or — when
+//! the realm requires MFA and the user has no factor — an enrolment
+//! challenge ([`LoginOutcome::MfaEnrollmentRequired`]). Every failure is the same `INVALID_CREDENTIALS`: unknown user,
 //! wrong password and disabled account alike (a disabled account's
 //! password is still checked, so timing does not tell it apart either).
 //!
@@ -25,7 +26,8 @@ use super::{
 use crate::error::Error;
 use crate::id::{RealmId, UserId};
 use crate::keystead::MAX_RETRIES;
-use crate::realm::{MAX_PASSWORD_LEN, MfaPolicy};
+use crate::mfa::MfaFactor;
+use crate::realm::{MAX_PASSWORD_LEN, MfaPolicy, Realm};
 use crate::secret::SecretString;
 use crate::store::{Batch, Precondition, StorageError, record};
 use chrono::{DateTime, Utc};
@@ -48,6 +50,28 @@ pub struct Challenge {
     pub expires_at: DateTime<Utc>,
     /// The methods already passed (`pwd`).
     pub methods: Vec<AuthMethod>,
+    /// What the challenge is for.
+    pub purpose: ChallengePurpose,
+    /// The factors that may answer it (for a [`ChallengePurpose::SecondFactor`]
+    /// challenge), or the factor to enrol (for a
+    /// [`ChallengePurpose::Enrollment`] one) — so a front-end shows only
+    /// what can work, and an answer of any other kind is refused
+    /// (`MFA_FACTOR_NOT_ALLOWED`).
+    pub factors: Vec<MfaFactor>,
+}
+
+/// Why a login stopped at a [`Challenge`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChallengePurpose {
+    /// The user has a second factor: answer with one of
+    /// [`Challenge::factors`] ([`Mfa::complete_challenge`](crate::mfa::Mfa::complete_challenge)).
+    SecondFactor,
+    /// The realm requires MFA and the user has no factor yet: enrol one with
+    /// [`Mfa::create_totp_key_for_challenge`](crate::mfa::Mfa::create_totp_key_for_challenge)
+    /// and finish the login with
+    /// [`Mfa::complete_enrollment`](crate::mfa::Mfa::complete_enrollment).
+    Enrollment,
 }
 
 /// The result of a correct password.
@@ -59,7 +83,16 @@ pub enum LoginOutcome {
     /// A second factor is needed; complete the challenge with the MFA
     /// service.
     MfaRequired {
-        /// The pending challenge.
+        /// The pending challenge ([`ChallengePurpose::SecondFactor`]).
+        challenge: Challenge,
+    },
+    /// The realm requires MFA and the user has no active factor: no session
+    /// until one is enrolled. The challenge ([`ChallengePurpose::Enrollment`])
+    /// is the setup path: it lets the user — who just proved the first
+    /// factor — create and activate a TOTP key, and activation opens the
+    /// session.
+    MfaEnrollmentRequired {
+        /// The pending enrolment challenge.
         challenge: Challenge,
     },
 }
@@ -127,7 +160,6 @@ impl Users {
             _ => return Err(AuthError::InvalidCredentials.into()),
         };
         let verified_hash = found.password_hash.clone();
-        let mfa = realm.settings.mfa == MfaPolicy::Required;
         let user_id = found.user.id;
         let mut loaded = Some((found, found_version));
         let mut last = None;
@@ -157,20 +189,9 @@ impl Users {
                 batch.check(user_key, Precondition::Version(version))?;
             }
             batch.delete(keys::lockout(self.realm, &username_key), Precondition::Any)?;
-            let outcome = if mfa || user.active_factors > 0 {
-                let challenge =
-                    self.add_challenge(&mut batch, &user, vec![AuthMethod::Pwd], now)?;
-                LoginOutcome::MfaRequired { challenge }
-            } else {
-                LoginOutcome::Authenticated(self.add_session(
-                    &mut batch,
-                    &user,
-                    vec![AuthMethod::Pwd],
-                    Vec::new(),
-                    None,
-                    now,
-                )?)
-            };
+            let outcome = self
+                .next_step(&mut batch, &realm, &user, vec![AuthMethod::Pwd], now)
+                .await?;
             match self.ctx.store.commit(batch).await {
                 Ok(()) => return Ok(outcome),
                 Err(e @ StorageError::Conflict { .. }) => last = Some(e),
@@ -180,13 +201,58 @@ impl Users {
         Err(last.map_or_else(|| AuthError::InvalidCredentials.into(), Error::from))
     }
 
-    /// Add a pending MFA challenge for `user`, who already passed
-    /// `methods`, to `batch`.
-    pub(crate) fn add_challenge(
+    /// What follows a passed first factor (`methods`), added to `batch`: a
+    /// session when no second factor is due; an MFA challenge naming the
+    /// factors the user can answer with; or, when the realm requires MFA
+    /// and the user has no active factor, an enrolment challenge.
+    pub(crate) async fn next_step(
+        &self,
+        batch: &mut Batch,
+        realm: &Realm,
+        user: &StoredUser,
+        methods: Vec<AuthMethod>,
+        now: DateTime<Utc>,
+    ) -> Result<LoginOutcome, Error> {
+        if user.active_factors > 0 {
+            let mut factors = vec![MfaFactor::Totp];
+            if self.mfa().recovery_codes_left(user.user.id).await? > 0 {
+                factors.push(MfaFactor::Recovery);
+            }
+            factors.push(MfaFactor::TrustedDevice);
+            let challenge = self.add_challenge(
+                batch,
+                user,
+                methods,
+                ChallengePurpose::SecondFactor,
+                factors,
+                now,
+            )?;
+            return Ok(LoginOutcome::MfaRequired { challenge });
+        }
+        if realm.settings.mfa == MfaPolicy::Required {
+            let challenge = self.add_challenge(
+                batch,
+                user,
+                methods,
+                ChallengePurpose::Enrollment,
+                vec![MfaFactor::Totp],
+                now,
+            )?;
+            return Ok(LoginOutcome::MfaEnrollmentRequired { challenge });
+        }
+        let session = self.add_session(batch, user, methods, Vec::new(), None, now)?;
+        Ok(LoginOutcome::Authenticated(session))
+    }
+
+    /// Add a pending challenge for `user`, who already passed `methods`, to
+    /// `batch`.
+    fn add_challenge(
         &self,
         batch: &mut Batch,
         user: &StoredUser,
         methods: Vec<AuthMethod>,
+        purpose: ChallengePurpose,
+        factors: Vec<MfaFactor>,
         now: DateTime<Utc>,
     ) -> Result<Challenge, Error> {
         let challenge = Challenge {
@@ -196,13 +262,15 @@ impl Users {
             created_at: now,
             expires_at: now + chrono::Duration::seconds(CHALLENGE_TTL_SECS),
             methods,
+            purpose,
+            factors,
         };
         let key = keys::challenge(self.realm, challenge.id);
         batch.put(
             key.clone(),
             record::encode(
                 key.as_bytes(),
-                &ChallengeRecord::V1 {
+                &ChallengeRecord::V2 {
                     challenge: challenge.clone(),
                     epoch: user.session_epoch,
                 },
@@ -236,8 +304,8 @@ impl Users {
             .get(key.as_bytes())
             .await?
             .ok_or(AuthError::ChallengeNotFound)?;
-        let ChallengeRecord::V1 { challenge, epoch } =
-            record::decode(key.as_bytes(), &stored.value)?;
+        let (challenge, epoch) =
+            record::decode::<ChallengeRecord>(key.as_bytes(), &stored.value)?.into_parts();
         let user = self
             .load_user(challenge.user)
             .await?
@@ -254,6 +322,38 @@ impl Users {
             user,
             user_version,
         })
+    }
+}
+
+/// [`Challenge`] as `ChallengeRecord::V1` stored it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ChallengeV1 {
+    id: ChallengeId,
+    user: UserId,
+    realm: RealmId,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    methods: Vec<AuthMethod>,
+}
+
+impl ChallengeV1 {
+    /// V1 challenges were all second-factor challenges open to every
+    /// factor of that release.
+    pub(crate) fn upgrade(self) -> Challenge {
+        Challenge {
+            id: self.id,
+            user: self.user,
+            realm: self.realm,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            methods: self.methods,
+            purpose: ChallengePurpose::SecondFactor,
+            factors: vec![
+                MfaFactor::Totp,
+                MfaFactor::Recovery,
+                MfaFactor::TrustedDevice,
+            ],
+        }
     }
 }
 
@@ -277,20 +377,32 @@ mod tests {
                 0x01, 0x8b, 0xcf, 0xe5, 0x68, 0x00, 0x70, 0x00, 0x80, 0, 0, 0, 0, 0, 0, last,
             ]
         };
-        let record = ChallengeRecord::V1 {
-            challenge: Challenge {
-                id: ChallengeId::from_bytes(bytes(5)).unwrap(),
-                user: UserId::from_bytes(bytes(2)).unwrap(),
-                realm: RealmId::from_bytes(bytes(1)).unwrap(),
-                created_at: at,
-                expires_at: at + chrono::Duration::seconds(300),
-                methods: vec![AuthMethod::Pwd],
-            },
+        let challenge = Challenge {
+            id: ChallengeId::from_bytes(bytes(5)).unwrap(),
+            user: UserId::from_bytes(bytes(2)).unwrap(),
+            realm: RealmId::from_bytes(bytes(1)).unwrap(),
+            created_at: at,
+            expires_at: at + chrono::Duration::seconds(300),
+            methods: vec![AuthMethod::Pwd],
+            purpose: ChallengePurpose::SecondFactor,
+            factors: vec![
+                MfaFactor::Totp,
+                MfaFactor::Recovery,
+                MfaFactor::TrustedDevice,
+            ],
+        };
+        let current = ChallengeRecord::V2 {
+            challenge: challenge.clone(),
             epoch: 2,
         };
-        crate::store::record::assert_golden(
-            &record,
-            "010010018bcfe568007000800000000000000510018bcfe568007000800000000000000210018bcfe568007000800000000000000114323032332d31312d31345432323a31333a32305a14323032332d31312d31345432323a31383a32305a010002",
-        );
+        crate::store::record::assert_golden(&current, GOLDEN_CHALLENGE_V2);
+        // A V1 record of an earlier release decodes as a second-factor
+        // challenge open to every factor of that release.
+        let old: ChallengeRecord =
+            record::decode(b"k", &crate::store::key::unhex(GOLDEN_CHALLENGE_V1)).unwrap();
+        assert_eq!(old.into_parts(), (challenge, 2));
     }
+
+    const GOLDEN_CHALLENGE_V1: &str = "010010018bcfe568007000800000000000000510018bcfe568007000800000000000000210018bcfe568007000800000000000000114323032332d31312d31345432323a31333a32305a14323032332d31312d31345432323a31383a32305a010002";
+    const GOLDEN_CHALLENGE_V2: &str = "010110018bcfe568007000800000000000000510018bcfe568007000800000000000000210018bcfe568007000800000000000000114323032332d31312d31345432323a31333a32305a14323032332d31312d31345432323a31383a32305a0100000300010202";
 }

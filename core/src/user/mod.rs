@@ -59,7 +59,7 @@ pub mod session;
 pub use crate::id::{AppTokenId, ChallengeId};
 pub use app_token::{AppToken, NewAppToken};
 pub use lockout::{Admission, LockoutState};
-pub use login::{Challenge, LoginOutcome};
+pub use login::{Challenge, ChallengePurpose, LoginOutcome};
 pub use service::Users;
 pub use session::{AuthMethod, Session};
 
@@ -302,11 +302,29 @@ pub(crate) enum SessionRecord {
 /// How a pending MFA challenge is stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum ChallengeRecord {
+    /// Before challenges named their purpose and factors: decodes as a
+    /// second-factor challenge answerable by every factor of that release.
     V1 {
-        challenge: Challenge,
+        challenge: login::ChallengeV1,
         /// The user's session epoch when the password was checked.
         epoch: u64,
     },
+    /// Current.
+    V2 {
+        challenge: Challenge,
+        /// The user's session epoch when the first factor was checked.
+        epoch: u64,
+    },
+}
+
+impl ChallengeRecord {
+    /// The challenge and the session epoch it was made under.
+    pub(crate) fn into_parts(self) -> (Challenge, u64) {
+        match self {
+            ChallengeRecord::V1 { challenge, epoch } => (challenge.upgrade(), epoch),
+            ChallengeRecord::V2 { challenge, epoch } => (challenge, epoch),
+        }
+    }
 }
 
 /// How an application token is stored (its digest, never the token).

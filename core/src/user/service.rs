@@ -39,6 +39,13 @@ impl Users {
         self.realm
     }
 
+    /// The MFA handle of the same realm (login asks it about factors).
+    pub(crate) fn mfa(&self) -> crate::mfa::Mfa {
+        crate::mfa::Mfa {
+            users: self.clone(),
+        }
+    }
+
     pub(crate) fn now(&self) -> DateTime<Utc> {
         self.ctx.clock.now()
     }
