@@ -53,6 +53,7 @@ pub mod app_token;
 pub mod lockout;
 pub mod login;
 pub mod password;
+pub mod reauth;
 pub(crate) mod service;
 pub mod session;
 
