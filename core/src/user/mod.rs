@@ -50,6 +50,7 @@
 //! MFA challenges are not swept: they expire after [`CHALLENGE_TTL_SECS`].
 
 pub mod app_token;
+pub mod by_email;
 pub mod lockout;
 pub mod login;
 pub mod password;
