@@ -19,6 +19,7 @@ pub mod auth;
 pub mod body;
 pub mod directory;
 pub mod error;
+pub mod oidc;
 pub mod state;
 
 pub use state::{AppState, Backend};
@@ -81,6 +82,7 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.body_limit;
     Router::new()
         .merge(admin::routes())
+        .merge(oidc::routes())
         // Seeds 001/002 (`account`), 003 (`oidc`) and 004 (`portal`) plug in here with `.merge(<module>::routes())`.
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyLimitLayer::new(body_limit))
