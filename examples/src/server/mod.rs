@@ -14,12 +14,14 @@
 //! puts HTTP concerns (auth extraction, status codes, body limits, logs)
 //! and that every rule stays in the library.
 
+pub mod account;
 pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod directory;
 pub mod error;
 pub mod oidc;
+pub mod portal;
 pub mod state;
 
 pub use state::{AppState, Backend};
@@ -82,7 +84,9 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.body_limit;
     Router::new()
         .merge(admin::routes())
+        .merge(account::routes())
         .merge(oidc::routes())
+        .merge(portal::routes())
         // Seeds 001/002 (`account`), 003 (`oidc`) and 004 (`portal`) plug in here with `.merge(<module>::routes())`.
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyLimitLayer::new(body_limit))

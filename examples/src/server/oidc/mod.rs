@@ -284,14 +284,6 @@ impl FromRequestParts<AppState> for LoginBearer {
     }
 }
 
-/// The bearer token in `headers`, with the same rules as the rest of the
-/// server ([`auth::bearer`](super::auth::bearer)).
-pub fn bearer_in(headers: &HeaderMap) -> Result<String, ApiError> {
-    let (mut parts, ()) = Request::new(()).into_parts();
-    parts.headers = headers.clone();
-    super::auth::bearer(&parts).map(str::to_owned)
-}
-
 /// 401 for a login action that needs the other kind of bearer.
 pub fn wrong_bearer(expected: &str) -> OAuthError {
     ApiError::unauthorized(format!("this action needs {expected} as the bearer")).oauth()

@@ -24,16 +24,14 @@
 //! * **auth** — the authorization-code flow is issue #12; until then it
 //!   answers `400 unsupported_response_type`.
 
-use super::{
-    FormOrJson, bearer_in, mfa_pending, no_store, oauth_error, realm_named, split_scope, token_json,
-};
-use crate::server::auth::{Admin, Caller, authenticate};
+use super::{FormOrJson, mfa_pending, no_store, oauth_error, realm_named, split_scope, token_json};
+use crate::server::auth::{Admin, Caller, authenticate, bearer};
 use crate::server::error::{ApiError, OAuthError};
 use crate::server::state::AppState;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::header::{CACHE_CONTROL, LOCATION};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -240,15 +238,15 @@ async fn discovery(
 async fn userinfo(
     State(state): State<AppState>,
     Path(realm_name): Path<String>,
-    headers: HeaderMap,
+    parts: Parts,
 ) -> Result<Json<Value>, OAuthError> {
     let realm = realm_named(&state, &realm_name).await?;
-    let token = bearer_in(&headers).map_err(ApiError::oauth)?;
+    let token = bearer(&parts).map_err(ApiError::oauth)?;
     Ok(Json(
         state
             .ks
             .tokens(realm.id)
-            .userinfo(&token, &state.audience)
+            .userinfo(token, &state.audience)
             .await?,
     ))
 }
@@ -329,19 +327,19 @@ pub struct LogoutParams {
 async fn logout_get(
     State(state): State<AppState>,
     Path(realm_name): Path<String>,
-    headers: HeaderMap,
+    parts: Parts,
     Query(params): Query<LogoutParams>,
 ) -> Result<Response, OAuthError> {
-    logout(&state, &realm_name, &headers, params).await
+    logout(&state, &realm_name, &parts, params).await
 }
 
 async fn logout_post(
     State(state): State<AppState>,
     Path(realm_name): Path<String>,
-    headers: HeaderMap,
+    parts: Parts,
     FormOrJson(params): FormOrJson<LogoutParams>,
 ) -> Result<Response, OAuthError> {
-    logout(&state, &realm_name, &headers, params).await
+    logout(&state, &realm_name, &parts, params).await
 }
 
 /// The origin (`scheme://host[:port]`) of an absolute URL.
@@ -357,7 +355,7 @@ fn origin(url: &str) -> Option<&str> {
 async fn logout(
     state: &AppState,
     realm_name: &str,
-    headers: &HeaderMap,
+    parts: &Parts,
     params: LogoutParams,
 ) -> Result<Response, OAuthError> {
     let realm = realm_named(state, realm_name).await?;
@@ -384,13 +382,15 @@ async fn logout(
     };
     let hint = match params.id_token_hint {
         Some(hint) if !hint.is_empty() => hint,
-        _ => bearer_in(headers).map_err(|_| {
-            ApiError::bad_request(
-                "id_token_hint",
-                "name the session with id_token_hint or a bearer token",
-            )
-            .oauth()
-        })?,
+        _ => bearer(parts)
+            .map_err(|_| {
+                ApiError::bad_request(
+                    "id_token_hint",
+                    "name the session with id_token_hint or a bearer token",
+                )
+                .oauth()
+            })?
+            .to_owned(),
     };
     let tokens = state.ks.tokens(realm.id);
     let info = tokens.introspect(&SecretString::new(hint)).await?;
