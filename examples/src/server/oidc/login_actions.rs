@@ -20,8 +20,8 @@
 //! client the tokens are for ([`DEFAULT_CLIENT_ID`](super::DEFAULT_CLIENT_ID)
 //! otherwise).
 //!
-//! Magic links are delivered through the server's [`mail`](super::mail)
-//! box; `send-magic-link` answers the same whether or not the address
+//! Magic links are delivered through the server's mailbox
+//! ([`super::mail`]); `send-magic-link` answers the same whether or not the address
 //! belongs to an account, so it can't be used to probe addresses.
 //!
 //! The WebAuthn actions answer `501` with an OAuth error body: WebAuthn is

@@ -31,7 +31,7 @@
 //!
 //! A login that needs a second factor (or, in a realm that requires MFA, a
 //! first one to be enrolled) stops at a library
-//! [`Challenge`](keystead::user::Challenge). Its id is the *login token*:
+//! [`Challenge`]. Its id is the *login token*:
 //! the client presents it as `Authorization: Bearer <token>` to
 //! `challenge-otp` / `burn-recovery-code` (second factor) or `setup-otp` /
 //! `verify-otp` (enrolment), which finish the login and answer with the
