@@ -9,6 +9,7 @@
 //! the API.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod server;
 
 /// The README, compiled and run as doctests (`cargo test --workspace`).

@@ -509,3 +509,40 @@ async fn refusals_of_the_account_api() {
 
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_cli_logs_in_and_enrols_totp_through_these_routes() {
+    let server = common::start_on(keystead_examples::server::Backend::Memory).await;
+    let (realm_id, _) = realm(&server, "acme", MfaPolicy::Optional).await;
+    server
+        .ks()
+        .users(realm_id)
+        .register("erin", None, SecretString::new(PASSWORD.into()))
+        .await
+        .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let cli = keystead_examples::cli::Cli::new(&server.base, home.path()).unwrap();
+    let password = SecretString::new(PASSWORD.into());
+    // Seed 003's password grant, then seed 001's key creation and activation.
+    cli.login("acme", "erin", &password, "cli").await.unwrap();
+    assert_eq!(cli.token_show().unwrap().claims["client_id"], "cli");
+    let enrolment = cli.totp_enroll(&password, 1).await.unwrap();
+    cli.totp_activate(&enrolment.key_id, &totp_now(&enrolment.otpauth))
+        .await
+        .unwrap();
+    let user = server
+        .ks()
+        .users(realm_id)
+        .get_by_username("erin")
+        .await
+        .unwrap();
+    assert!(
+        server
+            .ks()
+            .users(realm_id)
+            .has_active_factor(user.id)
+            .await
+            .unwrap()
+    );
+    server.stop().await;
+}

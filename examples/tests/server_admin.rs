@@ -1,5 +1,6 @@
 //! The server skeleton over real HTTP: the admin bootstrap, its unhappy
 //! statuses, bearer-token routing to realms, and graceful shutdown.
+#![allow(clippy::too_many_lines)] // end-to-end walkthroughs read top to bottom
 
 mod common;
 
@@ -175,5 +176,151 @@ async fn admin_creates_groups_with_members() {
             .unwrap();
         assert_eq!(response.status(), status, "{path}");
     }
+    server.stop().await;
+}
+
+/// Serve a tiny router that echoes the verified caller, through both
+/// extractors, on the harness's state.
+async fn whoami_server(state: keystead_examples::server::AppState) -> String {
+    use axum::routing::get;
+    use keystead_examples::server::auth::{Caller, OAuthCaller};
+    let app = axum::Router::new()
+        .route(
+            "/whoami",
+            get(|c: Caller| async move { c.claims.sub.to_string() }),
+        )
+        .route(
+            "/oauth/whoami",
+            get(|OAuthCaller(c): OAuthCaller| async move { c.realm.to_string() }),
+        )
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}
+
+#[tokio::test]
+async fn tokens_route_to_their_realm_by_issuer() {
+    let server = common::start_on(Backend::Memory).await;
+    let http = &server.http;
+    let (status, acme) = common::call(
+        http.post(server.url("/admin/realms"))
+            .bearer_auth(&server.admin_token)
+            .json(&json!({"name": "acme", "issuer": "https://id.acme.test"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let acme: keystead::id::RealmId = acme["id"].as_str().unwrap().parse().unwrap();
+    let beta = server.create_realm("beta").await;
+    let (alice, alice_token) = server.user_with_token(acme, "alice").await;
+    let (bob, bob_token) = server.user_with_token(beta, "bob").await;
+    let base = whoami_server(server.state.clone()).await;
+
+    // An issuer URL routes through the index, a URN issuer directly.
+    let (status, body) =
+        common::call(http.get(format!("{base}/whoami")).bearer_auth(&alice_token)).await;
+    assert_eq!((status, body), (200, json!(alice.to_string())));
+    let (status, body) =
+        common::call(http.get(format!("{base}/whoami")).bearer_auth(&bob_token)).await;
+    assert_eq!((status, body), (200, json!(bob.to_string())));
+    let (status, body) = common::call(
+        http.get(format!("{base}/oauth/whoami"))
+            .bearer_auth(&alice_token),
+    )
+    .await;
+    assert_eq!((status, body), (200, json!(acme.to_string())));
+
+    // A token re-labelled with the other realm's issuer (its signature no
+    // longer matches, and beta's keys never signed it) is refused.
+    let relabelled = {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let parts: Vec<&str> = alice_token.split('.').collect();
+        let mut claims: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+        claims["iss"] = json!(format!("urn:keystead:realm:{beta}"));
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
+        format!("{}.{payload}.{}", parts[0], parts[2])
+    };
+    let (status, body) =
+        common::call(http.get(format!("{base}/whoami")).bearer_auth(&relabelled)).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["code"], "TOKEN_UNTRUSTED");
+    // Unknown issuers, garbage, the wrong scheme.
+    let unknown = {
+        use base64::Engine as _;
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"iss":"https://nobody.test"}"#);
+        format!("e30.{payload}.c2ln")
+    };
+    for (auth, code) in [
+        (format!("Bearer {unknown}"), "TOKEN_WRONG_ISSUER"),
+        ("Bearer not-a-jwt".to_owned(), "TOKEN_MALFORMED"),
+        (format!("Basic {alice_token}"), "UNAUTHORIZED"),
+    ] {
+        let (status, body) = common::call(
+            http.get(format!("{base}/whoami"))
+                .header("authorization", auth),
+        )
+        .await;
+        assert_eq!((status, body["code"].as_str()), (401, Some(code)));
+    }
+    // OAuth dialect for the same refusal.
+    let (status, body) = common::call(
+        http.get(format!("{base}/oauth/whoami"))
+            .bearer_auth("not-a-jwt"),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error"], "invalid_token");
+
+    // A token for another audience is refused.
+    let users = server.ks().users(acme);
+    let keystead::user::LoginOutcome::Authenticated(session) = users
+        .authenticate(
+            "alice",
+            keystead::secret::SecretString::new("correct horse battery staple".into()),
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("no MFA")
+    };
+    let other_aud = server
+        .ks()
+        .tokens(acme)
+        .issue(
+            session.id,
+            &keystead::token::AccessRequest {
+                client_id: "e2e".into(),
+                audience: "someone-else".into(),
+                scope: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    let (status, body) = common::call(
+        http.get(format!("{base}/whoami"))
+            .bearer_auth(other_aud.access_token.expose()),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("TOKEN_WRONG_AUDIENCE"))
+    );
+
+    // A disabled realm's tokens stop working (403), a deleted realm's too (401).
+    server.ks().realms().disable(acme).await.unwrap();
+    let (status, body) =
+        common::call(http.get(format!("{base}/whoami")).bearer_auth(&alice_token)).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("REALM_DISABLED"))
+    );
+    server.ks().realms().delete(beta).await.unwrap();
+    let (status, _) =
+        common::call(http.get(format!("{base}/whoami")).bearer_auth(&bob_token)).await;
+    assert_eq!(status, 401);
     server.stop().await;
 }

@@ -377,6 +377,7 @@ pub(crate) struct Sql {
     /// The unquoted schema name (empty without one); keys the migration lock.
     pub(crate) schema_name: String,
     get: String,
+    get_many: String,
     /// Indexed by `[after is the lower bound][prefix has an end]`.
     scan: [[String; 2]; 2],
     bump: String,
@@ -408,6 +409,7 @@ impl Sql {
             prefix,
             schema_name,
             get: String::new(),
+            get_many: String::new(),
             scan: Default::default(),
             bump: String::new(),
             versions: String::new(),
@@ -415,6 +417,7 @@ impl Sql {
             delete: String::new(),
         };
         sql.get = sql.expand("SELECT value, version FROM {s}kv WHERE key = $1");
+        sql.get_many = sql.expand("SELECT key, value, version FROM {s}kv WHERE key = ANY($1)");
         for (i, lower) in [">=", ">"].into_iter().enumerate() {
             for (j, upper) in ["", " AND key < $3"].into_iter().enumerate() {
                 sql.scan[i][j] = sql.expand(&format!(
@@ -812,6 +815,39 @@ impl Store for PostgresStore {
                 .await
                 .map_err(|e| statement_failed("reading a key", &e))?;
             row.map(|row| versioned(key, &row, 0)).transpose()
+        }
+        .await;
+        settle(client, result)
+    }
+
+    async fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Versioned>>, StorageError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.client().await?;
+        let result = async {
+            let stmt = client
+                .prepare_cached(&self.inner.sql.get_many)
+                .await
+                .map_err(|e| statement_failed("preparing a multi-get", &e))?;
+            // One statement: one round trip and one snapshot.
+            let rows = client
+                .query(&stmt, &[&keys])
+                .await
+                .map_err(|e| statement_failed("reading keys", &e))?;
+            let mut out = vec![None; keys.len()];
+            for row in &rows {
+                let key: Vec<u8> = row
+                    .try_get(0)
+                    .map_err(|e| corrupt(b"", format!("key column: {}", chain(&e))))?;
+                let found = versioned(&key, row, 1)?;
+                for (slot, wanted) in out.iter_mut().zip(keys) {
+                    if *wanted == key.as_slice() {
+                        *slot = Some(found.clone());
+                    }
+                }
+            }
+            Ok(out)
         }
         .await;
         settle(client, result)

@@ -558,6 +558,22 @@ impl Store for SledStore {
         .await
     }
 
+    async fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Versioned>>, StorageError> {
+        let keys: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
+        // One hop; the scan gate (shared) keeps commits from applying
+        // between the reads, so they see one snapshot.
+        self.with_handles(move |h| {
+            let _gate = h.scan_gate.read().unwrap_or_else(PoisonError::into_inner);
+            keys.iter()
+                .map(|key| match h.data.get(key).map_err(sled_error)? {
+                    Some(stored) => decode(key, &stored).map(Some),
+                    None => Ok(None),
+                })
+                .collect()
+        })
+        .await
+    }
+
     async fn scan(
         &self,
         prefix: &[u8],

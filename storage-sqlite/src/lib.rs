@@ -413,6 +413,22 @@ impl Store for SqliteStore {
         self.read(move |conn| get(conn, &key)).await
     }
 
+    async fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Versioned>>, StorageError> {
+        let keys: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
+        // One hop, one read transaction: a consistent snapshot in WAL mode.
+        self.read(move |conn| {
+            let tx = conn.unchecked_transaction().map_err(backend)?;
+            let values = keys
+                .iter()
+                .map(|key| get(&tx, key))
+                .collect::<Result<Vec<_>, _>>()?;
+            // Read-only: ending it either way releases the snapshot.
+            tx.rollback().map_err(backend)?;
+            Ok(values)
+        })
+        .await
+    }
+
     async fn scan(
         &self,
         prefix: &[u8],

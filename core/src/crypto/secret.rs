@@ -6,6 +6,11 @@
 //! (by secret scanners, and by people) and a token of one kind is never
 //! accepted as another.
 //!
+//! A token may carry a public *locator* before its random bytes
+//! ([`generate_located`]): ids that name the record to read, so the lookup
+//! needs no digest index first (refresh tokens carry their family, session
+//! and user). It proves nothing; the digest still has to match.
+//!
 //! Only the token's [`TokenDigest`] — SHA-256 of the whole token string,
 //! prefix included — is stored. A presented token is checked for shape,
 //! hashed and looked up by digest; where two digests are compared, the
@@ -93,16 +98,33 @@ pub struct IssuedToken {
 
 /// Generate a new token of `kind`.
 pub fn generate(kind: TokenKind) -> Result<IssuedToken, CryptoError> {
+    generate_located(kind, &[])
+}
+
+/// Generate a new token of `kind` whose body starts with `locator` — public
+/// ids that let the server find the token's record in one read instead of
+/// a digest-index lookup first — followed by [`TOKEN_BYTES`] random bytes.
+/// The locator is not secret and proves nothing: the digest of the whole
+/// token must still match the stored one.
+pub fn generate_located(kind: TokenKind, locator: &[u8]) -> Result<IssuedToken, CryptoError> {
     let random = random_array::<TOKEN_BYTES>()?;
-    let mut token = String::with_capacity(kind.prefix().len() + 1 + TOKEN_BODY_LEN);
+    let mut body = Vec::with_capacity(locator.len() + TOKEN_BYTES);
+    body.extend_from_slice(locator);
+    body.extend_from_slice(random.as_ref());
+    let mut token = String::with_capacity(kind.prefix().len() + 1 + body_len(locator.len()));
     token.push_str(kind.prefix());
     token.push('_');
-    URL_SAFE_NO_PAD.encode_string(random.as_ref(), &mut token);
+    URL_SAFE_NO_PAD.encode_string(&body, &mut token);
     let digest = TokenDigest(sha256(token.as_bytes()));
     Ok(IssuedToken {
         token: SecretString::new(token),
         digest,
     })
+}
+
+/// Length of the base64url body of a token with a `locator_len`-byte locator.
+fn body_len(locator_len: usize) -> usize {
+    ((locator_len + TOKEN_BYTES) * 4).div_ceil(3)
 }
 
 /// Check that `presented` has the shape of a `kind` token and return its
@@ -111,6 +133,17 @@ pub fn generate(kind: TokenKind) -> Result<IssuedToken, CryptoError> {
 /// A wrong prefix, length or alphabet is an [`CryptoError::InvalidInput`]
 /// naming the problem (never echoing the token).
 pub fn digest_of(kind: TokenKind, presented: &str) -> Result<TokenDigest, CryptoError> {
+    parse_located(kind, presented, 0).map(|(_, digest)| digest)
+}
+
+/// Check that `presented` has the shape of a `kind` token with a
+/// `locator_len`-byte locator ([`generate_located`]) and return the locator
+/// and the digest of the whole token.
+pub fn parse_located(
+    kind: TokenKind,
+    presented: &str,
+    locator_len: usize,
+) -> Result<(Vec<u8>, TokenDigest), CryptoError> {
     let invalid = |reason: String| CryptoError::InvalidInput {
         field: "token",
         reason,
@@ -119,23 +152,40 @@ pub fn digest_of(kind: TokenKind, presented: &str) -> Result<TokenDigest, Crypto
         .strip_prefix(kind.prefix())
         .and_then(|rest| rest.strip_prefix('_'))
         .ok_or_else(|| invalid(format!("expected a {}_ token", kind.prefix())))?;
-    if body.len() != TOKEN_BODY_LEN {
+    let expected = body_len(locator_len);
+    if body.len() != expected {
         return Err(invalid(format!(
-            "the part after the prefix is {} characters, expected {TOKEN_BODY_LEN}",
+            "the part after the prefix is {} characters, expected {expected}",
             body.len()
         )));
     }
     // Decoding also rejects non-canonical trailing bits, so each token has
     // exactly one spelling.
-    if URL_SAFE_NO_PAD.decode(body).is_err() {
+    let Ok(mut bytes) = URL_SAFE_NO_PAD.decode(body) else {
         return Err(invalid("not canonical base64url".to_owned()));
-    }
-    Ok(TokenDigest(sha256(presented.as_bytes())))
+    };
+    bytes.truncate(locator_len);
+    Ok((bytes, TokenDigest(sha256(presented.as_bytes()))))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn located_tokens_round_trip_and_keep_their_length() {
+        let locator = [7u8; 48];
+        let issued = generate_located(TokenKind::Refresh, &locator).unwrap();
+        let token = issued.token.expose();
+        assert_eq!(token.len(), "ksrt_".len() + 107);
+        let (found, digest) = parse_located(TokenKind::Refresh, token, 48).unwrap();
+        assert_eq!(found, locator);
+        assert!(digest.matches(&issued.digest));
+        // The locator length is part of the shape.
+        assert!(parse_located(TokenKind::Refresh, token, 0).is_err());
+        assert!(digest_of(TokenKind::Refresh, token).is_err());
+        assert!(parse_located(TokenKind::OneTime, token, 48).is_err());
+    }
 
     #[test]
     fn only_canonical_base64url_is_accepted() {

@@ -15,7 +15,7 @@
 //!
 //! # Enrolment
 //!
-//! In a realm with [`MfaPolicy::Required`](crate::realm::MfaPolicy::Required)
+//! In a realm with [`MfaPolicy::Required`]
 //! a user without any factor gets `LoginOutcome::MfaEnrollmentRequired {
 //! challenge }` instead of a session. That challenge is the setup path:
 //! [`Mfa::create_totp_key_for_challenge`] makes a pending key for its user,

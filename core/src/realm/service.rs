@@ -42,7 +42,18 @@ pub(crate) async fn load(ctx: &Context, id: RealmId) -> Result<(Realm, u64), Err
 /// service makes first.
 #[allow(dead_code)] // the realm-scoped services (users, MFA, devices, tokens) call it
 pub(crate) async fn load_active(ctx: &Context, id: RealmId) -> Result<Realm, Error> {
-    let (realm, _) = load(ctx, id).await?;
+    let key = realm_key(id);
+    active_from(&key, ctx.store.get(key.as_bytes()).await?)
+}
+
+/// The realm in `slot` (read at [`realm_key`]) if it accepts operations:
+/// for callers that read it together with other records (`get_many`).
+pub(crate) fn active_from(
+    key: &Key,
+    slot: Option<crate::store::Versioned>,
+) -> Result<Realm, Error> {
+    let stored = slot.ok_or(RealmError::NotFound)?;
+    let realm = record::decode::<RealmRecord>(key.as_bytes(), &stored.value)?.into_realm();
     match realm.status {
         RealmStatus::Active => Ok(realm),
         RealmStatus::Disabled => Err(RealmError::Disabled.into()),

@@ -56,6 +56,11 @@ impl Store for MemoryStore {
         self.with_state(|s| Ok(s.entries.get(key).cloned()))
     }
 
+    async fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Versioned>>, StorageError> {
+        // One lock: one snapshot.
+        self.with_state(|s| Ok(keys.iter().map(|k| s.entries.get(*k).cloned()).collect()))
+    }
+
     async fn scan(
         &self,
         prefix: &[u8],

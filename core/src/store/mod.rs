@@ -310,6 +310,23 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Versioned)>, StorageError>;
 
+    /// The values and versions at `keys`, in the same order (`None` where
+    /// absent): what `get` would return for each.
+    ///
+    /// Why it exists: a token refresh or verification needs half a dozen
+    /// independent records, and each `get` is a thread hop (embedded
+    /// backends) or a network round trip (PostgreSQL). Backends answer the
+    /// whole list in one hop or round trip, from one consistent snapshot
+    /// (all bundled backends do); the default — one `get` after another —
+    /// is correct but slower and reads no snapshot.
+    async fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Versioned>>, StorageError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.get(key).await?);
+        }
+        Ok(out)
+    }
+
     /// Apply `batch` atomically, or nothing with [`StorageError::Conflict`].
     /// `Ok` means durable (see the adapter's docs for power loss).
     async fn commit(&self, batch: Batch) -> Result<(), StorageError>;
@@ -347,6 +364,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Versioned)>, StorageError> {
         (**self).scan(prefix, after, limit).await
+    }
+
+    async fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Versioned>>, StorageError> {
+        (**self).get_many(keys).await
     }
 
     async fn commit(&self, batch: Batch) -> Result<(), StorageError> {

@@ -109,6 +109,7 @@ macro_rules! domain_tests {
             expiry_and_not_before_leeway,
             revoked_sessions_end_tokens,
             refresh_rotation_and_reuse,
+            forged_refresh_tokens_kill_nothing,
             concurrent_refresh_has_one_winner,
             refresh_idle_and_absolute_lifetimes,
             expire_all_grace_boundary,

@@ -493,6 +493,64 @@ pub async fn refresh_rotation_and_reuse(h: Harness) {
     assert!(f.users.get_session(session.id).await.is_err());
 }
 
+/// A refresh token carries its family's ids in the clear. A forgery that
+/// keeps a real token's ids but changes its secret — or names another
+/// user's family — is `INVALID_GRANT` and kills nothing: only a token the
+/// family really issued counts as reuse. A token of another realm is
+/// `INVALID_GRANT` there.
+pub async fn forged_refresh_tokens_kill_nothing(h: Harness) {
+    let f = fixture(&h, cheap_settings()).await;
+    let (_, pair) = issued(&f, "alice").await;
+    let real = refresh_of(&pair);
+    let (prefix, body) = real.expose().split_once('_').unwrap();
+    let mut bytes = URL_SAFE_NO_PAD.decode(body).unwrap();
+    for i in [48, 60, bytes.len() - 1] {
+        bytes[i] ^= 0x40;
+        let forged = SecretString::new(format!("{prefix}_{}", b64(&bytes)));
+        bytes[i] ^= 0x40;
+        assert_eq!(
+            token_error(f.tokens.refresh(&forged, "web").await),
+            TokenError::InvalidGrant
+        );
+        f.tokens.revoke(&forged).await.unwrap();
+        assert_eq!(
+            f.tokens.introspect(&forged).await.unwrap(),
+            serde_json::json!({ "active": false })
+        );
+    }
+    // Ids swapped for another family's: no match either.
+    let (_, other) = issued(&f, "bob").await;
+    let other_body = URL_SAFE_NO_PAD
+        .decode(refresh_of(&other).expose().split_once('_').unwrap().1)
+        .unwrap();
+    let mut mixed = other_body[..48].to_vec();
+    mixed.extend_from_slice(&bytes[48..]);
+    let mixed = SecretString::new(format!("{prefix}_{}", b64(&mixed)));
+    assert_eq!(
+        token_error(f.tokens.refresh(&mixed, "web").await),
+        TokenError::InvalidGrant
+    );
+    // Both families still refresh.
+    f.tokens.refresh(&real, "web").await.unwrap();
+    f.tokens.refresh(&refresh_of(&other), "web").await.unwrap();
+    // Cross-realm: the same token presented to another realm's handle.
+    let realm_b =
+        f.ks.realms()
+            .create("beta", cheap_settings())
+            .await
+            .unwrap();
+    let (_, fresh) = issued(&f, "carol").await;
+    assert_eq!(
+        token_error(
+            f.ks.tokens(realm_b.id)
+                .refresh(&refresh_of(&fresh), "web")
+                .await
+        ),
+        TokenError::InvalidGrant
+    );
+    f.tokens.refresh(&refresh_of(&fresh), "web").await.unwrap();
+}
+
 /// Of concurrent uses of one refresh token exactly one gets a new pair.
 /// Losers of the compare-and-swap get `INVALID_GRANT`; a use that starts
 /// after the winner committed is reuse (`REFRESH_TOKEN_REUSED`, family

@@ -150,13 +150,22 @@ impl StoredSigningKey {
 impl Tokens {
     async fn load_keys(&self) -> Result<Option<(Vec<StoredSigningKey>, u64)>, Error> {
         let key = layout::signing_keys(self.realm);
-        match self.ctx.store.get(key.as_bytes()).await? {
-            None => Ok(None),
-            Some(stored) => {
-                let SigningKeysRecord::V1 { keys } = record::decode(key.as_bytes(), &stored.value)?;
-                Ok(Some((keys, stored.version)))
-            }
-        }
+        let slot = self.ctx.store.get(key.as_bytes()).await?;
+        self.decode_keys(slot)
+    }
+
+    /// The realm's signing-key record read into `slot` (at
+    /// `layout::signing_keys`), with its version.
+    pub(crate) fn decode_keys(
+        &self,
+        slot: Option<crate::store::Versioned>,
+    ) -> Result<Option<(Vec<StoredSigningKey>, u64)>, Error> {
+        let Some(stored) = slot else {
+            return Ok(None);
+        };
+        let key = layout::signing_keys(self.realm);
+        let SigningKeysRecord::V1 { keys } = record::decode(key.as_bytes(), &stored.value)?;
+        Ok(Some((keys, stored.version)))
     }
 
     async fn new_key(
@@ -307,8 +316,16 @@ impl Tokens {
     /// The keys that verify at `now`: the current one and retired ones
     /// within their overlap.
     pub(crate) async fn verification_keys(&self, now: DateTime<Utc>) -> Result<JwsKeySet, Error> {
+        Self::published_keys(self.load_keys().await?, now)
+    }
+
+    /// The keys of a loaded key record that verify at `now`.
+    pub(crate) fn published_keys(
+        loaded: Option<(Vec<StoredSigningKey>, u64)>,
+        now: DateTime<Utc>,
+    ) -> Result<JwsKeySet, Error> {
         let mut set = JwsKeySet::new();
-        if let Some((keys, _)) = self.load_keys().await? {
+        if let Some((keys, _)) = loaded {
             for key in keys.iter().filter(|k| k.published(now)) {
                 set.insert(key.verifying_key()?);
             }

@@ -44,6 +44,26 @@ pub(crate) fn issuer(realm: &Realm) -> String {
         .unwrap_or_else(|| format!("urn:keystead:realm:{}", realm.id))
 }
 
+/// A `get_many` that answered another number of values than keys asked:
+/// a broken backend.
+fn get_many_miscounted() -> Error {
+    StorageError::backend("get_many answered a different number of values than keys").into()
+}
+
+/// The expire-all marks stored at `key` (none if absent).
+fn decode_marks(
+    key: &crate::store::key::Key,
+    slot: Option<crate::store::Versioned>,
+) -> Result<Vec<ExpireMark>, Error> {
+    match slot {
+        None => Ok(Vec::new()),
+        Some(stored) => {
+            let ExpireAllRecord::V1 { marks } = record::decode(key.as_bytes(), &stored.value)?;
+            Ok(marks)
+        }
+    }
+}
+
 /// Cheap shape check of a compact JWS before any storage access.
 pub(crate) fn check_jws_shape(token: &str) -> Result<(), TokenError> {
     if token.len() > MAX_TOKEN_LEN {
@@ -90,6 +110,53 @@ pub(crate) struct AccessGrant<'a> {
 
 pub(crate) fn is_conflict(e: &StorageError) -> bool {
     matches!(e, StorageError::Conflict { .. })
+}
+
+/// Bytes of a refresh token's locator: family ‖ session ‖ user ids.
+const REFRESH_LOCATOR_LEN: usize = 48;
+
+/// Where a refresh token's family lives, read from the token itself (see
+/// [`secret::generate_located`]): refresh reads the family, its session and
+/// its user in one `get_many` instead of four dependent reads. Public ids
+/// only; the digest of the whole token must still be the family's current
+/// one.
+#[derive(Debug, Clone, Copy)]
+struct RefreshLocator {
+    family: TokenFamilyId,
+    session: SessionId,
+    user: UserId,
+}
+
+fn new_refresh_token(family: &StoredFamily) -> Result<secret::IssuedToken, Error> {
+    let mut locator = [0u8; REFRESH_LOCATOR_LEN];
+    locator[..16].copy_from_slice(&family.id.to_bytes());
+    locator[16..32].copy_from_slice(&family.session.to_bytes());
+    locator[32..].copy_from_slice(&family.user.to_bytes());
+    Ok(secret::generate_located(TokenKind::Refresh, &locator)?)
+}
+
+/// The locator and digest of a presented refresh token; `None` for
+/// anything that is not one.
+fn parse_refresh_token(token: &str) -> Option<(RefreshLocator, TokenDigest)> {
+    let (locator, digest) =
+        secret::parse_located(TokenKind::Refresh, token, REFRESH_LOCATOR_LEN).ok()?;
+    let id = |range: std::ops::Range<usize>| -> Option<[u8; 16]> { locator[range].try_into().ok() };
+    let at = RefreshLocator {
+        family: TokenFamilyId::from_bytes(id(0..16)?).ok()?,
+        session: SessionId::from_bytes(id(16..32)?).ok()?,
+        user: UserId::from_bytes(id(32..48)?).ok()?,
+    };
+    Some((at, digest))
+}
+
+/// Everything a refresh decides on, read in one `get_many`.
+struct RefreshRead {
+    realm: Realm,
+    family: Option<(StoredFamily, u64)>,
+    realm_marks: Vec<ExpireMark>,
+    client_marks: Vec<ExpireMark>,
+    /// The family's session if it is still valid.
+    session: Result<(crate::user::StoredSession, u64), Error>,
 }
 
 impl Tokens {
@@ -140,13 +207,9 @@ impl Tokens {
         client: Option<&str>,
     ) -> Result<(Vec<ExpireMark>, Option<u64>), Error> {
         let key = layout::expire_all(self.realm, client);
-        match self.ctx.store.get(key.as_bytes()).await? {
-            None => Ok((Vec::new(), None)),
-            Some(stored) => {
-                let ExpireAllRecord::V1 { marks } = record::decode(key.as_bytes(), &stored.value)?;
-                Ok((marks, Some(stored.version)))
-            }
-        }
+        let slot = self.ctx.store.get(key.as_bytes()).await?;
+        let version = slot.as_ref().map(|v| v.version);
+        Ok((decode_marks(&key, slot)?, version))
     }
 
     /// Sign an access token for `session` as `grant` describes; returns the
@@ -205,8 +268,7 @@ impl Tokens {
             if !live.scopes.is_empty() && !request.scope.iter().all(|s| live.scopes.contains(s)) {
                 return Err(TokenError::InvalidScope.into());
             }
-            let refresh = secret::generate(TokenKind::Refresh)?;
-            let family = StoredFamily {
+            let mut family = StoredFamily {
                 id: TokenFamilyId::generate(now),
                 realm: self.realm,
                 session: live.id,
@@ -214,11 +276,13 @@ impl Tokens {
                 client_id: request.client_id.clone(),
                 audience: request.audience.clone(),
                 scope: request.scope.clone(),
-                current: refresh.digest.0,
+                current: [0; 32],
                 generation: 0,
                 created_at: now,
                 issued_at: now,
             };
+            let refresh = new_refresh_token(&family)?;
+            family.current = refresh.digest.0;
             let family_key = layout::family(self.realm, family.id);
             let mut batch = Batch::new();
             batch
@@ -262,33 +326,89 @@ impl Tokens {
         Err(last.map_or_else(|| TokenError::InvalidGrant.into(), Error::from))
     }
 
-    /// Load the family a refresh-token digest points to.
-    async fn family_of(&self, digest: &TokenDigest) -> Result<Option<(StoredFamily, u64)>, Error> {
-        let index = layout::refresh_token(self.realm, &digest.0);
-        let Some(stored) = self.ctx.store.get(index.as_bytes()).await? else {
+    /// Read what refreshing the token at `at` for `client_id` decides on,
+    /// in one `get_many`: realm, family, the realm's and the client's
+    /// expire-all marks, the session and its user.
+    async fn read_for_refresh(
+        &self,
+        at: &RefreshLocator,
+        client_id: &str,
+    ) -> Result<RefreshRead, Error> {
+        let realm_key = crate::realm::service::realm_key(self.realm);
+        let family_key = layout::family(self.realm, at.family);
+        let realm_marks_key = layout::expire_all(self.realm, None);
+        let client_marks_key = layout::expire_all(self.realm, Some(client_id));
+        let session_key = crate::user::keys::session(self.realm, at.session);
+        let user_key = crate::user::keys::user(self.realm, at.user);
+        let slots = self
+            .ctx
+            .store
+            .get_many(&[
+                realm_key.as_bytes(),
+                family_key.as_bytes(),
+                realm_marks_key.as_bytes(),
+                client_marks_key.as_bytes(),
+                session_key.as_bytes(),
+                user_key.as_bytes(),
+            ])
+            .await?;
+        let Ok([realm, family, realm_marks, client_marks, session, user]) =
+            <[_; 6]>::try_from(slots)
+        else {
+            return Err(get_many_miscounted());
+        };
+        let realm = crate::realm::service::active_from(&realm_key, realm)?;
+        let family = match family {
+            None => None,
+            Some(stored) => {
+                let FamilyRecord::V1(f) = record::decode(family_key.as_bytes(), &stored.value)?;
+                Some((f, stored.version))
+            }
+        };
+        let users = self.users();
+        let session = match users.decode_session(at.session, session) {
+            Ok(found) => users.session_alive(found, user).await,
+            Err(e) => Err(e),
+        };
+        Ok(RefreshRead {
+            realm,
+            family,
+            realm_marks: decode_marks(&realm_marks_key, realm_marks)?,
+            client_marks: decode_marks(&client_marks_key, client_marks)?,
+            session,
+        })
+    }
+
+    /// The family of a presented refresh token, if the token is its live
+    /// one (for revocation and introspection).
+    async fn current_family(&self, token: &str) -> Result<Option<StoredFamily>, Error> {
+        let Some((at, digest)) = parse_refresh_token(token) else {
             return Ok(None);
         };
-        let bytes: [u8; 16] =
-            stored
-                .value
-                .as_slice()
-                .try_into()
-                .map_err(|_| StorageError::Corrupt {
-                    key: index.as_bytes().to_vec(),
-                    reason: "index does not hold a 16-byte family id".into(),
-                })?;
-        let id = TokenFamilyId::from_bytes(bytes).map_err(|e| StorageError::Corrupt {
-            key: index.as_bytes().to_vec(),
-            reason: e.to_string(),
-        })?;
-        let key = layout::family(self.realm, id);
-        match self.ctx.store.get(key.as_bytes()).await? {
-            None => Ok(None),
-            Some(stored) => {
-                let FamilyRecord::V1(family) = record::decode(key.as_bytes(), &stored.value)?;
-                Ok(Some((family, stored.version)))
-            }
-        }
+        let key = layout::family(self.realm, at.family);
+        let Some(stored) = self.ctx.store.get(key.as_bytes()).await? else {
+            return Ok(None);
+        };
+        let FamilyRecord::V1(family) = record::decode(key.as_bytes(), &stored.value)?;
+        let genuine = family.session == at.session
+            && family.user == at.user
+            && TokenDigest(family.current).matches(&digest);
+        Ok(genuine.then_some(family))
+    }
+
+    /// Whether `digest` is of a token the family `family` issued earlier:
+    /// every token's digest is indexed when it is issued, so a presented
+    /// token that is not the current one is either a replay of a rotated
+    /// token (reuse: the family dies) or a forgery naming the family (it
+    /// must not be able to kill it).
+    async fn issued_by(&self, digest: &TokenDigest, family: TokenFamilyId) -> Result<bool, Error> {
+        let index = layout::refresh_token(self.realm, &digest.0);
+        Ok(self
+            .ctx
+            .store
+            .get(index.as_bytes())
+            .await?
+            .is_some_and(|stored| stored.value.as_slice() == family.to_bytes().as_slice()))
     }
 
     /// Delete a family and, with `session`, its session (one batch).
@@ -328,42 +448,49 @@ impl Tokens {
         refresh_token: &SecretString,
         client_id: &str,
     ) -> Result<TokenResponse, Error> {
-        let digest = secret::digest_of(TokenKind::Refresh, refresh_token.expose())
-            .map_err(|_| TokenError::InvalidGrant)?;
-        let realm = self.active_realm().await?;
+        let Some((at, digest)) = parse_refresh_token(refresh_token.expose()) else {
+            return Err(TokenError::InvalidGrant.into());
+        };
+        // An over-long or odd client id can't name a family's client.
+        if super::check_ident("client_id", client_id).is_err() {
+            return Err(TokenError::InvalidGrant.into());
+        }
         let now = self.now();
-        let users = self.users();
         let mut lost_race = false;
         let mut last = None;
         for _ in 0..MAX_RETRIES {
-            let Some((family, version)) = self.family_of(&digest).await? else {
+            let read = self.read_for_refresh(&at, client_id).await?;
+            let realm = read.realm;
+            let Some((family, version)) = read.family else {
                 return Err(TokenError::InvalidGrant.into());
             };
+            if family.session != at.session || family.user != at.user {
+                return Err(TokenError::InvalidGrant.into());
+            }
             if !TokenDigest(family.current).matches(&digest) {
                 if lost_race {
                     // Another request rotated this very token while we
                     // tried: a concurrent use, not evidence of theft.
                     return Err(TokenError::InvalidGrant.into());
                 }
-                self.kill_family(&family, true).await?;
-                return Err(TokenError::RefreshReused.into());
+                if self.issued_by(&digest, family.id).await? {
+                    self.kill_family(&family, true).await?;
+                    return Err(TokenError::RefreshReused.into());
+                }
+                return Err(TokenError::InvalidGrant.into());
             }
             if family.client_id != client_id {
                 return Err(TokenError::InvalidGrant.into());
             }
+            let issued = family.issued_at.timestamp();
             if Self::family_expired(&realm, &family, now)
-                || self
-                    .expired_by_expire_all(
-                        Some(&family.client_id),
-                        family.issued_at.timestamp(),
-                        now,
-                    )
-                    .await?
+                || expired_by_marks(&read.realm_marks, issued, now)
+                || expired_by_marks(&read.client_marks, issued, now)
             {
                 self.kill_family(&family, false).await?;
                 return Err(TokenError::InvalidGrant.into());
             }
-            let (stored_session, session_version) = match users.live_session(family.session).await {
+            let (stored_session, session_version) = match read.session {
                 Ok(found) => found,
                 Err(Error::Auth(crate::user::AuthError::SessionNotFound)) => {
                     self.kill_family(&family, false).await?;
@@ -371,7 +498,7 @@ impl Tokens {
                 }
                 Err(e) => return Err(e),
             };
-            let next = secret::generate(TokenKind::Refresh)?;
+            let next = new_refresh_token(&family)?;
             let mut rotated = family.clone();
             rotated.current = next.digest.0;
             rotated.generation += 1;
@@ -433,8 +560,22 @@ impl Tokens {
         audience: &str,
     ) -> Result<AccessClaims, Error> {
         check_jws_shape(token)?;
-        let realm = self.active_realm().await?;
-        self.verify_with(&realm, token, Some(audience)).await
+        let now = self.now();
+        // Realm and keys in one read.
+        let realm_key = crate::realm::service::realm_key(self.realm);
+        let keys_key = layout::signing_keys(self.realm);
+        let slots = self
+            .ctx
+            .store
+            .get_many(&[realm_key.as_bytes(), keys_key.as_bytes()])
+            .await?;
+        let Ok([realm, keys]) = <[_; 2]>::try_from(slots) else {
+            return Err(get_many_miscounted());
+        };
+        let realm = crate::realm::service::active_from(&realm_key, realm)?;
+        let keys = Self::published_keys(self.decode_keys(keys)?, now)?;
+        self.verify_signed(&realm, token, &keys, Some(audience), now)
+            .await
     }
 
     pub(crate) async fn verify_with(
@@ -445,7 +586,21 @@ impl Tokens {
     ) -> Result<AccessClaims, Error> {
         let now = self.now();
         let keys = self.verification_keys(now).await?;
-        let verified = jws::verify(token, &keys).map_err(jws_error)?;
+        self.verify_signed(realm, token, &keys, audience, now).await
+    }
+
+    /// Every check of an access token against the realm's published `keys`;
+    /// the revocation state (expire-all marks, session, user) is read in one
+    /// `get_many`.
+    async fn verify_signed(
+        &self,
+        realm: &Realm,
+        token: &str,
+        keys: &jws::JwsKeySet,
+        audience: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<AccessClaims, Error> {
+        let verified = jws::verify(token, keys).map_err(jws_error)?;
         let typ_ok = verified.header.typ.as_deref().is_some_and(|t| {
             t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || t.eq_ignore_ascii_case("application/at+jwt")
         });
@@ -471,15 +626,45 @@ impl Tokens {
         {
             return Err(TokenError::NotYetValid.into());
         }
-        if self
-            .expired_by_expire_all(Some(&claims.client_id), claims.iat, now)
-            .await?
+        let realm_marks_key = layout::expire_all(self.realm, None);
+        let client_marks_key = layout::expire_all(self.realm, Some(&claims.client_id));
+        let session_key = crate::user::keys::session(self.realm, claims.sid);
+        let user_key = crate::user::keys::user(self.realm, claims.sub);
+        let slots = self
+            .ctx
+            .store
+            .get_many(&[
+                realm_marks_key.as_bytes(),
+                client_marks_key.as_bytes(),
+                session_key.as_bytes(),
+                user_key.as_bytes(),
+            ])
+            .await?;
+        let Ok([realm_marks, client_marks, session, user]) = <[_; 4]>::try_from(slots) else {
+            return Err(get_many_miscounted());
+        };
+        if expired_by_marks(
+            &decode_marks(&realm_marks_key, realm_marks)?,
+            claims.iat,
+            now,
+        ) || (!claims.client_id.is_empty()
+            && expired_by_marks(
+                &decode_marks(&client_marks_key, client_marks)?,
+                claims.iat,
+                now,
+            ))
         {
             return Err(TokenError::Revoked.into());
         }
-        match self.users().live_session(claims.sid).await {
-            Ok((s, _)) if s.session.user == claims.sub => Ok(claims),
-            Ok(_) | Err(Error::Auth(crate::user::AuthError::SessionNotFound)) => {
+        // `user` is the record of `sub`; a session of anyone else fails here.
+        let users = self.users();
+        let alive = match users.decode_session(claims.sid, session) {
+            Ok(found) => users.session_alive(found, user).await,
+            Err(e) => Err(e),
+        };
+        match alive {
+            Ok(_) => Ok(claims),
+            Err(Error::Auth(crate::user::AuthError::SessionNotFound)) => {
                 Err(TokenError::Revoked.into())
             }
             Err(e) => Err(e),
@@ -492,11 +677,9 @@ impl Tokens {
     /// and changes nothing.
     pub async fn revoke(&self, token: &SecretString) -> Result<(), Error> {
         let token = token.expose();
-        if let Ok(digest) = secret::digest_of(TokenKind::Refresh, token) {
+        if token.starts_with(TokenKind::Refresh.prefix()) {
             self.active_realm().await?;
-            if let Some((family, _)) = self.family_of(&digest).await?
-                && TokenDigest(family.current).matches(&digest)
-            {
+            if let Some(family) = self.current_family(token).await? {
                 self.kill_family(&family, true).await?;
             }
             return Ok(());
@@ -589,13 +772,12 @@ impl Tokens {
         let inactive = || serde_json::json!({ "active": false });
         let token = token.expose();
         let realm = self.active_realm().await?;
-        if let Ok(digest) = secret::digest_of(TokenKind::Refresh, token) {
-            let Some((family, _)) = self.family_of(&digest).await? else {
+        if token.starts_with(TokenKind::Refresh.prefix()) {
+            let Some(family) = self.current_family(token).await? else {
                 return Ok(inactive());
             };
             let now = self.now();
-            let live = TokenDigest(family.current).matches(&digest)
-                && !Self::family_expired(&realm, &family, now)
+            let live = !Self::family_expired(&realm, &family, now)
                 && !self
                     .expired_by_expire_all(
                         Some(&family.client_id),

@@ -2,7 +2,7 @@
 //! (a magic link requested with the seed's `{"email": …}`).
 //!
 //! The address is normalised exactly as at registration
-//! ([`normalize_email`](super::normalize_email)), so any spelling that
+//! ([`normalize_email`]), so any spelling that
 //! registration would have treated as the same address finds the user.
 
 use super::service::Users;

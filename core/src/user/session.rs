@@ -8,7 +8,7 @@
 
 use super::service::Users;
 use super::{
-    AppTokenId, AuthError, SessionRecord, StoredSession, StoredUser, UserStatus, keys,
+    AppTokenId, AuthError, SessionRecord, StoredSession, StoredUser, UserRecord, UserStatus, keys,
     last_id_bytes,
 };
 use crate::error::Error;
@@ -114,27 +114,55 @@ impl Users {
     /// Load a session record that is still valid, with its version.
     pub(crate) async fn live_session(&self, id: SessionId) -> Result<(StoredSession, u64), Error> {
         let key = keys::session(self.realm, id);
-        let stored = self
-            .ctx
-            .store
-            .get(key.as_bytes())
-            .await?
-            .ok_or(AuthError::SessionNotFound)?;
+        let found = self.decode_session(id, self.ctx.store.get(key.as_bytes()).await?)?;
+        let user_key = keys::user(self.realm, found.0.session.user);
+        let user = self.ctx.store.get(user_key.as_bytes()).await?;
+        self.session_alive(found, user).await
+    }
+
+    /// The session record `id` read into `slot`; `SESSION_NOT_FOUND` if
+    /// absent.
+    pub(crate) fn decode_session(
+        &self,
+        id: SessionId,
+        slot: Option<crate::store::Versioned>,
+    ) -> Result<(StoredSession, u64), Error> {
+        let stored = slot.ok_or(AuthError::SessionNotFound)?;
+        let key = keys::session(self.realm, id);
         let SessionRecord::V1(session) = record::decode(key.as_bytes(), &stored.value)?;
-        let user = self.load_user(session.session.user).await?;
-        let alive = user.is_some_and(|(u, _)| {
-            u.user.status == UserStatus::Active && u.session_epoch == session.epoch
-        });
+        Ok((session, stored.version))
+    }
+
+    /// `session` if it is still valid given its user's record `user` (read
+    /// by the caller, possibly together with the session by `get_many`);
+    /// see the [module docs](self). Otherwise `SESSION_NOT_FOUND`; a user
+    /// record of another user never validates a session.
+    pub(crate) async fn session_alive(
+        &self,
+        (session, version): (StoredSession, u64),
+        user: Option<crate::store::Versioned>,
+    ) -> Result<(StoredSession, u64), Error> {
+        let owner = session.session.user;
+        let alive = match user {
+            None => false,
+            Some(slot) => {
+                let user_key = keys::user(self.realm, owner);
+                let UserRecord::V1(u) = record::decode(user_key.as_bytes(), &slot.value)?;
+                u.user.id == owner
+                    && u.user.status == UserStatus::Active
+                    && u.session_epoch == session.epoch
+            }
+        };
         if !alive {
             return Err(AuthError::SessionNotFound.into());
         }
         if let Some(token) = session.app_token {
-            let token_key = keys::user_app_token(self.realm, session.session.user, token);
+            let token_key = keys::user_app_token(self.realm, owner, token);
             if self.ctx.store.get(token_key.as_bytes()).await?.is_none() {
                 return Err(AuthError::SessionNotFound.into());
             }
         }
-        Ok((session, stored.version))
+        Ok((session, version))
     }
 
     /// A valid session of this realm, or `SESSION_NOT_FOUND`.

@@ -11,7 +11,7 @@
 //! * `urn:keystead:realm:<id>` (a realm without an issuer URL) names the
 //!   realm directly;
 //! * any other issuer is looked up in the server's issuer index
-//!   ([`directory`](super::directory)), filled by `POST /admin/realms`,
+//!   ([`directory`]), filled by `POST /admin/realms`,
 //!   which refuses an issuer another realm already has.
 //!
 //! Then the chosen realm verifies the token completely: signature against

@@ -1,8 +1,9 @@
 //! The example HTTP server: keystead's library calls mapped back onto the
 //! seed APIs' paths, methods, field names and status codes.
 //!
-//! * [`router`] merges one route module per seed (`authlance` for the
-//!   device API of seed 000) with the admin bootstrap ([`admin`]);
+//! * [`router`] merges one route module per seed — [`authlance`] (seed
+//!   000, devices), [`account`] (001/002), [`oidc`] (003), [`portal`]
+//!   (004) — with the admin bootstrap ([`admin`]);
 //! * [`serve`] runs it on a listener until a shutdown signal, then drains
 //!   requests and ends live event streams so the process can exit;
 //! * [`state::AppState`] holds the library instance and the server's
@@ -17,6 +18,7 @@
 pub mod account;
 pub mod admin;
 pub mod auth;
+pub mod authlance;
 pub mod body;
 pub mod directory;
 pub mod error;
@@ -84,10 +86,10 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.body_limit;
     Router::new()
         .merge(admin::routes())
+        .merge(authlance::routes())
         .merge(account::routes())
         .merge(oidc::routes())
         .merge(portal::routes())
-        // Seeds 001/002 (`account`), 003 (`oidc`) and 004 (`portal`) plug in here with `.merge(<module>::routes())`.
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(

@@ -69,6 +69,10 @@ impl AppState {
     /// (created with mode 0600 on first start), else — for `memory` — is
     /// generated. PostgreSQL needs an explicit key: instances sharing a
     /// database must share it.
+    ///
+    /// Password hashing needs no setup here: the library runs argon2 on its
+    /// default [`BlockingPool`](keystead::BlockingPool) threads, never on
+    /// tokio's workers, so a burst of logins can't stall other requests.
     pub async fn open(config: &Config, kek: Option<Kek>) -> Result<Self, keystead::Error> {
         let store: Arc<dyn Store> = match config.backend {
             Backend::Sqlite => Arc::new(keystead_sqlite::SqliteStore::open(&config.db).await?),

@@ -34,10 +34,12 @@ pub async fn start() -> TestServer {
     start_on(Backend::Sqlite).await
 }
 
-/// Start a server on `backend` (`sqlite`, `sled` or `memory`).
+/// Start a server on `backend`. PostgreSQL runs on the throwaway cluster
+/// of `keystead_postgres::testing` (or `KEYSTEAD_TEST_POSTGRES_URL`), in a
+/// schema of this server's own.
 pub async fn start_on(backend: Backend) -> TestServer {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = Config {
+    let mut config = Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
         backend,
         db: dir.path().join("server.db").to_string_lossy().into_owned(),
@@ -46,7 +48,20 @@ pub async fn start_on(backend: Backend) -> TestServer {
         body_limit: 64 * 1024,
         audience: server::DEFAULT_AUDIENCE.into(),
     };
-    let state = AppState::open(&config, None).await.expect("open state");
+    let state = if backend == Backend::Postgres {
+        config.db = "postgres (test cluster)".into();
+        let store = keystead_postgres::testing::open_in(dir.path())
+            .await
+            .expect("PostgreSQL test cluster");
+        let ks = Keystead::builder()
+            .store(store)
+            .keys(keystead::crypto::at_rest::StaticKeyProvider::generate().expect("kek"))
+            .build()
+            .expect("keystead");
+        AppState::new(ks, &config)
+    } else {
+        AppState::open(&config, None).await.expect("open state")
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .expect("bind");
@@ -138,4 +153,104 @@ impl TestServer {
                 .expect("serve");
         }
     }
+}
+
+/// A parsed server-sent event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    /// `id:`
+    pub id: Option<String>,
+    /// `event:`
+    pub event: Option<String>,
+    /// `data:` lines joined by `\n`.
+    pub data: String,
+}
+
+/// Reads server-sent events off a streaming response.
+pub struct SseReader {
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: String,
+}
+
+impl SseReader {
+    /// Wrap a `text/event-stream` response.
+    pub fn new(response: reqwest::Response) -> Self {
+        assert_eq!(response.status(), 200, "SSE status");
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            content_type.starts_with("text/event-stream"),
+            "{content_type}"
+        );
+        Self {
+            body: Box::pin(response.bytes_stream()),
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event (comments and keep-alives skipped); panics after 10 s.
+    pub async fn next(&mut self) -> SseEvent {
+        use futures::StreamExt as _;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = SseEvent {
+                    id: None,
+                    event: None,
+                    data: String::new(),
+                };
+                let mut has_field = false;
+                for line in block.lines() {
+                    let Some((field, value)) = line.split_once(':') else {
+                        continue;
+                    };
+                    let value = value.strip_prefix(' ').unwrap_or(value);
+                    match field {
+                        "id" => {
+                            event.id = Some(value.to_owned());
+                            has_field = true;
+                        }
+                        "event" => {
+                            event.event = Some(value.to_owned());
+                            has_field = true;
+                        }
+                        "data" => {
+                            if !event.data.is_empty() {
+                                event.data.push('\n');
+                            }
+                            event.data.push_str(value);
+                            has_field = true;
+                        }
+                        _ => {}
+                    }
+                }
+                if has_field {
+                    return event;
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), self.body.next())
+                .await
+                .expect("an SSE event within 10 s")
+                .expect("stream still open")
+                .expect("chunk");
+            self.buffer
+                .push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+        }
+    }
+}
+
+/// A JSON call: `(status, body or Null)`.
+pub async fn call(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, body)
 }

@@ -672,3 +672,54 @@ pub async fn watch_subscriber_misses_no_record(h: Harness) {
     producer.await.unwrap();
     assert_eq!(seen, (0..RECORDS).collect::<Vec<_>>());
 }
+
+/// `get_many` answers like `get` for each key — order kept, absent keys
+/// `None`, duplicates allowed — and reads one snapshot: while a writer
+/// keeps setting two keys to the same new value in one batch, no
+/// `get_many` of both sees them differ.
+pub async fn get_many_is_one_snapshot(h: Harness) {
+    let store = h.open().await;
+    assert!(store.get_many(&[]).await.unwrap().is_empty());
+    let mut both = Batch::new();
+    both.put(b"a".to_vec(), b"0".to_vec(), Precondition::Any)
+        .unwrap();
+    both.put(b"b".to_vec(), b"0".to_vec(), Precondition::Any)
+        .unwrap();
+    store.commit(both).await.unwrap();
+    let keys: [&[u8]; 4] = [b"b", b"missing", b"a", b"b"];
+    let many = store.get_many(&keys).await.unwrap();
+    let mut one_by_one = Vec::new();
+    for key in keys {
+        one_by_one.push(store.get(key).await.unwrap());
+    }
+    assert_eq!(many, one_by_one);
+    assert_eq!(many[1], None);
+
+    let rounds: u32 = 200;
+    let writer = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            for n in 1..=rounds {
+                let v = n.to_be_bytes().to_vec();
+                let mut both = Batch::new();
+                both.put(b"a".to_vec(), v.clone(), Precondition::Any)
+                    .unwrap();
+                both.put(b"b".to_vec(), v, Precondition::Any).unwrap();
+                store.commit(both).await.unwrap();
+            }
+        })
+    };
+    let mut reads = 0u32;
+    loop {
+        let got = store.get_many(&[b"a", b"b"]).await.unwrap();
+        let (a, b) = (got[0].as_ref().unwrap(), got[1].as_ref().unwrap());
+        assert_eq!(a.value, b.value, "get_many saw half of a commit");
+        assert_eq!(a.version, b.version);
+        reads += 1;
+        if writer.is_finished() && reads > 10 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    writer.await.expect("writer panicked");
+}

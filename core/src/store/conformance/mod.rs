@@ -156,7 +156,8 @@ macro_rules! store_conformance_tests {
             absent_race_has_exactly_one_winner,
             closed_store_reports_backend_error,
             watch_wakes_after_commit_under_prefix,
-            watch_subscriber_misses_no_record
+            watch_subscriber_misses_no_record,
+            get_many_is_one_snapshot
         ]);
         #[test]
         fn random_batches_match_the_model() {
