@@ -50,9 +50,11 @@
 //! MFA challenges are not swept: they expire after [`CHALLENGE_TTL_SECS`].
 
 pub mod app_token;
+pub mod by_email;
 pub mod lockout;
 pub mod login;
 pub mod password;
+pub mod reauth;
 pub(crate) mod service;
 pub mod session;
 

@@ -1,8 +1,9 @@
 //! The example HTTP server: keystead's library calls mapped back onto the
 //! seed APIs' paths, methods, field names and status codes.
 //!
-//! * [`router`] merges one route module per seed (`authlance` for the
-//!   device API of seed 000) with the admin bootstrap ([`admin`]);
+//! * [`router`] merges one route module per seed — [`authlance`] (seed
+//!   000, devices), [`account`] (001/002), [`oidc`] (003), [`portal`]
+//!   (004) — with the admin bootstrap ([`admin`]);
 //! * [`serve`] runs it on a listener until a shutdown signal, then drains
 //!   requests and ends live event streams so the process can exit;
 //! * [`state::AppState`] holds the library instance and the server's
@@ -14,12 +15,15 @@
 //! puts HTTP concerns (auth extraction, status codes, body limits, logs)
 //! and that every rule stays in the library.
 
+pub mod account;
 pub mod admin;
 pub mod auth;
 pub mod authlance;
 pub mod body;
 pub mod directory;
 pub mod error;
+pub mod oidc;
+pub mod portal;
 pub mod state;
 
 pub use state::{AppState, Backend};
@@ -83,7 +87,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(admin::routes())
         .merge(authlance::routes())
-        // Seeds 001/002 (`account`), 003 (`oidc`) and 004 (`portal`) plug in here with `.merge(<module>::routes())`.
+        .merge(account::routes())
+        .merge(oidc::routes())
+        .merge(portal::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(

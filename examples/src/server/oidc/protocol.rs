@@ -1,0 +1,478 @@
+//! The OAuth 2.0 / OpenID Connect protocol endpoints of a realm
+//! (`/protocol/openid-connect/…` and discovery).
+//!
+//! * **token** — `grant_type` `password` (runs login; a second factor or an
+//!   enrolment answers `403 mfa_required` / `mfa_enrollment_required` with
+//!   the login token), `refresh_token` (rotating; a reused token revokes its
+//!   family: `invalid_grant` with code `REFRESH_TOKEN_REUSED`),
+//!   `urn:ietf:params:oauth:grant-type:token-exchange` (RFC 8693: a narrower
+//!   access token for `audience`/`scope`), and keystead's
+//!   `urn:keystead:params:oauth:grant-type:one-time-token`
+//!   (`one_time_token`). Clients are public: `client_id` is required for
+//!   `password` and `refresh_token`; a `client_secret` is ignored.
+//! * **introspect** (RFC 7662) — the caller must be authorised (§2.1): the
+//!   server's admin token, or an access token of the realm carrying the
+//!   `introspect` scope. This example has no client registry, so any user
+//!   may ask for that scope at the token endpoint; an embedder grants it to
+//!   its resource servers only.
+//! * **revoke** (RFC 7009) — any token; unknown ones succeed too (§2.2).
+//! * **logout** (RP-initiated) — ends the session of `id_token_hint` (an
+//!   access or refresh token of the realm; keystead issues no ID tokens) or
+//!   of the bearer; redirects to `post_logout_redirect_uri` (with `state`)
+//!   only when it has the origin of the realm's issuer URL, since there is
+//!   no client registry to check it against.
+//! * **auth** — the authorization-code flow is issue #12; until then it
+//!   answers `400 unsupported_response_type`.
+
+use super::{FormOrJson, mfa_pending, no_store, oauth_error, realm_named, split_scope, token_json};
+use crate::server::auth::{Admin, Caller, authenticate, bearer};
+use crate::server::error::{ApiError, OAuthError};
+use crate::server::state::AppState;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::header::{CACHE_CONTROL, LOCATION};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use keystead::secret::SecretString;
+use keystead::token::grants::{GRANT_ONE_TIME, GRANT_PASSWORD, GRANT_REFRESH_TOKEN};
+use keystead::token::{AccessRequest, ExchangeOutcome, Grant, TokenError};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// RFC 8693's token type of an access token.
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// The scope that lets an access token call the introspection endpoint.
+pub const INTROSPECT_SCOPE: &str = "introspect";
+
+/// The protocol routes (relative to `/realms/{realm_name}`).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/protocol/openid-connect/token", post(token))
+        .route("/protocol/openid-connect/certs", get(certs))
+        .route("/protocol/openid-connect/jwks.json", get(certs))
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route(
+            "/protocol/openid-connect/userinfo",
+            get(userinfo).post(userinfo),
+        )
+        .route(
+            "/protocol/openid-connect/token/introspect",
+            post(introspect),
+        )
+        .route("/protocol/openid-connect/revoke", post(revoke))
+        .route(
+            "/protocol/openid-connect/logout",
+            get(logout_get).post(logout_post),
+        )
+        .route("/protocol/openid-connect/auth", get(auth))
+}
+
+/// The token request (RFC 6749 §4.3, §6; RFC 8693 §2.1). Unknown
+/// parameters are ignored (RFC 6749 §3.2).
+#[derive(Debug, Default, Deserialize)]
+pub struct TokenForm {
+    grant_type: Option<String>,
+    client_id: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    refresh_token: Option<String>,
+    scope: Option<String>,
+    audience: Option<String>,
+    subject_token: Option<String>,
+    subject_token_type: Option<String>,
+    one_time_token: Option<String>,
+}
+
+fn required(field: &'static str, value: Option<String>) -> Result<String, OAuthError> {
+    value
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ApiError::bad_request(field, "is required for this grant").oauth())
+}
+
+/// An error of a grant as RFC 6749 §5.2 wants it: failed credentials and
+/// grants are `400 invalid_grant` here (the JSON APIs answer 401).
+fn grant_error(e: keystead::Error) -> Response {
+    if e.oauth_code() == "invalid_grant" && e.code() != "TOO_MANY_ATTEMPTS" {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            e.code(),
+            e.to_string(),
+        );
+    }
+    OAuthError::from(e).into_response()
+}
+
+async fn token(
+    State(state): State<AppState>,
+    Path(realm_name): Path<String>,
+    FormOrJson(form): FormOrJson<TokenForm>,
+) -> Result<Response, OAuthError> {
+    let realm = realm_named(&state, &realm_name).await?;
+    let grant_type = required("grant_type", form.grant_type)?;
+    if let Err(e) = Grant::check_type(&grant_type) {
+        let description = if grant_type == "authorization_code" {
+            "the authorization-code flow arrives with issue #12".to_owned()
+        } else {
+            e.to_string()
+        };
+        return Ok(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            e.code(),
+            description,
+        ));
+    }
+    let audience = form
+        .audience
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(|| state.audience.to_string());
+    let grant = match grant_type.as_str() {
+        GRANT_PASSWORD => Grant::Password {
+            username: required("username", form.username)?,
+            password: SecretString::new(required("password", form.password)?),
+            request: AccessRequest {
+                client_id: required("client_id", form.client_id)?,
+                audience,
+                scope: split_scope(form.scope.as_deref()),
+            },
+        },
+        GRANT_REFRESH_TOKEN => Grant::RefreshToken {
+            refresh_token: SecretString::new(required("refresh_token", form.refresh_token)?),
+            client_id: required("client_id", form.client_id)?,
+        },
+        GRANT_ONE_TIME => Grant::OneTime {
+            token: SecretString::new(required("one_time_token", form.one_time_token)?),
+        },
+        _ => {
+            if form
+                .subject_token_type
+                .as_deref()
+                .is_some_and(|t| t != ACCESS_TOKEN_TYPE)
+            {
+                return Err(ApiError::bad_request(
+                    "subject_token_type",
+                    format!("only {ACCESS_TOKEN_TYPE} can be exchanged"),
+                )
+                .oauth());
+            }
+            Grant::TokenExchange {
+                subject_token: SecretString::new(required("subject_token", form.subject_token)?),
+                audience,
+                scope: split_scope(form.scope.as_deref()),
+            }
+        }
+    };
+    let exchanged = grant_type == keystead::token::grants::GRANT_TOKEN_EXCHANGE;
+    match state.ks.tokens(realm.id).exchange(grant).await {
+        Ok(ExchangeOutcome::Tokens(tokens)) => {
+            let mut body = token_json(&tokens);
+            if exchanged {
+                body["issued_token_type"] = ACCESS_TOKEN_TYPE.into();
+            }
+            Ok((no_store(), Json(body)).into_response())
+        }
+        Ok(ExchangeOutcome::MfaRequired { challenge }) => Ok(mfa_pending(&challenge, false)),
+        Ok(ExchangeOutcome::MfaEnrollmentRequired { challenge }) => {
+            Ok(mfa_pending(&challenge, true))
+        }
+        Err(e) => Ok(grant_error(e)),
+    }
+}
+
+async fn certs(
+    State(state): State<AppState>,
+    Path(realm_name): Path<String>,
+) -> Result<Response, OAuthError> {
+    let realm = realm_named(&state, &realm_name).await?;
+    let jwks = state.ks.tokens(realm.id).jwks().await?;
+    // Short caching: verifiers refetch soon after a rotation.
+    Ok((
+        [(
+            CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=60"),
+        )],
+        Json(jwks),
+    )
+        .into_response())
+}
+
+async fn discovery(
+    State(state): State<AppState>,
+    Path(realm_name): Path<String>,
+) -> Result<Json<Value>, OAuthError> {
+    let realm = realm_named(&state, &realm_name).await?;
+    let mut doc = match state.ks.tokens(realm.id).discovery().await {
+        Ok(doc) => doc,
+        Err(keystead::Error::Token(TokenError::IssuerNotConfigured)) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "ISSUER_NOT_CONFIGURED",
+                "the realm has no issuer URL; create it with one to publish discovery",
+            )
+            .oauth());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // What this server adds to the library's document: its extra grants,
+    // registration, and the (not yet supported) authorization endpoint.
+    let base = doc["token_endpoint"]
+        .as_str()
+        .and_then(|t| t.strip_suffix("/token"))
+        .unwrap_or_default()
+        .to_owned();
+    doc["grant_types_supported"] = json!([
+        GRANT_PASSWORD,
+        GRANT_REFRESH_TOKEN,
+        keystead::token::grants::GRANT_TOKEN_EXCHANGE,
+        GRANT_ONE_TIME
+    ]);
+    doc["registration_endpoint"] = format!("{base}/registrations").into();
+    doc["authorization_endpoint"] = format!("{base}/auth").into();
+    doc["introspection_endpoint_auth_methods_supported"] = json!(["bearer"]);
+    Ok(Json(doc))
+}
+
+async fn userinfo(
+    State(state): State<AppState>,
+    Path(realm_name): Path<String>,
+    parts: Parts,
+) -> Result<Json<Value>, OAuthError> {
+    let realm = realm_named(&state, &realm_name).await?;
+    let token = bearer(&parts).map_err(ApiError::oauth)?;
+    Ok(Json(
+        state
+            .ks
+            .tokens(realm.id)
+            .userinfo(token, &state.audience)
+            .await?,
+    ))
+}
+
+/// Who may introspect: the administrator, or a holder of an access token.
+enum Introspector {
+    Admin,
+    Caller(Box<Caller>),
+}
+
+impl FromRequestParts<AppState> for Introspector {
+    type Rejection = OAuthError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, OAuthError> {
+        match authenticate(parts, state).await {
+            Ok(caller) => Ok(Introspector::Caller(Box::new(caller))),
+            Err(e) => match Admin::from_request_parts(parts, state).await {
+                Ok(Admin) => Ok(Introspector::Admin),
+                Err(_) => Err(e.oauth()),
+            },
+        }
+    }
+}
+
+/// A request carrying one token (introspection, revocation; RFC 7662
+/// §2.1, RFC 7009 §2.1). `token_type_hint` may be sent and is not needed:
+/// the library recognises the kind from the token.
+#[derive(Debug, Deserialize)]
+pub struct TokenParam {
+    token: Option<String>,
+}
+
+async fn introspect(
+    State(state): State<AppState>,
+    Path(realm_name): Path<String>,
+    who: Introspector,
+    FormOrJson(form): FormOrJson<TokenParam>,
+) -> Result<Response, OAuthError> {
+    let realm = realm_named(&state, &realm_name).await?;
+    if let Introspector::Caller(caller) = &who
+        && (caller.realm != realm.id || !caller.claims.scopes().any(|s| s == INTROSPECT_SCOPE))
+    {
+        return Err(ApiError::forbidden(
+            "INSUFFICIENT_SCOPE",
+            "introspection needs an access token of this realm with the `introspect` scope",
+        )
+        .oauth());
+    }
+    let token = SecretString::new(required("token", form.token)?);
+    let answer = state.ks.tokens(realm.id).introspect(&token).await?;
+    Ok((no_store(), Json(answer)).into_response())
+}
+
+async fn revoke(
+    State(state): State<AppState>,
+    Path(realm_name): Path<String>,
+    FormOrJson(form): FormOrJson<TokenParam>,
+) -> Result<StatusCode, OAuthError> {
+    let realm = realm_named(&state, &realm_name).await?;
+    let token = SecretString::new(required("token", form.token)?);
+    state.ks.tokens(realm.id).revoke(&token).await?;
+    Ok(StatusCode::OK)
+}
+
+/// RP-initiated logout parameters (OpenID Connect RP-Initiated Logout 1.0
+/// §2).
+#[derive(Debug, Default, Deserialize)]
+pub struct LogoutParams {
+    id_token_hint: Option<String>,
+    post_logout_redirect_uri: Option<String>,
+    state: Option<String>,
+    /// Accepted for compatibility; without a client registry it changes
+    /// nothing.
+    #[allow(dead_code)]
+    client_id: Option<String>,
+}
+
+async fn logout_get(
+    State(state): State<AppState>,
+    Path(realm_name): Path<String>,
+    parts: Parts,
+    Query(params): Query<LogoutParams>,
+) -> Result<Response, OAuthError> {
+    logout(&state, &realm_name, &parts, params).await
+}
+
+async fn logout_post(
+    State(state): State<AppState>,
+    Path(realm_name): Path<String>,
+    parts: Parts,
+    FormOrJson(params): FormOrJson<LogoutParams>,
+) -> Result<Response, OAuthError> {
+    logout(&state, &realm_name, &parts, params).await
+}
+
+/// The origin (`scheme://host[:port]`) of an absolute URL.
+fn origin(url: &str) -> Option<&str> {
+    let (scheme, rest) = url.split_once("://")?;
+    if scheme.is_empty() || rest.is_empty() {
+        return None;
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    Some(&url[..scheme.len() + 3 + end])
+}
+
+async fn logout(
+    state: &AppState,
+    realm_name: &str,
+    parts: &Parts,
+    params: LogoutParams,
+) -> Result<Response, OAuthError> {
+    let realm = realm_named(state, realm_name).await?;
+    // Check the redirect before ending anything: a refused request changes
+    // nothing.
+    let redirect = match params.post_logout_redirect_uri.as_deref() {
+        None => None,
+        Some(uri) => {
+            let allowed = realm
+                .settings
+                .issuer_url
+                .as_deref()
+                .and_then(origin)
+                .is_some_and(|issuer| origin(uri) == Some(issuer));
+            if !allowed {
+                return Err(ApiError::bad_request(
+                    "post_logout_redirect_uri",
+                    "must have the origin of the realm's issuer URL",
+                )
+                .oauth());
+            }
+            Some(uri.to_owned())
+        }
+    };
+    let hint = match params.id_token_hint {
+        Some(hint) if !hint.is_empty() => hint,
+        _ => bearer(parts)
+            .map_err(|_| {
+                ApiError::bad_request(
+                    "id_token_hint",
+                    "name the session with id_token_hint or a bearer token",
+                )
+                .oauth()
+            })?
+            .to_owned(),
+    };
+    let tokens = state.ks.tokens(realm.id);
+    let info = tokens.introspect(&SecretString::new(hint)).await?;
+    let sid = info
+        .get("sid")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .filter(|_| info["active"] == true)
+        .ok_or_else(|| {
+            ApiError::bad_request("id_token_hint", "not an active token of this realm").oauth()
+        })?;
+    tokens.logout(sid).await?;
+    tracing::info!(realm = %realm.id, "session logged out");
+    Ok(match redirect {
+        None => StatusCode::NO_CONTENT.into_response(),
+        Some(mut uri) => {
+            if let Some(s) = params.state {
+                let sep = if uri.contains('?') { '&' } else { '?' };
+                uri.push(sep);
+                uri.push_str("state=");
+                uri.push_str(&percent_encode(&s));
+            }
+            match HeaderValue::from_str(&uri) {
+                Ok(location) => (StatusCode::FOUND, [(LOCATION, location)]).into_response(),
+                Err(_) => StatusCode::NO_CONTENT.into_response(),
+            }
+        }
+    })
+}
+
+/// Percent-encode everything but RFC 3986 unreserved characters.
+fn percent_encode(s: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+async fn auth(
+    State(state): State<AppState>,
+    Path(realm_name): Path<String>,
+) -> Result<Response, OAuthError> {
+    realm_named(&state, &realm_name).await?;
+    Ok(oauth_error(
+        StatusCode::BAD_REQUEST,
+        "unsupported_response_type",
+        "UNSUPPORTED_RESPONSE_TYPE",
+        "the authorization-code flow arrives with issue #12; use the token endpoint \
+         (password grant) or the login actions meanwhile",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins() {
+        assert_eq!(
+            origin("https://id.example.com/realms/a?x=1"),
+            Some("https://id.example.com")
+        );
+        assert_eq!(
+            origin("http://127.0.0.1:8080#f"),
+            Some("http://127.0.0.1:8080")
+        );
+        assert_eq!(
+            origin("https://evil.com.id.example.com/x"),
+            Some("https://evil.com.id.example.com")
+        );
+        assert_eq!(origin("/relative"), None);
+        assert_eq!(origin("https://"), None);
+    }
+
+    #[test]
+    fn state_is_percent_encoded() {
+        assert_eq!(percent_encode("a b&c"), "a%20b%26c");
+    }
+}
