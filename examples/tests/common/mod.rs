@@ -62,7 +62,45 @@ pub async fn start_on(backend: Backend) -> TestServer {
     } else {
         AppState::open(&config, None).await.expect("open state")
     };
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    serve_state(state, dir).await
+}
+
+/// Two server instances on ONE PostgreSQL database (same schema, same
+/// key-encryption key, separate connection pools and library instances) —
+/// the deployment of several instances behind a load balancer.
+pub async fn start_pair_on_postgres() -> (TestServer, TestServer) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kek = keystead::crypto::at_rest::StaticKeyProvider::generate().expect("kek");
+    let config = Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        backend: Backend::Postgres,
+        db: "postgres (test cluster)".into(),
+        kek_file: None,
+        admin_token: Some(SecretString::new(ADMIN_TOKEN.into())),
+        body_limit: 64 * 1024,
+        audience: server::DEFAULT_AUDIENCE.into(),
+    };
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        let store = keystead_postgres::testing::open_in(dir.path())
+            .await
+            .expect("PostgreSQL test cluster");
+        let ks = Keystead::builder()
+            .store(store)
+            .keys(kek.clone())
+            .build()
+            .expect("keystead");
+        instances.push(AppState::new(ks, &config));
+    }
+    let b = instances.pop().expect("two");
+    let a = instances.pop().expect("two");
+    let second = tempfile::tempdir().expect("temp dir");
+    (serve_state(a, dir).await, serve_state(b, second).await)
+}
+
+/// Serve `state` on an ephemeral loopback port.
+async fn serve_state(state: AppState, dir: tempfile::TempDir) -> TestServer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
