@@ -77,8 +77,11 @@ impl Realms {
         Self { ctx }
     }
 
-    /// Create a realm. Fails with [`RealmError::NameTaken`] if the name is in
-    /// use (checked atomically with the `Absent` name index).
+    /// Create a realm, with its first token-signing key (Ed25519, sealed
+    /// at rest) in the same commit, so its JWKS is never empty; switch to
+    /// ES256 with [`Tokens::rotate_signing_key`](crate::token::Tokens::rotate_signing_key).
+    /// Fails with [`RealmError::NameTaken`] if the name is in use (checked
+    /// atomically with the `Absent` name index).
     pub async fn create(&self, name: &str, settings: RealmSettings) -> Result<Realm, Error> {
         validate_name(name)?;
         validate_settings(&settings)?;
@@ -105,6 +108,14 @@ impl Realms {
                 realm.id.to_bytes().to_vec(),
                 Precondition::Absent,
             )?;
+        let tokens = crate::token::Tokens {
+            ctx: Arc::clone(&self.ctx),
+            realm: realm.id,
+        };
+        let signing = tokens
+            .new_key(crate::crypto::jws::JwsAlgorithm::EdDsa, now)
+            .await?;
+        tokens.put_keys(&mut batch, &[signing], Precondition::Absent)?;
         match self.ctx.store.commit(batch).await {
             Ok(()) => Ok(realm),
             Err(StorageError::Conflict { key }) if key == index.as_bytes() => {

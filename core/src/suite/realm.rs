@@ -146,7 +146,8 @@ pub async fn delete_sweeps_data_and_frees_the_name(h: Harness) {
         }
         store.commit(batch).await.unwrap();
     }
-    assert_eq!(realms.delete(doomed.id).await.unwrap(), 600);
+    // The 600 records plus the realm's signing-key record.
+    assert_eq!(realms.delete(doomed.id).await.unwrap(), 601);
     assert!(matches!(
         realms.get(doomed.id).await,
         Err(Error::Realm(RealmError::NotFound))
@@ -159,7 +160,10 @@ pub async fn delete_sweeps_data_and_frees_the_name(h: Harness) {
         .scan(Key::new().push("realm").as_bytes(), None, 1000)
         .await
         .unwrap();
-    assert_eq!(left.len(), 3, "only the other realm's records remain");
+    // The kept realm's 3 records and its signing key.
+    assert_eq!(left.len(), 4, "only the other realm's records remain");
+    let kept_prefix = crate::realm::service::data_prefix(kept.id);
+    assert!(left.iter().all(|(k, _)| k.starts_with(kept_prefix.as_bytes())));
     // The name is free again, for a new realm with a new id.
     let again = realms
         .create("doomed", RealmSettings::default())

@@ -91,12 +91,16 @@ fn payload_of(token: &str) -> serde_json::Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
 }
 
-/// The first key is created lazily (Ed25519), once under concurrency; the
-/// JWKS publishes it; rotation to ES256 keeps the old key verifying and
+/// The first key is created with the realm (Ed25519); `ensure_signing_key`
+/// keeps it for every concurrent caller; the JWKS publishes it; rotation to ES256 keeps the old key verifying and
 /// published for the overlap, then drops it.
 pub async fn signing_keys_jwks_and_rotation(h: Harness) {
     let f = fixture(&h, cheap_settings()).await;
-    assert!(f.tokens.signing_keys().await.unwrap().is_empty());
+    // The realm was created with its first key: Ed25519, current.
+    let created = f.tokens.signing_keys().await.unwrap();
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0].algorithm, JwsAlgorithm::EdDsa);
+    assert!(created[0].retired_at.is_none());
     let tasks: Vec<_> = (0..8)
         .map(|_| {
             let tokens = f.tokens.clone();
@@ -108,7 +112,7 @@ pub async fn signing_keys_jwks_and_rotation(h: Harness) {
         ids.push(task.await.unwrap().unwrap().id);
     }
     ids.dedup();
-    assert_eq!(ids.len(), 1, "every caller gets the same first key");
+    assert_eq!(ids, [created[0].id], "every caller gets the realm's key");
     let first = ids[0];
     let jwks = f.tokens.jwks().await.unwrap();
     let keys = jwks["keys"].as_array().unwrap();

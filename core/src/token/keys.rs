@@ -168,7 +168,7 @@ impl Tokens {
         Ok(Some((keys, stored.version)))
     }
 
-    async fn new_key(
+    pub(crate) async fn new_key(
         &self,
         alg: JwsAlgorithm,
         now: DateTime<Utc>,
@@ -195,6 +195,18 @@ impl Tokens {
         keys: &[StoredSigningKey],
         precondition: Precondition,
     ) -> Result<(), Error> {
+        let mut batch = Batch::new();
+        self.put_keys(&mut batch, keys, precondition)?;
+        Ok(self.ctx.store.commit(batch).await?)
+    }
+
+    /// Add the write of the realm's signing-key record to `batch`.
+    pub(crate) fn put_keys(
+        &self,
+        batch: &mut Batch,
+        keys: &[StoredSigningKey],
+        precondition: Precondition,
+    ) -> Result<(), Error> {
         let key = layout::signing_keys(self.realm);
         let value = record::encode(
             key.as_bytes(),
@@ -202,9 +214,8 @@ impl Tokens {
                 keys: keys.to_vec(),
             },
         )?;
-        let mut batch = Batch::new();
         batch.put(key, value, precondition)?;
-        Ok(self.ctx.store.commit(batch).await?)
+        Ok(())
     }
 
     /// The realm's current signing key, creating one with `alg` if the realm
