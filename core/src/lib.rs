@@ -19,6 +19,10 @@
 //! (`ks.devices(realm)`); [`client`] is the front-end side (a device's
 //! secret key, opening and sealing envelopes).
 //!
+//! OAuth clients, the authorization-code flow with PKCE and its login
+//! transaction, and the client-credentials grant live in [`oauth`]
+//! (`ks.oauth(realm)`); codes are redeemed at [`token::Tokens::exchange`].
+//!
 //! Identifiers are typed UUID v7 newtypes ([`id`]); secrets live in
 //! [`secret`] wrappers that never print and are wiped on drop; every failure is
 //! one [`Error`] with a stable [`Error::code`]. All cryptography (device keys,
@@ -33,6 +37,7 @@ pub mod error;
 pub mod id;
 mod keystead;
 pub mod mfa;
+pub mod oauth;
 pub mod page;
 pub mod realm;
 pub mod secret;
