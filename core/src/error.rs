@@ -8,6 +8,7 @@
 use crate::crypto::CryptoError;
 use crate::device::DeviceError;
 use crate::mfa::MfaError;
+use crate::oauth::OAuthError;
 use crate::realm::RealmError;
 use crate::store::{BatchError, StorageError};
 use crate::token::TokenError;
@@ -53,6 +54,10 @@ pub enum Error {
     /// flagged credential, …).
     #[error(transparent)]
     Webauthn(#[from] WebauthnError),
+    /// An OAuth client, authorization request, login transaction or
+    /// authorization code was refused.
+    #[error(transparent)]
+    OAuth(#[from] OAuthError),
 }
 
 impl Error {
@@ -70,6 +75,7 @@ impl Error {
             Error::Mfa(e) => e.code(),
             Error::Token(e) => e.code(),
             Error::Webauthn(e) => e.code(),
+            Error::OAuth(e) => e.code(),
         }
     }
 
@@ -77,12 +83,16 @@ impl Error {
     /// introspection endpoint should answer with: `invalid_request` for
     /// rejected input, `invalid_grant` for failed credentials and grants,
     /// `invalid_token` for rejected access tokens, `unsupported_grant_type`,
-    /// `invalid_scope`, `temporarily_unavailable` when throttled, and
-    /// `server_error` for everything else.
+    /// `invalid_scope`, `temporarily_unavailable` when throttled, the codes
+    /// of the authorization-code flow ([`OAuthError::oauth_code`]:
+    /// `invalid_client`, `unauthorized_client`, `access_denied`,
+    /// `unsupported_response_type`, …), and `server_error` for everything
+    /// else.
     pub fn oauth_code(&self) -> &'static str {
         match self {
             Error::Validation(_) => "invalid_request",
             Error::Token(e) => e.oauth_code(),
+            Error::OAuth(e) => e.oauth_code(),
             Error::Auth(AuthError::TooManyAttempts { .. }) => "temporarily_unavailable",
             Error::Auth(_) => "invalid_grant",
             _ => "server_error",

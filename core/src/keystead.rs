@@ -223,6 +223,15 @@ impl Keystead {
         Webauthn::new(Arc::clone(&self.ctx), realm)
     }
 
+    /// OAuth clients and the authorization-code flow with PKCE of one
+    /// realm: client registration, authorization requests, the login
+    /// transaction, and the client-credentials grant (codes are redeemed
+    /// through [`Tokens::exchange`]). Bound to `realm` like
+    /// [`users`](Self::users).
+    pub fn oauth(&self, realm: RealmId) -> crate::oauth::OAuth {
+        crate::oauth::OAuth::new(Arc::clone(&self.ctx), realm)
+    }
+
     /// The store this instance was built with (for embedders that keep their
     /// own records beside keystead's, under their own key prefix).
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -21,6 +21,9 @@
 //!
 //! Passkeys — WebAuthn registration and authentication, as a second factor
 //! or passwordless login — live in [`webauthn`] (`ks.webauthn(realm)`).
+//! OAuth clients, the authorization-code flow with PKCE and its login
+//! transaction, and the client-credentials grant live in [`oauth`]
+//! (`ks.oauth(realm)`); codes are redeemed at [`token::Tokens::exchange`].
 //!
 //! Identifiers are typed UUID v7 newtypes ([`id`]); secrets live in
 //! [`secret`] wrappers that never print and are wiped on drop; every failure is
@@ -36,6 +39,7 @@ pub mod error;
 pub mod id;
 mod keystead;
 pub mod mfa;
+pub mod oauth;
 pub mod page;
 pub mod realm;
 pub mod secret;

@@ -8,6 +8,7 @@
 pub mod device;
 pub mod isolation;
 pub mod mfa;
+pub mod oauth;
 pub mod realm;
 pub mod token;
 pub mod user;
@@ -136,6 +137,19 @@ macro_rules! domain_tests {
             sign_count_regression_flags_the_credential,
             credential_limit_and_labels,
             passkey_answers_the_login_challenge
+        ]);
+        $crate::domain_tests!(@cases $open, oauth, [
+            code_flow_with_password_and_totp,
+            enrollment_magic_link_and_cancel,
+            authorization_request_refusals,
+            redemption_refusals,
+            reused_code_revokes_the_first_tokens,
+            concurrent_redemption_one_winner,
+            transactions_and_codes_expire,
+            realms_are_isolated,
+            clients_and_secrets,
+            client_credentials_grant,
+            discovery_lists_what_is_supported
         ]);
         #[test]
         fn random_operations_never_cross_realms() {

@@ -163,7 +163,10 @@ pub async fn delete_sweeps_data_and_frees_the_name(h: Harness) {
     // The kept realm's 3 records and its signing key.
     assert_eq!(left.len(), 4, "only the other realm's records remain");
     let kept_prefix = crate::realm::service::data_prefix(kept.id);
-    assert!(left.iter().all(|(k, _)| k.starts_with(kept_prefix.as_bytes())));
+    assert!(
+        left.iter()
+            .all(|(k, _)| k.starts_with(kept_prefix.as_bytes()))
+    );
     // The name is free again, for a new realm with a new id.
     let again = realms
         .create("doomed", RealmSettings::default())

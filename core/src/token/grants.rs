@@ -49,6 +49,12 @@ pub const GRANT_PASSWORD: &str = "password";
 pub const GRANT_REFRESH_TOKEN: &str = "refresh_token";
 /// The `grant_type` of the one-time token exchange.
 pub const GRANT_ONE_TIME: &str = "urn:keystead:params:oauth:grant-type:one-time-token";
+/// The `grant_type` of the authorization-code grant (RFC 6749 §4.1.3).
+pub const GRANT_AUTHORIZATION_CODE: &str = "authorization_code";
+/// The `grant_type` of the client-credentials grant (RFC 6749 §4.4),
+/// served by [`OAuth::client_credentials`](crate::oauth::OAuth::client_credentials)
+/// rather than [`Tokens::exchange`]: its answer has no session or user.
+pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
 /// The `grant_type` of RFC 8693 token exchange.
 pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 
@@ -137,6 +143,21 @@ pub enum Grant {
         /// keeps the subject's scope.
         scope: Vec<String>,
     },
+    /// Redeem an authorization code (RFC 6749 §4.1.3, RFC 7636 §4.5); see
+    /// [`crate::oauth::code`].
+    AuthorizationCode {
+        /// The code from the authorization response.
+        code: SecretString,
+        /// The `redirect_uri` of the authorization request, again.
+        redirect_uri: String,
+        /// The client (from the form, or the Basic credentials).
+        client_id: String,
+        /// The PKCE verifier.
+        code_verifier: Option<SecretString>,
+        /// A confidential client's secret (`client_secret_post`, or the
+        /// Basic password after form-decoding); `None` for public clients.
+        client_secret: Option<SecretString>,
+    },
 }
 
 impl Grant {
@@ -144,7 +165,11 @@ impl Grant {
     /// `UNSUPPORTED_GRANT_TYPE` otherwise.
     pub fn check_type(grant_type: &str) -> Result<(), Error> {
         match grant_type {
-            GRANT_PASSWORD | GRANT_REFRESH_TOKEN | GRANT_ONE_TIME | GRANT_TOKEN_EXCHANGE => Ok(()),
+            GRANT_PASSWORD
+            | GRANT_REFRESH_TOKEN
+            | GRANT_ONE_TIME
+            | GRANT_TOKEN_EXCHANGE
+            | GRANT_AUTHORIZATION_CODE => Ok(()),
             _ => Err(TokenError::UnsupportedGrantType.into()),
         }
     }
@@ -323,6 +348,7 @@ impl Tokens {
                         refresh_token: None,
                         scope: one.scope,
                         session: one.session,
+                        id_token: None,
                     });
                 }
                 Err(e) if is_conflict(&e) => last = Some(e),
@@ -555,6 +581,23 @@ impl Tokens {
             } => Ok(ExchangeOutcome::Tokens(
                 self.narrow(&subject_token, &audience, scope).await?,
             )),
+            Grant::AuthorizationCode {
+                code,
+                redirect_uri,
+                client_id,
+                code_verifier,
+                client_secret,
+            } => {
+                let oauth = crate::oauth::OAuth::new(std::sync::Arc::clone(&self.ctx), self.realm);
+                let redeem = crate::oauth::code::Redeem {
+                    code: &code,
+                    redirect_uri: &redirect_uri,
+                    client_id: &client_id,
+                    code_verifier: code_verifier.as_ref(),
+                    client_secret: client_secret.as_ref(),
+                };
+                Ok(ExchangeOutcome::Tokens(oauth.redeem_code(redeem).await?))
+            }
         }
     }
 
@@ -610,6 +653,7 @@ impl Tokens {
             refresh_token: None,
             scope,
             session: claims.sid,
+            id_token: None,
         })
     }
 }
@@ -667,6 +711,7 @@ mod tests {
             GRANT_REFRESH_TOKEN,
             GRANT_ONE_TIME,
             GRANT_TOKEN_EXCHANGE,
+            GRANT_AUTHORIZATION_CODE,
         ] {
             Grant::check_type(ok).unwrap();
         }

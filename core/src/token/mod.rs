@@ -62,6 +62,7 @@
 #[cfg(test)]
 mod family_tests;
 pub mod grants;
+pub mod id_token;
 pub mod keys;
 pub(crate) mod service;
 
@@ -163,6 +164,9 @@ pub struct TokenResponse {
     pub scope: Vec<String>,
     /// The session the tokens belong to.
     pub session: SessionId,
+    /// The OpenID Connect ID token, issued with an authorization code
+    /// whose request had the `openid` scope ([`id_token`]).
+    pub id_token: Option<SecretString>,
 }
 
 /// The claims of an access token (RFC 9068 §2.2).

@@ -80,7 +80,7 @@ pub(crate) fn check_jws_shape(token: &str) -> Result<(), TokenError> {
     Ok(())
 }
 
-fn jws_error(e: CryptoError) -> Error {
+pub(crate) fn jws_error(e: CryptoError) -> Error {
     match e {
         CryptoError::JwsTooLarge { .. } | CryptoError::JwsMalformed { .. } => {
             TokenError::Malformed {
@@ -249,6 +249,48 @@ impl Tokens {
         Ok((SecretString::new(token), lifetime))
     }
 
+    /// Add a new refresh-token family of `session`, issued as `request`
+    /// describes, to `batch` (the family record and its token's index
+    /// entry, both `Absent`); returns the family and its first refresh
+    /// token. The caller adds the session check and commits (issue here,
+    /// authorization-code redemption in [`crate::oauth`]).
+    pub(crate) fn family_writes(
+        &self,
+        batch: &mut Batch,
+        session: &Session,
+        request: &AccessRequest,
+        now: DateTime<Utc>,
+    ) -> Result<(StoredFamily, SecretString), Error> {
+        let mut family = StoredFamily {
+            id: TokenFamilyId::generate(now),
+            realm: self.realm,
+            session: session.id,
+            user: session.user,
+            client_id: request.client_id.clone(),
+            audience: request.audience.clone(),
+            scope: request.scope.clone(),
+            current: [0; 32],
+            generation: 0,
+            created_at: now,
+            issued_at: now,
+        };
+        let refresh = new_refresh_token(&family)?;
+        family.current = refresh.digest.0;
+        let family_key = layout::family(self.realm, family.id);
+        batch
+            .put(
+                family_key.clone(),
+                record::encode(family_key.as_bytes(), &FamilyRecord::V1(family.clone()))?,
+                Precondition::Absent,
+            )?
+            .put(
+                layout::refresh_token(self.realm, &refresh.digest.0),
+                family.id.to_bytes().to_vec(),
+                Precondition::Absent,
+            )?;
+        Ok((family, refresh.token))
+    }
+
     /// Issue an access token and a new refresh-token family for a valid
     /// session (after login). `request.scope` must be within the session's
     /// scopes when the session has any (application-token sessions).
@@ -268,38 +310,12 @@ impl Tokens {
             if !live.scopes.is_empty() && !request.scope.iter().all(|s| live.scopes.contains(s)) {
                 return Err(TokenError::InvalidScope.into());
             }
-            let mut family = StoredFamily {
-                id: TokenFamilyId::generate(now),
-                realm: self.realm,
-                session: live.id,
-                user: live.user,
-                client_id: request.client_id.clone(),
-                audience: request.audience.clone(),
-                scope: request.scope.clone(),
-                current: [0; 32],
-                generation: 0,
-                created_at: now,
-                issued_at: now,
-            };
-            let refresh = new_refresh_token(&family)?;
-            family.current = refresh.digest.0;
-            let family_key = layout::family(self.realm, family.id);
             let mut batch = Batch::new();
-            batch
-                .put(
-                    family_key.clone(),
-                    record::encode(family_key.as_bytes(), &FamilyRecord::V1(family.clone()))?,
-                    Precondition::Absent,
-                )?
-                .put(
-                    layout::refresh_token(self.realm, &refresh.digest.0),
-                    family.id.to_bytes().to_vec(),
-                    Precondition::Absent,
-                )?
-                .check(
-                    crate::user::keys::session(self.realm, live.id),
-                    Precondition::Version(session_version),
-                )?;
+            let (family, refresh) = self.family_writes(&mut batch, &live, request, now)?;
+            batch.check(
+                crate::user::keys::session(self.realm, live.id),
+                Precondition::Version(session_version),
+            )?;
             match self.ctx.store.commit(batch).await {
                 Ok(()) => {
                     let grant = AccessGrant {
@@ -314,9 +330,10 @@ impl Tokens {
                         access_token: access,
                         token_type: "Bearer",
                         expires_in,
-                        refresh_token: Some(refresh.token),
+                        refresh_token: Some(refresh),
                         scope: family.scope,
                         session: live.id,
+                        id_token: None,
                     });
                 }
                 Err(e) if is_conflict(&e) => last = Some(e),
@@ -443,6 +460,7 @@ impl Tokens {
     /// another client, or a lost concurrent rotation) or
     /// `REFRESH_TOKEN_REUSED` (an already-rotated token: family and session
     /// are now revoked).
+    #[allow(clippy::too_many_lines)] // one retry loop: read, decide, rotate, sign
     pub async fn refresh(
         &self,
         refresh_token: &SecretString,
@@ -539,6 +557,7 @@ impl Tokens {
                         refresh_token: Some(next.token),
                         scope: rotated.scope,
                         session: rotated.session,
+                        id_token: None,
                     });
                 }
                 Err(e) if is_conflict(&e) => {
@@ -852,6 +871,13 @@ impl Tokens {
     /// The OIDC discovery document (`/.well-known/openid-configuration`) of
     /// the realm, with endpoints under `<issuer>/protocol/openid-connect/`.
     /// Needs the realm's `issuer_url` (`ISSUER_NOT_CONFIGURED` otherwise).
+    ///
+    /// It lists only what the library implements: the `code` response type
+    /// ([`crate::oauth`]; no implicit or hybrid flow), PKCE `S256` only,
+    /// the grants of [`Tokens::exchange`] plus `client_credentials`
+    /// ([`OAuth::client_credentials`](crate::oauth::OAuth::client_credentials)),
+    /// and client authentication by `client_secret_basic`,
+    /// `client_secret_post` or `none` (public clients).
     pub async fn discovery(&self) -> Result<serde_json::Value, Error> {
         let realm = self.active_realm().await?;
         let iss = realm
@@ -868,14 +894,28 @@ impl Tokens {
             "revocation_endpoint": format!("{base}/revoke"),
             "userinfo_endpoint": format!("{base}/userinfo"),
             "end_session_endpoint": format!("{base}/logout"),
-            "grant_types_supported": ["password", "refresh_token"],
-            "response_types_supported": ["token"],
+            "authorization_endpoint": format!("{base}/auth"),
+            "grant_types_supported": [
+                super::grants::GRANT_AUTHORIZATION_CODE,
+                super::grants::GRANT_REFRESH_TOKEN,
+                super::grants::GRANT_CLIENT_CREDENTIALS,
+                super::grants::GRANT_PASSWORD,
+                super::grants::GRANT_TOKEN_EXCHANGE,
+                super::grants::GRANT_ONE_TIME,
+            ],
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "code_challenge_methods_supported": ["S256"],
+            "authorization_response_iss_parameter_supported": true,
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["EdDSA", "ES256"],
-            "token_endpoint_auth_methods_supported": ["none"],
-            "scopes_supported": ["openid"],
+            "token_endpoint_auth_methods_supported":
+                ["client_secret_basic", "client_secret_post", "none"],
+            "scopes_supported": [crate::oauth::SCOPE_OPENID],
+            "acr_values_supported": [super::id_token::ACR_SINGLE_FACTOR, super::id_token::ACR_MFA],
             "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nbf", "jti", "client_id",
-                "scope", "sid", "amr", "auth_time", "preferred_username", "email", "name"],
+                "scope", "sid", "amr", "acr", "azp", "nonce", "auth_time", "preferred_username",
+                "email", "name"],
         }))
     }
 }

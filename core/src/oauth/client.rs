@@ -1,0 +1,859 @@
+//! OAuth clients of a realm: registration, secrets, redirect URIs.
+//!
+//! * **Kinds.** A [`ClientKind::Public`] client (a browser or native app)
+//!   cannot keep a secret: it has none and must use PKCE. A
+//!   [`ClientKind::Confidential`] client gets a secret (`kscs_…`, 256
+//!   random bits) once, at creation or [`OAuth::rotate_client_secret`]; only
+//!   its SHA-256 digest is stored and a presented secret is compared in
+//!   constant time. [`OAuth::client_secret_basic`] and
+//!   [`OAuth::client_secret_post`] authenticate it from the values a
+//!   front-end parsed out of the `Authorization: Basic` header or the form.
+//! * **Redirect URIs** are matched byte for byte (RFC 9700 §4.1.3): no
+//!   wildcards, no prefix matching, no normalisation — a trailing slash,
+//!   another port, scheme, host case or path is another URI. Registration
+//!   ([`validate_redirect_uri`]) refuses what can't be matched safely:
+//!   fragments (RFC 6749 §3.1.2), userinfo (`https://good@evil`), `*`,
+//!   `..` segments, upper-case scheme or host, non-ASCII, and `http://`
+//!   except to loopback hosts (RFC 8252 §7.3). Native apps may use a
+//!   private-use scheme in reverse-domain form (`com.example.app:/cb`,
+//!   RFC 8252 §7.1); only public clients may.
+//! * **Grants and scopes.** A client lists the grant types it may use and
+//!   the scope values it may ask for; anything else is refused
+//!   (`unauthorized_client`, `invalid_scope`).
+//! * **Deletion** removes the record and expires every token issued to the
+//!   client up to now ([`Tokens::expire_all_for_client`](crate::token::Tokens::expire_all_for_client)),
+//!   so access and refresh tokens die with it; its pending codes fail at
+//!   redemption (`invalid_client`).
+
+use super::{Bearer, MAX_REDIRECT_URI_LEN, MAX_REDIRECT_URIS, OAuth, OAuthError, layout};
+use crate::error::{Error, ValidationError};
+use crate::id::RealmId;
+use crate::keystead::MAX_RETRIES;
+use crate::page::Page;
+use crate::secret::SecretString;
+use crate::store::{Batch, Precondition, StorageError, record};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+/// Longest `client_id`, in bytes.
+pub const MAX_CLIENT_ID_LEN: usize = 128;
+/// Longest access-token lifetime a client may override to: 24 hours, the
+/// realm-wide bound too.
+pub const MAX_ACCESS_TOKEN_SECS: u32 = 24 * 3600;
+
+/// Whether a client can keep a secret (RFC 6749 §2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientKind {
+    /// A browser or native app: no secret, PKCE required.
+    Public,
+    /// A server-side app: authenticates with its secret.
+    Confidential,
+}
+
+/// The grant types a client may use at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum GrantType {
+    /// The authorization-code flow (RFC 6749 §4.1).
+    AuthorizationCode,
+    /// Refresh tokens from the code flow (RFC 6749 §6).
+    RefreshToken,
+    /// Tokens for the client itself (RFC 6749 §4.4); confidential clients
+    /// only.
+    ClientCredentials,
+}
+
+impl GrantType {
+    /// The `grant_type` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantType::AuthorizationCode => "authorization_code",
+            GrantType::RefreshToken => "refresh_token",
+            GrantType::ClientCredentials => "client_credentials",
+        }
+    }
+}
+
+/// An OAuth client as callers see it (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Client {
+    /// The `client_id`, unique in the realm.
+    pub client_id: String,
+    /// The realm.
+    pub realm: RealmId,
+    /// Public or confidential.
+    pub kind: ClientKind,
+    /// The redirect URIs an authorization request may name, exactly.
+    pub redirect_uris: Vec<String>,
+    /// The grant types the client may use.
+    pub grant_types: Vec<GrantType>,
+    /// The scope values the client may ask for.
+    pub scopes: Vec<String>,
+    /// The `aud` of the access tokens issued to the client.
+    pub audience: String,
+    /// Access-token lifetime for this client; the realm's when `None`.
+    pub access_token_secs: Option<u32>,
+    /// Whether authorization requests must carry a PKCE challenge (always
+    /// for public clients).
+    pub require_pkce: bool,
+    /// When it was registered.
+    pub created_at: DateTime<Utc>,
+    /// When its settings or secret last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Client {
+    /// Whether the client may use `grant`.
+    pub fn allows(&self, grant: GrantType) -> bool {
+        self.grant_types.contains(&grant)
+    }
+}
+
+/// What to register.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewClient {
+    /// The `client_id`: 1 to [`MAX_CLIENT_ID_LEN`] of `A-Z a-z 0-9 . _ ~ : -`.
+    pub client_id: String,
+    /// Public or confidential.
+    pub kind: ClientKind,
+    /// Exact redirect URIs (1 to [`MAX_REDIRECT_URIS`] when the client uses
+    /// the code flow); see [`validate_redirect_uri`].
+    pub redirect_uris: Vec<String>,
+    /// The grant types it may use (at least one).
+    pub grant_types: Vec<GrantType>,
+    /// The scope values it may ask for.
+    pub scopes: Vec<String>,
+    /// The `aud` of its access tokens; the `client_id` when `None`.
+    pub audience: Option<String>,
+    /// Its access-token lifetime (1 s to 24 h); the realm's when `None`.
+    pub access_token_secs: Option<u32>,
+    /// Whether PKCE is required; must be `true` for public clients.
+    pub require_pkce: bool,
+}
+
+impl NewClient {
+    /// A public client using the code flow with refresh tokens, PKCE
+    /// required, allowed `openid`.
+    pub fn public(client_id: impl Into<String>, redirect_uri: impl Into<String>) -> Self {
+        Self {
+            client_id: client_id.into(),
+            kind: ClientKind::Public,
+            redirect_uris: vec![redirect_uri.into()],
+            grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
+            scopes: vec![super::SCOPE_OPENID.to_owned()],
+            audience: None,
+            access_token_secs: None,
+            require_pkce: true,
+        }
+    }
+
+    /// A confidential client using the code flow with refresh tokens, PKCE
+    /// required, allowed `openid`.
+    pub fn confidential(client_id: impl Into<String>, redirect_uri: impl Into<String>) -> Self {
+        Self {
+            kind: ClientKind::Confidential,
+            ..Self::public(client_id, redirect_uri)
+        }
+    }
+
+    /// A confidential client that only uses the client-credentials grant.
+    pub fn service(client_id: impl Into<String>, scopes: Vec<String>) -> Self {
+        Self {
+            client_id: client_id.into(),
+            kind: ClientKind::Confidential,
+            redirect_uris: Vec::new(),
+            grant_types: vec![GrantType::ClientCredentials],
+            scopes,
+            audience: None,
+            access_token_secs: None,
+            require_pkce: true,
+        }
+    }
+}
+
+/// A registered client and, for a confidential one, its secret — shown
+/// this once, never stored.
+#[derive(Debug)]
+pub struct NewClientSecret {
+    /// The client.
+    pub client: Client,
+    /// The secret (`kscs_…`) of a confidential client.
+    pub secret: Option<SecretString>,
+}
+
+/// A change to a client; `None` fields are left as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientUpdate {
+    /// New redirect URIs.
+    pub redirect_uris: Option<Vec<String>>,
+    /// New grant types.
+    pub grant_types: Option<Vec<GrantType>>,
+    /// New scope values.
+    pub scopes: Option<Vec<String>>,
+    /// New audience.
+    pub audience: Option<String>,
+    /// `Some(None)` returns to the realm's lifetime.
+    pub access_token_secs: Option<Option<u32>>,
+    /// Whether PKCE is required (confidential clients only may turn it off).
+    pub require_pkce: Option<bool>,
+}
+
+/// A client as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StoredClient {
+    pub(crate) client: Client,
+    /// SHA-256 of the secret of a confidential client.
+    pub(crate) secret_digest: Option<[u8; 32]>,
+}
+
+/// How a client is stored. Never change a released variant: add `V2`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum ClientRecord {
+    V1(StoredClient),
+}
+
+/// Check a `client_id`: 1 to [`MAX_CLIENT_ID_LEN`] of `A-Z a-z 0-9 . _ ~ : -`
+/// (safe in URLs, forms and Basic credentials without escaping).
+pub fn validate_client_id(client_id: &str) -> Result<(), ValidationError> {
+    let ok = !client_id.is_empty()
+        && client_id.len() <= MAX_CLIENT_ID_LEN
+        && client_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b':' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationError::new(
+            "client_id",
+            format!("1 to {MAX_CLIENT_ID_LEN} characters of A-Z a-z 0-9 . _ ~ : -"),
+        ))
+    }
+}
+
+/// Check a redirect URI for registration; see the [module docs](self).
+/// Returns whether it uses a private-use (native app) scheme.
+pub fn validate_redirect_uri(uri: &str) -> Result<bool, ValidationError> {
+    let bad = |problem: &str| ValidationError::new("redirect_uris", problem.to_owned());
+    if uri.is_empty() || uri.len() > MAX_REDIRECT_URI_LEN {
+        return Err(bad("1 to 2048 bytes"));
+    }
+    if !uri.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad("visible ASCII only (percent-encode the rest)"));
+    }
+    if uri.contains('#') {
+        return Err(bad("no fragment (RFC 6749 §3.1.2)"));
+    }
+    if uri.contains('*') {
+        return Err(bad("no wildcards: redirect URIs match exactly"));
+    }
+    let (scheme, rest) = uri.split_once(':').ok_or_else(|| bad("no scheme"))?;
+    let scheme_ok = scheme
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase())
+        && scheme.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'.' | b'-')
+        });
+    if !scheme_ok {
+        return Err(bad("a lower-case scheme"));
+    }
+    let (path, private_use) = match scheme {
+        "https" | "http" => {
+            let after = rest
+                .strip_prefix("//")
+                .ok_or_else(|| bad("http(s) URIs need an authority"))?;
+            let end = after.find(['/', '?']).unwrap_or(after.len());
+            let (authority, path) = after.split_at(end);
+            check_authority(authority, scheme == "http").map_err(bad)?;
+            (path, false)
+        }
+        _ if scheme.contains('.') => {
+            // RFC 8252 §7.1: `com.example.app:/path`, no authority.
+            if !rest.starts_with('/') || rest.starts_with("//") {
+                return Err(bad("a private-use scheme takes the form scheme:/path"));
+            }
+            (rest, true)
+        }
+        _ => {
+            return Err(bad(
+                "https://, http:// to a loopback host, or a reverse-domain private-use scheme",
+            ));
+        }
+    };
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    if !path.is_empty() && !path.starts_with('/') {
+        return Err(bad("the path starts with '/'"));
+    }
+    if path.split('/').any(|s| s == ".." || s == ".") {
+        return Err(bad("no '.' or '..' path segments"));
+    }
+    check_percent(path).map_err(bad)?;
+    check_percent(query).map_err(bad)?;
+    Ok(private_use)
+}
+
+/// The authority of an http(s) redirect URI: a lower-case host (name, IPv4
+/// or bracketed IPv6) and an optional port; no userinfo. `loopback_only`
+/// for `http://`.
+fn check_authority(authority: &str, loopback_only: bool) -> Result<(), &'static str> {
+    if authority.contains('@') {
+        return Err("no userinfo in the authority");
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (inner, after) = v6.split_once(']').ok_or("an unterminated IPv6 literal")?;
+        if inner.is_empty() || !inner.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') {
+            return Err("a malformed IPv6 literal");
+        }
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':').ok_or("junk after the IPv6 literal")?),
+        };
+        (&authority[..inner.len() + 2], port)
+    } else {
+        match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    let host_ok = !host.is_empty()
+        && (host.starts_with('[')
+            || host.split('.').all(|label| {
+                !label.is_empty()
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            }));
+    if !host_ok {
+        return Err("a lower-case host name or IP literal");
+    }
+    if let Some(port) = port {
+        let ok = !port.is_empty()
+            && !port.starts_with('0')
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u16>().is_ok();
+        if !ok {
+            return Err("a port of 1 to 65535 without leading zeros");
+        }
+    }
+    if loopback_only && !matches!(host, "localhost" | "127.0.0.1" | "[::1]") {
+        return Err("http:// only to loopback hosts (RFC 8252 §7.3)");
+    }
+    Ok(())
+}
+
+/// Every `%` starts a `%XX` escape.
+fn check_percent(part: &str) -> Result<(), &'static str> {
+    let bytes = part.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let ok = bytes.len() > i + 2
+                && bytes[i + 1].is_ascii_hexdigit()
+                && bytes[i + 2].is_ascii_hexdigit();
+            if !ok {
+                return Err("'%' must start a %XX escape");
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Visible ASCII without spaces, 1 to 256 bytes (the token module's rule
+/// for audiences).
+fn check_audience(audience: &str) -> Result<(), ValidationError> {
+    if audience.is_empty()
+        || audience.len() > crate::token::MAX_CLIENT_ID_LEN
+        || !audience.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(ValidationError::new(
+            "audience",
+            "1 to 256 visible ASCII characters without spaces",
+        ));
+    }
+    Ok(())
+}
+
+/// Check a client's settings against every rule; called on create and
+/// update before anything is written.
+fn validate(client: &Client) -> Result<(), ValidationError> {
+    validate_client_id(&client.client_id)?;
+    if client.grant_types.is_empty() {
+        return Err(ValidationError::new(
+            "grant_types",
+            "at least one grant type",
+        ));
+    }
+    let public = client.kind == ClientKind::Public;
+    if public && client.allows(GrantType::ClientCredentials) {
+        return Err(ValidationError::new(
+            "grant_types",
+            "client_credentials is for confidential clients only",
+        ));
+    }
+    if client.allows(GrantType::RefreshToken) && !client.allows(GrantType::AuthorizationCode) {
+        return Err(ValidationError::new(
+            "grant_types",
+            "refresh_token comes with authorization_code",
+        ));
+    }
+    if public && !client.require_pkce {
+        return Err(ValidationError::new(
+            "require_pkce",
+            "public clients must use PKCE (RFC 9700 §2.1.1)",
+        ));
+    }
+    if client.redirect_uris.len() > MAX_REDIRECT_URIS
+        || (client.allows(GrantType::AuthorizationCode) && client.redirect_uris.is_empty())
+    {
+        return Err(ValidationError::new(
+            "redirect_uris",
+            format!("1 to {MAX_REDIRECT_URIS} for the authorization-code flow"),
+        ));
+    }
+    for (i, uri) in client.redirect_uris.iter().enumerate() {
+        if validate_redirect_uri(uri)? && !public {
+            return Err(ValidationError::new(
+                "redirect_uris",
+                "private-use schemes are for public (native) clients",
+            ));
+        }
+        if client.redirect_uris[..i].contains(uri) {
+            return Err(ValidationError::new("redirect_uris", "listed twice"));
+        }
+    }
+    crate::token::check_scope(&client.scopes)?;
+    check_audience(&client.audience)?;
+    if let Some(secs) = client.access_token_secs
+        && (secs == 0 || secs > MAX_ACCESS_TOKEN_SECS)
+    {
+        return Err(ValidationError::new(
+            "access_token_secs",
+            "1 second to 24 hours",
+        ));
+    }
+    Ok(())
+}
+
+/// Remove duplicates, keeping the first of each.
+fn dedup<T: PartialEq>(items: &mut Vec<T>) {
+    let mut i = 0;
+    while i < items.len() {
+        if items[..i].contains(&items[i]) {
+            items.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+}
+
+/// Undo `application/x-www-form-urlencoded` (RFC 6749 §2.3.1 encodes the
+/// Basic credentials so): `+` is a space, `%XX` a byte; the result must be
+/// UTF-8.
+fn form_decode(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+impl OAuth {
+    /// The stored client `client_id` with its version, if any.
+    pub(crate) async fn load_client(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<(StoredClient, u64)>, Error> {
+        if validate_client_id(client_id).is_err() {
+            return Ok(None);
+        }
+        let key = layout::client(self.realm, client_id);
+        match self.ctx.store.get(key.as_bytes()).await? {
+            None => Ok(None),
+            Some(stored) => {
+                let ClientRecord::V1(client) = record::decode(key.as_bytes(), &stored.value)?;
+                Ok(Some((client, stored.version)))
+            }
+        }
+    }
+
+    /// Register a client (validated first; nothing written if invalid). A
+    /// confidential client's secret is in the answer, and only there.
+    /// `OAUTH_CLIENT_EXISTS` if the id is taken.
+    pub async fn create_client(&self, new: NewClient) -> Result<NewClientSecret, Error> {
+        self.active_realm().await?;
+        let now = self.now();
+        let mut client = Client {
+            audience: new.audience.unwrap_or_else(|| new.client_id.clone()),
+            client_id: new.client_id,
+            realm: self.realm,
+            kind: new.kind,
+            redirect_uris: new.redirect_uris,
+            grant_types: new.grant_types,
+            scopes: new.scopes,
+            access_token_secs: new.access_token_secs,
+            require_pkce: new.require_pkce,
+            created_at: now,
+            updated_at: now,
+        };
+        dedup(&mut client.grant_types);
+        dedup(&mut client.scopes);
+        validate(&client)?;
+        let (secret, secret_digest) = match client.kind {
+            ClientKind::Public => (None, None),
+            ClientKind::Confidential => {
+                let (secret, digest) = Bearer::ClientSecret.generate()?;
+                (Some(secret), Some(digest))
+            }
+        };
+        let key = layout::client(self.realm, &client.client_id);
+        let stored = ClientRecord::V1(StoredClient {
+            client: client.clone(),
+            secret_digest,
+        });
+        let mut batch = Batch::new();
+        batch.put(
+            key.clone(),
+            record::encode(key.as_bytes(), &stored)?,
+            Precondition::Absent,
+        )?;
+        match self.ctx.store.commit(batch).await {
+            Ok(()) => Ok(NewClientSecret { client, secret }),
+            Err(StorageError::Conflict { .. }) => Err(OAuthError::ClientExists.into()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A client of this realm, or `OAUTH_CLIENT_NOT_FOUND`.
+    pub async fn get_client(&self, client_id: &str) -> Result<Client, Error> {
+        self.active_realm().await?;
+        self.load_client(client_id)
+            .await?
+            .map(|(c, _)| c.client)
+            .ok_or_else(|| OAuthError::ClientNotFound.into())
+    }
+
+    /// The realm's clients ordered by `client_id`, `limit` (1–1000) at a
+    /// time; pass the previous page's `next` to continue.
+    pub async fn list_clients(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Client, String>, Error> {
+        self.active_realm().await?;
+        crate::page::scan_page(
+            &*self.ctx.store,
+            &layout::clients(self.realm),
+            after.map(|id| layout::client(self.realm, id)),
+            limit,
+            |key, value| {
+                let ClientRecord::V1(client) = record::decode(key, value)?;
+                Ok(client.client)
+            },
+            |client| client.client_id.clone(),
+        )
+        .await
+    }
+
+    /// Change a client's settings (validated first; nothing written if
+    /// invalid). Narrowing redirect URIs, grants or scopes applies to
+    /// requests from now on; tokens already issued live on (use
+    /// [`Tokens::expire_all_for_client`](crate::token::Tokens::expire_all_for_client)
+    /// to end them).
+    pub async fn update_client(
+        &self,
+        client_id: &str,
+        update: ClientUpdate,
+    ) -> Result<Client, Error> {
+        self.active_realm().await?;
+        self.modify_client(client_id, |stored, now| {
+            let c = &mut stored.client;
+            if let Some(uris) = &update.redirect_uris {
+                c.redirect_uris.clone_from(uris);
+            }
+            if let Some(grants) = &update.grant_types {
+                c.grant_types.clone_from(grants);
+                dedup(&mut c.grant_types);
+            }
+            if let Some(scopes) = &update.scopes {
+                c.scopes.clone_from(scopes);
+                dedup(&mut c.scopes);
+            }
+            if let Some(audience) = &update.audience {
+                c.audience.clone_from(audience);
+            }
+            if let Some(secs) = update.access_token_secs {
+                c.access_token_secs = secs;
+            }
+            if let Some(pkce) = update.require_pkce {
+                c.require_pkce = pkce;
+            }
+            c.updated_at = now;
+            validate(c)?;
+            Ok(())
+        })
+        .await
+        .map(|(stored, _)| stored.client)
+    }
+
+    /// Replace a confidential client's secret: the old one stops working
+    /// at once; the new one is in the answer, and only there.
+    pub async fn rotate_client_secret(&self, client_id: &str) -> Result<SecretString, Error> {
+        self.active_realm().await?;
+        let (secret, digest) = Bearer::ClientSecret.generate()?;
+        self.modify_client(client_id, |stored, now| {
+            if stored.client.kind != ClientKind::Confidential {
+                return Err(ValidationError::new(
+                    "client_id",
+                    "public clients have no secret",
+                ));
+            }
+            stored.secret_digest = Some(digest);
+            stored.client.updated_at = now;
+            Ok(())
+        })
+        .await?;
+        Ok(secret)
+    }
+
+    /// Load, change with `f`, and write back with compare-and-swap.
+    async fn modify_client(
+        &self,
+        client_id: &str,
+        f: impl Fn(&mut StoredClient, DateTime<Utc>) -> Result<(), ValidationError>,
+    ) -> Result<(StoredClient, u64), Error> {
+        let now = self.now();
+        let key = layout::client(self.realm, client_id);
+        let mut last = None;
+        for _ in 0..MAX_RETRIES {
+            let (mut stored, version) = self
+                .load_client(client_id)
+                .await?
+                .ok_or(OAuthError::ClientNotFound)?;
+            f(&mut stored, now)?;
+            let mut batch = Batch::new();
+            batch.put(
+                key.clone(),
+                record::encode(key.as_bytes(), &ClientRecord::V1(stored.clone()))?,
+                Precondition::Version(version),
+            )?;
+            match self.ctx.store.commit(batch).await {
+                Ok(()) => return Ok((stored, version)),
+                Err(e @ StorageError::Conflict { .. }) => last = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last.map_or_else(|| OAuthError::ClientNotFound.into(), Error::from))
+    }
+
+    /// Delete a client and expire every token issued to it up to now (see
+    /// the [module docs](self)). `OAUTH_CLIENT_NOT_FOUND` if absent.
+    pub async fn delete_client(&self, client_id: &str) -> Result<(), Error> {
+        self.active_realm().await?;
+        let Some((_, version)) = self.load_client(client_id).await? else {
+            return Err(OAuthError::ClientNotFound.into());
+        };
+        let mut batch = Batch::new();
+        batch.delete(
+            layout::client(self.realm, client_id),
+            Precondition::Version(version),
+        )?;
+        match self.ctx.store.commit(batch).await {
+            Ok(()) => {}
+            // Deleted or changed meanwhile: whoever won, it is not ours to
+            // delete blindly; report what is there now.
+            Err(StorageError::Conflict { .. }) => return Err(OAuthError::ClientNotFound.into()),
+            Err(e) => return Err(e.into()),
+        }
+        self.tokens()
+            .expire_all_for_client(client_id, chrono::Duration::zero())
+            .await
+    }
+
+    /// Authenticate a client at the token endpoint: a public client
+    /// presents no secret, a confidential one its secret (compared in
+    /// constant time). Unknown client, missing, wrong or unexpected secret
+    /// are all `OAUTH_INVALID_CLIENT`.
+    pub async fn authenticate_client(
+        &self,
+        client_id: &str,
+        secret: Option<&SecretString>,
+    ) -> Result<Client, Error> {
+        self.active_realm().await?;
+        Ok(self.authenticated(client_id, secret).await?.client)
+    }
+
+    /// [`authenticate_client`](Self::authenticate_client) without the realm
+    /// check (callers did it).
+    pub(crate) async fn authenticated(
+        &self,
+        client_id: &str,
+        secret: Option<&SecretString>,
+    ) -> Result<StoredClient, Error> {
+        let Some((stored, _)) = self.load_client(client_id).await? else {
+            return Err(OAuthError::InvalidClient.into());
+        };
+        let ok = match (stored.secret_digest, secret) {
+            (None, None) => stored.client.kind == ClientKind::Public,
+            (Some(expected), Some(presented)) => Bearer::ClientSecret
+                .digest(presented.expose())
+                .is_some_and(|digest| bool::from(digest.ct_eq(&expected))),
+            _ => false,
+        };
+        if ok {
+            Ok(stored)
+        } else {
+            Err(OAuthError::InvalidClient.into())
+        }
+    }
+
+    /// `client_secret_basic` (RFC 6749 §2.3.1): authenticate with the user
+    /// name and password a front-end decoded from `Authorization: Basic`.
+    /// Both are still form-urlencoded, as the RFC prescribes; this decodes
+    /// them.
+    pub async fn client_secret_basic(
+        &self,
+        user: &str,
+        password: &SecretString,
+    ) -> Result<Client, Error> {
+        let (Some(client_id), Some(secret)) = (form_decode(user), form_decode(password.expose()))
+        else {
+            return Err(OAuthError::InvalidClient.into());
+        };
+        self.authenticate_client(&client_id, Some(&SecretString::new(secret)))
+            .await
+    }
+
+    /// `client_secret_post` (RFC 6749 §2.3.1): authenticate with the
+    /// `client_id` and `client_secret` form fields (already decoded by the
+    /// form parser).
+    pub async fn client_secret_post(
+        &self,
+        client_id: &str,
+        client_secret: &SecretString,
+    ) -> Result<Client, Error> {
+        self.authenticate_client(client_id, Some(client_secret))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_uris_that_register() {
+        for ok in [
+            "https://app.example.com/cb",
+            "https://app.example.com",
+            "https://app.example.com:8443/cb?x=1&y=%20",
+            "http://localhost:8080/cb",
+            "http://127.0.0.1:49152/cb",
+            "http://[::1]/cb",
+            "https://[2001:db8::1]:443/cb",
+        ] {
+            assert_eq!(validate_redirect_uri(ok), Ok(false), "{ok}");
+        }
+        assert_eq!(
+            validate_redirect_uri("com.example.app:/oauth2/cb"),
+            Ok(true)
+        );
+    }
+
+    #[test]
+    fn redirect_uris_that_do_not() {
+        for bad in [
+            "",
+            "/cb",
+            "app.example.com/cb",
+            "https://app.example.com/cb#frag",
+            "https://app.example.com/cb#",
+            "https://user@app.example.com/cb",
+            "https://app.example.com@evil.com/cb",
+            "https://*.example.com/cb",
+            "https://app.example.com/*",
+            "https://App.Example.com/cb",
+            "HTTPS://app.example.com/cb",
+            "http://app.example.com/cb",
+            "http://localhost.evil.com/cb",
+            "https://app.example.com/a/../b",
+            "https://app.example.com/cb?x=%zz",
+            "https://app.example.com:0/cb",
+            "https://app.example.com:65536/cb",
+            "https://app.example.com:/cb",
+            "https:///cb",
+            "https://app.example.com/c b",
+            "https://app.example.com/ü",
+            "javascript:alert(1)",
+            "data:text/html,x",
+            "com.example.app://host/cb",
+            "https:app.example.com",
+        ] {
+            assert!(validate_redirect_uri(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(validate_redirect_uri(&format!("https://a.example/{}", "x".repeat(2048))).is_err());
+    }
+
+    #[test]
+    fn client_ids() {
+        validate_client_id("web-app_1.v2:x~y").unwrap();
+        for bad in ["", "a b", "a/b", "ä", &"x".repeat(129)] {
+            assert!(validate_client_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn form_decoding() {
+        assert_eq!(form_decode("a+b%2Bc%3A").as_deref(), Some("a b+c:"));
+        assert_eq!(form_decode("%"), None);
+        assert_eq!(form_decode("%4"), None);
+        assert_eq!(form_decode("%zz"), None);
+        assert_eq!(form_decode("%ff"), None, "not UTF-8");
+    }
+
+    #[test]
+    fn client_record_golden_bytes() {
+        let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let record = ClientRecord::V1(StoredClient {
+            client: Client {
+                client_id: "web".into(),
+                realm: RealmId::from_bytes([
+                    0x01, 0x8b, 0xcf, 0xe5, 0x68, 0x00, 0x70, 0x00, 0x80, 0, 0, 0, 0, 0, 0, 1,
+                ])
+                .unwrap(),
+                kind: ClientKind::Confidential,
+                redirect_uris: vec!["https://a.example/cb".into()],
+                grant_types: vec![GrantType::AuthorizationCode, GrantType::ClientCredentials],
+                scopes: vec!["openid".into()],
+                audience: "api".into(),
+                access_token_secs: Some(60),
+                require_pkce: true,
+                created_at: at,
+                updated_at: at,
+            },
+            secret_digest: Some([7; 32]),
+        });
+        crate::store::record::assert_golden(&record, GOLDEN_CLIENT_V1);
+    }
+
+    const GOLDEN_CLIENT_V1: &str = "01000377656210018bcfe568007000800000000000000101011468747470733a2f2f612e6578616d706c652f636202000201066f70656e696403617069013c0114323032332d31312d31345432323a31333a32305a14323032332d31312d31345432323a31333a32305a010707070707070707070707070707070707070707070707070707070707070707";
+}
