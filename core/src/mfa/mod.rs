@@ -155,11 +155,14 @@ impl MfaKeyStatus {
     /// Every status, for listing.
     pub const ALL: [MfaKeyStatus; 2] = [MfaKeyStatus::ActivationPending, MfaKeyStatus::Active];
 
-    /// The stable numeric id.
+    /// The stable numeric id. It follows the seeds' account API (001/002),
+    /// whose activation call says "use 1 for ACTIVE": `1` active, `2`
+    /// activation pending — so an HTTP layer passes it through unmapped.
+    /// (Stored key records keep the status by variant, not by this id.)
     pub fn id(self) -> u16 {
         match self {
-            MfaKeyStatus::ActivationPending => 1,
-            MfaKeyStatus::Active => 2,
+            MfaKeyStatus::Active => 1,
+            MfaKeyStatus::ActivationPending => 2,
         }
     }
 
@@ -562,12 +565,12 @@ mod tests {
     fn ids_are_stable() {
         assert_eq!(MfaKeyType::Totp.id(), 1);
         assert_eq!(MfaKeyType::Totp.as_str(), "totp");
-        assert_eq!(MfaKeyStatus::ActivationPending.id(), 1);
+        assert_eq!(MfaKeyStatus::Active.id(), 1);
         assert_eq!(
             MfaKeyStatus::ActivationPending.as_str(),
             "activation_pending"
         );
-        assert_eq!(MfaKeyStatus::Active.id(), 2);
+        assert_eq!(MfaKeyStatus::ActivationPending.id(), 2);
         assert_eq!(MfaKeyStatus::Active.as_str(), "active");
     }
 

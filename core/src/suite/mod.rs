@@ -127,6 +127,7 @@ macro_rules! domain_tests {
             register_list_and_rename,
             second_factor_and_delete,
             passwordless_login,
+            passwordless_login_opens_a_session,
             replay_is_refused,
             concurrent_finishes_one_winner,
             wrong_origin_and_rp_id,

@@ -428,6 +428,67 @@ pub async fn passwordless_login(h: Harness) {
     ));
 }
 
+/// `login` is passwordless login that opens the session in the commit
+/// that spends the ceremony: refused (and no session) where the realm
+/// disallows passwordless login; otherwise one session with the method the
+/// passkey proves; a replay opens no second one; a disabled owner none.
+pub async fn passwordless_login_opens_a_session(h: Harness) {
+    use crate::user::AuthMethod;
+    let f = fixture(&h, false).await;
+    let sessions = |user| {
+        let users = f.users.clone();
+        async move { users.list_sessions(user, None, 100).await.unwrap().items }
+    };
+    let mut pk = passkey();
+    let cred = enrol(&f.wa, &mut pk, f.alice, "Laptop").await;
+    let (challenge, response) = assertion(&f.wa, &mut pk, Some(f.alice)).await;
+    assert_wa(
+        &f.wa.login(challenge, &response).await,
+        &WebauthnError::PasswordlessNotAllowed,
+    );
+    assert!(sessions(f.alice).await.is_empty());
+
+    f.wa.configure(relying_party(true)).await.unwrap();
+    let options = f.wa.request_options(None).await.unwrap();
+    let response = discoverable_get(&mut pk, &options.options, &cred.id, f.alice);
+    let session = f.wa.login(options.challenge_id, &response).await.unwrap();
+    assert_eq!(
+        (session.user, session.methods.clone()),
+        (f.alice, vec![AuthMethod::Hwk])
+    );
+    assert_eq!(sessions(f.alice).await, vec![session.clone()]);
+    assert_eq!(f.users.get_session(session.id).await.unwrap(), session);
+    // The credential's counter moved in the same commit.
+    let used = f.wa.get(f.alice, &cred.id).await.unwrap();
+    assert_eq!(used.last_used_at, Some(clock_now(&f.clock)));
+    assert!(used.sign_count > cred.sign_count);
+
+    // Replayed: refused, no second session.
+    assert_wa(
+        &f.wa.login(options.challenge_id, &response).await,
+        &WebauthnError::ChallengeNotFound,
+    );
+    assert_eq!(sessions(f.alice).await.len(), 1);
+    // Malformed JSON is a validation error naming the response.
+    let (challenge, _) = assertion(&f.wa, &mut pk, Some(f.alice)).await;
+    assert!(matches!(
+        f.wa.login(challenge, "{}").await,
+        Err(Error::Validation(v)) if v.field == "response"
+    ));
+    // A disabled owner gets no session.
+    let (challenge, response) = assertion(&f.wa, &mut pk, Some(f.alice)).await;
+    f.users.disable(f.alice).await.unwrap();
+    assert_wa(
+        &f.wa.login(challenge, &response).await,
+        &WebauthnError::UnknownCredential,
+    );
+    f.users.enable(f.alice).await.unwrap();
+    assert!(
+        sessions(f.alice).await.is_empty(),
+        "disable ended the session"
+    );
+}
+
 /// What a discoverable authenticator does: choose its own credential for
 /// the rp (the soft passkey needs it listed) and return the user handle.
 fn discoverable_get(

@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::id::{ChallengeId, UserId};
 use crate::keystead::MAX_RETRIES;
 use crate::store::{Batch, Precondition, StorageError};
-use crate::user::UserStatus;
+use crate::user::{AuthMethod, Session, UserStatus};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use webauthn_rs::prelude::{
@@ -193,6 +193,58 @@ impl Webauthn {
     ) -> Result<WebauthnAssertion, Error> {
         self.finish(challenge, response, Purpose::Passwordless)
             .await
+    }
+
+    /// Passwordless login that opens the session: verify like
+    /// [`authenticate`](Self::authenticate) and, in the same batch, open a
+    /// session for the credential's owner with the one method the
+    /// assertion proves (`hwk` or `swk`, [`WebauthnAssertion::amr`]) and
+    /// check the owner's record (`Version`). So the ceremony is spent if
+    /// and only if a session exists — an embedder never holds a verified
+    /// assertion it failed to turn into a login. Issue tokens for the
+    /// session with [`Tokens::issue`](crate::token::Tokens::issue). Errors
+    /// are those of [`authenticate`](Self::authenticate).
+    pub async fn login(&self, challenge: ChallengeId, response: &str) -> Result<Session, Error> {
+        let response = parse_authentication_response(response)?;
+        let now = self.now();
+        let mut last = None;
+        for _ in 0..MAX_RETRIES {
+            let mut batch = Batch::new();
+            let assertion = self
+                .assertion_writes(
+                    &mut batch,
+                    challenge,
+                    &response,
+                    Purpose::Passwordless,
+                    false,
+                    now,
+                )
+                .await?;
+            // The owner as the session records it (its session epoch); the
+            // version check below makes a concurrent disable, password
+            // change or deletion retry, and the retry then refuses.
+            let (owner, version) = match self.users.load_user(assertion.user).await? {
+                Some((u, v)) if u.user.status == UserStatus::Active => (u, v),
+                _ => return Err(WebauthnError::UnknownCredential.into()),
+            };
+            batch.check(
+                crate::user::keys::user(self.realm(), owner.user.id),
+                Precondition::Version(version),
+            )?;
+            let method = match assertion.amr {
+                PasskeyAmr::Hwk => AuthMethod::Hwk,
+                PasskeyAmr::Swk => AuthMethod::Swk,
+            };
+            let session =
+                self.users
+                    .add_session(&mut batch, &owner, vec![method], Vec::new(), None, now)?;
+            match self.ctx().store.commit(batch).await {
+                Ok(()) => return Ok(session),
+                Err(e @ StorageError::Conflict { .. }) => last = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last.map_or_else(|| WebauthnError::ChallengeNotFound.into(), Error::from))
     }
 
     /// The second factor of a login: like [`authenticate`](Self::authenticate),

@@ -52,7 +52,9 @@
 //!
 //! [`Webauthn::authenticate`] is passwordless login: it needs the realm's
 //! [`RelyingParty::passwordless`] and accepts both user-bound and
-//! discoverable (usernameless) ceremonies.
+//! discoverable (usernameless) ceremonies; [`Webauthn::login`] is the same
+//! check that also opens the user's session in the commit that spends the
+//! ceremony (methods `hwk` or `swk`), for embedders that issue tokens.
 //! [`Webauthn::authenticate_for_user`] is the second-factor check that the
 //! login's MFA challenge calls for the user who passed the password. Both
 //! return a [`WebauthnAssertion`] with the user, the updated credential and

@@ -43,9 +43,10 @@
 //! # Ids and numbers
 //!
 //! Key, user and device ids are the library's UUID strings (the seed's
-//! numbers are another product's choice). Status ids follow the seed,
-//! whose activation call says "use 1 for ACTIVE": `1` ACTIVE, `2`
-//! ACTIVATION_PENDING ([`status_id`]); type `1` is TOTP.
+//! numbers are another product's choice). Status and type ids are the
+//! library's own ([`MfaKeyStatus::id`], [`MfaKeyType::id`]), which follow
+//! the seed — its activation call says "use 1 for ACTIVE": `1` ACTIVE, `2`
+//! ACTIVATION_PENDING; type `1` is TOTP.
 //!
 //! # Who may act on a user
 //!
@@ -74,9 +75,6 @@ use serde_json::{Value, json};
 
 /// The `client_id` of tokens this API issues.
 pub const ACCOUNT_CLIENT_ID: &str = "account-api";
-
-/// The seed's status id of "ACTIVE", which activation asks for.
-pub const STATUS_ACTIVE: u16 = 1;
 
 /// The seed-001/002 routes.
 pub fn routes() -> Router<AppState> {
@@ -108,14 +106,6 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-/// The seed's id of a key status (see the [module docs](self)).
-pub fn status_id(status: MfaKeyStatus) -> u16 {
-    match status {
-        MfaKeyStatus::Active => STATUS_ACTIVE,
-        _ => 2,
-    }
-}
-
 fn status_name(status: MfaKeyStatus) -> &'static str {
     match status {
         MfaKeyStatus::Active => "ACTIVE",
@@ -134,7 +124,7 @@ fn type_name(kind: MfaKeyType) -> &'static str {
 pub fn key_json(key: &MfaKey) -> Value {
     json!({
         "id": key.id.to_string(),
-        "status": {"id": status_id(key.status), "description": status_name(key.status)},
+        "status": {"id": key.status.id(), "description": status_name(key.status)},
         "type": {"id": key.kind.id(), "description": type_name(key.kind)},
         "creation_date": key.created_at,
         "activation_date": key.activated_at,
@@ -409,10 +399,11 @@ async fn activate_key(
     JsonBody(body): JsonBody<ActivateBody>,
 ) -> Result<StatusCode, ApiError> {
     let key: MfaKeyId = parse_id("key_id", &key_id)?;
-    if body.status.id != STATUS_ACTIVE {
+    let active = MfaKeyStatus::Active.id();
+    if body.status.id != active {
         return Err(ApiError::bad_request(
             "status.id",
-            format!("a key can only be set to {STATUS_ACTIVE} (ACTIVE)"),
+            format!("a key can only be set to {active} (ACTIVE)"),
         ));
     }
     state
@@ -501,7 +492,7 @@ async fn statuses(_: Caller) -> Json<Value> {
     Json(Value::Array(
         MfaKeyStatus::ALL
             .iter()
-            .map(|s| json!({"id": status_id(*s), "description": status_name(*s)}))
+            .map(|s| json!({"id": s.id(), "description": status_name(*s)}))
             .collect(),
     ))
 }

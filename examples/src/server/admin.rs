@@ -1,9 +1,11 @@
-//! The admin bootstrap no seed covers: creating realms, and the device
-//! groups and group memberships the device API (seed 000) works on.
+//! The admin bootstrap no seed covers: creating realms, a realm's WebAuthn
+//! relying party, and the device groups and group memberships the device
+//! API (seed 000) works on.
 //!
 //! | method | path | body | answer |
 //! |---|---|---|---|
 //! | POST | `/admin/realms` | `{"name", "issuer"?}` | 201 realm |
+//! | PUT | `/admin/realms/{realm}/webauthn` | `{"rp_id", "rp_name", "origins": [..], "passwordless"?}` | 200 relying party |
 //! | POST | `/admin/realms/{realm}/groups` | `{"name", "deviceLimit"?, "keyGenerations"?, "members"?: [userId]}` | 201 group |
 //! | PUT | `/admin/realms/{realm}/groups/{groupId}/members/{userId}` | — | 204 |
 //!
@@ -22,6 +24,7 @@ use keystead::device::NewGroup;
 use keystead::id::{GroupId, UserId};
 use keystead::realm::{Realm, RealmSettings};
 use keystead::store::StorageError;
+use keystead::webauthn::RelyingParty;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -29,6 +32,7 @@ use serde_json::{Value, json};
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/admin/realms", post(create_realm))
+        .route("/admin/realms/{realm}/webauthn", put(configure_webauthn))
         .route("/admin/realms/{realm}/groups", post(create_group))
         .route(
             "/admin/realms/{realm}/groups/{group_id}/members/{user_id}",
@@ -101,6 +105,73 @@ fn issuer_taken() -> ApiError {
         "ISSUER_TAKEN",
         "another realm already issues tokens as this issuer",
     )
+}
+
+/// Body of `PUT /admin/realms/{realm}/webauthn`: the realm's WebAuthn
+/// relying party (see [`RelyingParty`] for the rules).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelyingPartyBody {
+    /// The rp id: the registrable domain passkeys are scoped to.
+    pub rp_id: String,
+    /// The name authenticators show.
+    pub rp_name: String,
+    /// The origins the ceremonies may run from.
+    pub origins: Vec<String>,
+    /// Whether a passkey alone may log in (default `false`: second factor
+    /// only).
+    #[serde(default)]
+    pub passwordless: bool,
+}
+
+/// The JSON of a relying party, in the names of [`RelyingPartyBody`].
+pub fn relying_party_json(rp: &RelyingParty) -> Value {
+    json!({
+        "rp_id": rp.id,
+        "rp_name": rp.name,
+        "origins": rp.origins,
+        "passwordless": rp.passwordless,
+    })
+}
+
+/// Set (or replace) the realm's relying party. Replacing the rp id orphans
+/// the passkeys registered under the old one (they are scoped to it).
+async fn configure_webauthn(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(realm): Path<String>,
+    JsonBody(body): JsonBody<RelyingPartyBody>,
+) -> Result<Json<Value>, ApiError> {
+    let realm = state.ks.realms().get_by_name(&realm).await?;
+    let rp = RelyingParty {
+        id: body.rp_id,
+        name: body.rp_name,
+        origins: body.origins,
+        passwordless: body.passwordless,
+    };
+    let rp = state
+        .ks
+        .webauthn(realm.id)
+        .configure(rp)
+        .await
+        .map_err(body_field_names)?;
+    tracing::info!(realm = %realm.id, rp_id = %rp.id, "WebAuthn relying party set");
+    Ok(Json(relying_party_json(&rp)))
+}
+
+/// A validation error naming the library's field (`relying_party.id`) in
+/// the body's names (`rp_id`), so the client sees what it sent.
+fn body_field_names(e: keystead::Error) -> ApiError {
+    if let keystead::Error::Validation(v) = &e {
+        let field = match v.field {
+            "relying_party.id" => "rp_id",
+            "relying_party.name" => "rp_name",
+            "relying_party.origins" => "origins",
+            _ => return e.into(),
+        };
+        return ApiError::bad_request(field, v.problem.clone());
+    }
+    e.into()
 }
 
 /// Body of `POST /admin/realms/{realm}/groups`.

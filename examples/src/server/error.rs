@@ -94,6 +94,9 @@ impl ApiError {
 /// table is too; unknown (future) codes fall back to 400 for client-side
 /// families and 500 otherwise.
 pub fn status_for(code: &str) -> StatusCode {
+    if let Some(status) = webauthn_status(code) {
+        return status;
+    }
     match code {
         "INVALID_CREDENTIALS"
         | "SESSION_NOT_FOUND"
@@ -106,7 +109,8 @@ pub fn status_for(code: &str) -> StatusCode {
         | "USER_DISABLED"
         | "REALM_DISABLED"
         | "DEVICE_NOT_ACTIVE"
-        | "MFA_ENROLLMENT_REQUIRED" => StatusCode::FORBIDDEN,
+        | "MFA_ENROLLMENT_REQUIRED"
+        | "MFA_FACTOR_NOT_ALLOWED" => StatusCode::FORBIDDEN,
         "NO_KEY_AVAILABLE" | "NOT_FOUND" => StatusCode::NOT_FOUND,
         c if c.ends_with("_NOT_FOUND") => StatusCode::NOT_FOUND,
         "KEY_VERSION_CONFLICT"
@@ -142,6 +146,47 @@ pub fn status_for(code: &str) -> StatusCode {
     }
 }
 
+/// The status of a WebAuthn code, ahead of the generic suffix rules: a
+/// spent or expired ceremony is a 409 (its state moved on: a replay, or the
+/// loser of a race), every failed verification a 401 like a wrong
+/// password, a policy refusal a 403.
+fn webauthn_status(code: &str) -> Option<StatusCode> {
+    Some(match code {
+        "WEBAUTHN_NOT_CONFIGURED" => StatusCode::NOT_FOUND,
+        "WEBAUTHN_PASSWORDLESS_NOT_ALLOWED" | "WEBAUTHN_CREDENTIAL_FLAGGED" => {
+            StatusCode::FORBIDDEN
+        }
+        "WEBAUTHN_CHALLENGE_NOT_FOUND"
+        | "WEBAUTHN_CHALLENGE_EXPIRED"
+        | "WEBAUTHN_CREDENTIAL_EXISTS"
+        | "WEBAUTHN_CREDENTIAL_LIMIT_REACHED"
+        | "WEBAUTHN_NO_CREDENTIALS" => StatusCode::CONFLICT,
+        "WEBAUTHN_CHALLENGE_MISMATCH"
+        | "WEBAUTHN_WRONG_ORIGIN"
+        | "WEBAUTHN_WRONG_RP_ID"
+        | "WEBAUTHN_USER_NOT_VERIFIED"
+        | "WEBAUTHN_INVALID_RESPONSE"
+        | "WEBAUTHN_UNKNOWN_CREDENTIAL"
+        | "WEBAUTHN_SIGN_COUNT_REGRESSION" => StatusCode::UNAUTHORIZED,
+        _ => return None,
+    })
+}
+
+/// The OAuth `error` of a library error whose own
+/// ([`keystead::Error::oauth_code`]) is the catch-all `server_error` but
+/// whose status is a client error: by status, with a refused proof
+/// (WebAuthn assertion, second factor) an `invalid_grant`.
+fn oauth_code_for(e: &keystead::Error, status: StatusCode) -> &'static str {
+    match e.oauth_code() {
+        "server_error" if !status.is_server_error() => match status {
+            StatusCode::UNAUTHORIZED => "invalid_grant",
+            StatusCode::FORBIDDEN => "access_denied",
+            _ => "invalid_request",
+        },
+        own => own,
+    }
+}
+
 impl From<keystead::Error> for ApiError {
     fn from(e: keystead::Error) -> Self {
         let code = e.code();
@@ -157,7 +202,7 @@ impl From<keystead::Error> for ApiError {
         let mut out = Self {
             status,
             code,
-            oauth_code: e.oauth_code(),
+            oauth_code: oauth_code_for(&e, status),
             message,
             details: Map::new(),
             retry_after: None,
@@ -277,6 +322,42 @@ mod tests {
         for (code, status) in cases {
             assert_eq!(status_for(code), status, "{code}");
         }
+    }
+
+    #[test]
+    fn every_webauthn_code_has_a_client_status() {
+        use keystead::webauthn::WebauthnError as W;
+        let cases = [
+            (W::NotConfigured, StatusCode::NOT_FOUND),
+            (W::PasswordlessNotAllowed, StatusCode::FORBIDDEN),
+            (W::CredentialFlagged, StatusCode::FORBIDDEN),
+            (W::ChallengeNotFound, StatusCode::CONFLICT),
+            (W::ChallengeExpired, StatusCode::CONFLICT),
+            (W::CredentialExists, StatusCode::CONFLICT),
+            (W::CredentialLimitReached, StatusCode::CONFLICT),
+            (W::NoCredentials, StatusCode::CONFLICT),
+            (W::ChallengeMismatch, StatusCode::UNAUTHORIZED),
+            (W::WrongOrigin, StatusCode::UNAUTHORIZED),
+            (W::WrongRpId, StatusCode::UNAUTHORIZED),
+            (W::UserNotVerified, StatusCode::UNAUTHORIZED),
+            (
+                W::InvalidResponse { reason: "x".into() },
+                StatusCode::UNAUTHORIZED,
+            ),
+            (W::UnknownCredential, StatusCode::UNAUTHORIZED),
+            (W::SignCountRegression, StatusCode::UNAUTHORIZED),
+        ];
+        for (e, status) in cases {
+            let api: ApiError = keystead::Error::from(e.clone()).into();
+            assert_eq!((api.status(), api.code()), (status, e.code()), "{e:?}");
+            let expected = match status {
+                StatusCode::UNAUTHORIZED => "invalid_grant",
+                StatusCode::FORBIDDEN => "access_denied",
+                _ => "invalid_request",
+            };
+            assert_eq!(api.oauth_code, expected, "{e:?}");
+        }
+        assert_eq!(status_for("MFA_FACTOR_NOT_ALLOWED"), StatusCode::FORBIDDEN);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! * `{"status": "Success", "access_token", "token_type", "expires_in",
 //!   "refresh_token", "scope"}` — logged in;
 //! * `{"status": "RequiresOtpChallenge", "token", "factors"}` — a second
-//!   factor is due: answer with `challenge-otp` or `burn-recovery-code`,
+//!   factor is due: answer with `challenge-otp`, `burn-recovery-code` or
+//!   (when `factors` lists `webauthn`) `webauthn-public-key-authenticate`,
 //!   `token` as the bearer;
 //! * `{"status": "RequiresActions", "required_actions": ["configure_otp"],
 //!   "token"}` — the realm requires MFA and the user has none: `setup-otp`
@@ -24,13 +25,14 @@
 //! ([`super::mail`]); `send-magic-link` answers the same whether or not the address
 //! belongs to an account, so it can't be used to probe addresses.
 //!
-//! The WebAuthn actions answer `501` with an OAuth error body: WebAuthn is
-//! being built in the library and will replace them.
+//! The WebAuthn actions (`webauthn-public-key-*`) live in
+//! [`super::webauthn`]; a passkey answers the same `RequiresOtpChallenge`
+//! login token there.
 
 use super::mail::{self, Mail};
 use super::{
-    FormOrJson, LoginBearer, access_request, mfa_pending, no_store, oauth_error, public_origin,
-    realm_named, token_json, verify_access, wrong_bearer,
+    FormOrJson, LoginBearer, access_request, mfa_pending, no_store, public_origin, realm_named,
+    token_json, verify_access, wrong_bearer,
 };
 use crate::server::error::{ApiError, OAuthError};
 use crate::server::state::AppState;
@@ -69,23 +71,11 @@ pub fn routes() -> Router<AppState> {
         .route("/login-actions/send-magic-link", post(send_magic_link))
         .route("/login-actions/verify-magic-link", get(verify_magic_link))
         .route("/login-actions/update-password", post(update_password))
-        .route(
-            "/login-actions/webauthn-public-key-authenticate",
-            post(webauthn),
-        )
-        .route("/login-actions/webauthn-public-key-create", post(webauthn))
-        .route(
-            "/login-actions/webauthn-public-key-create-options",
-            post(webauthn),
-        )
-        .route(
-            "/login-actions/webauthn-public-key-request-options",
-            post(webauthn),
-        )
 }
 
-/// Tokens for a fresh session, as a `Success` answer.
-async fn success(
+/// Tokens for a fresh session, as a `Success` answer (also the answer of
+/// the WebAuthn login, [`super::webauthn`]).
+pub(super) async fn success(
     state: &AppState,
     realm: &Realm,
     session: &Session,
@@ -544,17 +534,4 @@ async fn registration(
         LoginOutcome::MfaRequired { challenge } => Ok(mfa_pending(&challenge, false)),
         LoginOutcome::MfaEnrollmentRequired { challenge } => Ok(mfa_pending(&challenge, true)),
     }
-}
-
-async fn webauthn(
-    State(state): State<AppState>,
-    Path(realm_name): Path<String>,
-) -> Result<Response, OAuthError> {
-    realm_named(&state, &realm_name).await?;
-    Ok(oauth_error(
-        StatusCode::NOT_IMPLEMENTED,
-        "not_implemented",
-        "NOT_IMPLEMENTED",
-        "WebAuthn is being built in the library; these endpoints answer once it lands",
-    ))
 }

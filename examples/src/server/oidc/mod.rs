@@ -1,7 +1,8 @@
 //! Seed 003, the realm auth API, under `/realms/{realm_name}/…`: the
 //! OAuth 2.0 / OpenID Connect endpoints and the login actions of one realm,
 //! each a call on [`Tokens`](keystead::token::Tokens),
-//! [`Users`](keystead::user::Users) or [`Mfa`](keystead::mfa::Mfa).
+//! [`Users`](keystead::user::Users), [`Mfa`](keystead::mfa::Mfa) or
+//! [`Webauthn`](keystead::webauthn::Webauthn).
 //!
 //! | method | path under `/realms/{realm_name}` | module |
 //! |---|---|---|
@@ -16,7 +17,7 @@
 //! | POST | `/protocol/openid-connect/registrations` | [`login_actions`] |
 //! | POST | `/login-actions/authenticate`, `challenge-otp`, `verify-otp`, `burn-recovery-code`, `generate-recovery-codes`, `send-magic-link`, `update-password` | [`login_actions`] |
 //! | GET | `/login-actions/setup-otp`, `verify-magic-link` | [`login_actions`] |
-//! | POST | `/login-actions/webauthn-*` | [`login_actions`]: `501` until WebAuthn lands in the library |
+//! | POST | `/login-actions/webauthn-public-key-create-options`, `-create`, `-request-options`, `-authenticate` | [`webauthn`] |
 //!
 //! # Dialect
 //!
@@ -33,7 +34,8 @@
 //! first one to be enrolled) stops at a library
 //! [`Challenge`]. Its id is the *login token*:
 //! the client presents it as `Authorization: Bearer <token>` to
-//! `challenge-otp` / `burn-recovery-code` (second factor) or `setup-otp` /
+//! `challenge-otp` / `burn-recovery-code` / the WebAuthn request options and
+//! authenticate actions (second factor) or `setup-otp` /
 //! `verify-otp` (enrolment), which finish the login and answer with the
 //! tokens. The same `setup-otp` / `verify-otp` with an *access token* as
 //! the bearer enrol a further key for a logged-in user.
@@ -41,6 +43,7 @@
 pub mod login_actions;
 pub mod mail;
 pub mod protocol;
+pub mod webauthn;
 
 use super::error::{ApiError, OAuthError};
 use super::state::AppState;
@@ -67,7 +70,12 @@ pub const DEFAULT_CLIENT_ID: &str = "keystead-login";
 
 /// The seed-003 routes.
 pub fn routes() -> Router<AppState> {
-    Router::new().nest(PREFIX, protocol::routes().merge(login_actions::routes()))
+    Router::new().nest(
+        PREFIX,
+        protocol::routes()
+            .merge(login_actions::routes())
+            .merge(webauthn::routes()),
+    )
 }
 
 /// The realm named in the path; `REALM_NOT_FOUND` (404) or
@@ -135,7 +143,8 @@ pub fn mfa_pending(challenge: &Challenge, enrollment: bool) -> Response {
             "mfa_required",
             "MFA_REQUIRED",
             "a second factor is required: POST login-actions/challenge-otp (or \
-             burn-recovery-code) with mfa_token as the bearer",
+             burn-recovery-code, or webauthn-public-key-request-options then \
+             webauthn-public-key-authenticate) with mfa_token as the bearer",
         )
     };
     let body = json!({
