@@ -1,6 +1,7 @@
 //! MFA cases: TOTP key lifecycle, known answers, skew, replay, races,
 //! recovery codes, login challenges, isolation.
 
+use super::gate::GatedStore;
 use super::keystead;
 use super::user::cheap_settings;
 use crate::Error;
@@ -56,72 +57,10 @@ async fn fixture(h: &Harness, settings: RealmSettings) -> Fixture {
     }
 }
 
-/// A store that holds the first `armed` commits touching a key containing
-/// `needle` until that many have arrived, so racing callers have all
-/// loaded the same versions before any of them commits: the race is
-/// forced, not hoped for.
-struct GatedStore {
-    inner: Arc<dyn crate::store::Store>,
-    needle: &'static [u8],
-    armed: std::sync::atomic::AtomicUsize,
-    barrier: tokio::sync::Barrier,
-}
-
-impl GatedStore {
-    fn arm(&self, n: usize) {
-        self.armed.store(n, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-#[async_trait::async_trait]
-impl crate::store::Store for GatedStore {
-    async fn get(
-        &self,
-        key: &[u8],
-    ) -> Result<Option<crate::store::Versioned>, crate::StorageError> {
-        self.inner.get(key).await
-    }
-
-    async fn scan(
-        &self,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, crate::store::Versioned)>, crate::StorageError> {
-        self.inner.scan(prefix, after, limit).await
-    }
-
-    async fn commit(&self, batch: crate::store::Batch) -> Result<(), crate::StorageError> {
-        use std::sync::atomic::Ordering;
-        let touches = batch.iter().any(|(key, _, m)| {
-            !matches!(m, crate::store::Mutation::Check)
-                && key.windows(self.needle.len()).any(|w| w == self.needle)
-        });
-        if touches
-            && self
-                .armed
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-        {
-            self.barrier.wait().await;
-        }
-        self.inner.commit(batch).await
-    }
-
-    async fn close(&self) -> Result<(), crate::StorageError> {
-        self.inner.close().await
-    }
-}
-
 /// A fixture whose store gates commits touching `needle` (`RACERS` at once).
 async fn gated_fixture(h: &Harness, needle: &'static [u8]) -> (Fixture, Arc<GatedStore>) {
     use crate::crypto::at_rest::StaticKeyProvider;
-    let gate = Arc::new(GatedStore {
-        inner: h.open().await,
-        needle,
-        armed: std::sync::atomic::AtomicUsize::new(0),
-        barrier: tokio::sync::Barrier::new(RACERS),
-    });
+    let gate = GatedStore::new(h.open().await, needle, RACERS);
     let clock = ManualClock::new(super::epoch());
     let ks = Keystead::builder()
         .shared_store(gate.clone())

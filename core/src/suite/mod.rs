@@ -6,6 +6,7 @@
 //! [`StaticKeyProvider`], so every domain rule is proven on every backend.
 
 pub mod device;
+mod gate;
 pub mod isolation;
 pub mod mfa;
 pub mod oauth;

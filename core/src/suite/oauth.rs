@@ -6,6 +6,7 @@
 // order the steps depend on.
 #![allow(clippy::too_many_lines)]
 
+use super::gate::GatedStore;
 use super::keystead;
 use super::user::cheap_settings;
 use crate::Error;
@@ -752,63 +753,6 @@ pub async fn reused_code_revokes_the_first_tokens(h: Harness) {
     );
 }
 
-/// A store that holds the first `armed` commits touching a key containing
-/// `needle` until that many have arrived, so racing callers have all read
-/// the same versions before any commits.
-struct GatedStore {
-    inner: Arc<dyn crate::store::Store>,
-    needle: &'static [u8],
-    armed: std::sync::atomic::AtomicUsize,
-    barrier: tokio::sync::Barrier,
-}
-
-#[async_trait::async_trait]
-impl crate::store::Store for GatedStore {
-    async fn get(
-        &self,
-        key: &[u8],
-    ) -> Result<Option<crate::store::Versioned>, crate::StorageError> {
-        self.inner.get(key).await
-    }
-
-    async fn scan(
-        &self,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, crate::store::Versioned)>, crate::StorageError> {
-        self.inner.scan(prefix, after, limit).await
-    }
-
-    async fn get_many(
-        &self,
-        keys: &[&[u8]],
-    ) -> Result<Vec<Option<crate::store::Versioned>>, crate::StorageError> {
-        self.inner.get_many(keys).await
-    }
-
-    async fn commit(&self, batch: crate::store::Batch) -> Result<(), crate::StorageError> {
-        use std::sync::atomic::Ordering;
-        let touches = batch.iter().any(|(key, _, m)| {
-            !matches!(m, crate::store::Mutation::Check)
-                && key.windows(self.needle.len()).any(|w| w == self.needle)
-        });
-        if touches
-            && self
-                .armed
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-        {
-            self.barrier.wait().await;
-        }
-        self.inner.commit(batch).await
-    }
-
-    async fn close(&self) -> Result<(), crate::StorageError> {
-        self.inner.close().await
-    }
-}
-
 /// How many redemptions race.
 const RACERS: usize = 4;
 
@@ -816,12 +760,7 @@ const RACERS: usize = 4;
 /// exactly one issues tokens, every other is reuse — and revokes them.
 pub async fn concurrent_redemption_one_winner(h: Harness) {
     use crate::crypto::at_rest::StaticKeyProvider;
-    let gate = Arc::new(GatedStore {
-        inner: h.open().await,
-        needle: b"oauth-code",
-        armed: std::sync::atomic::AtomicUsize::new(0),
-        barrier: tokio::sync::Barrier::new(RACERS),
-    });
+    let gate = GatedStore::new(h.open().await, b"oauth-code", RACERS);
     let clock = ManualClock::new(super::epoch());
     let ks = Keystead::builder()
         .shared_store(gate.clone())
@@ -855,12 +794,6 @@ pub async fn concurrent_redemption_one_winner(h: Harness) {
         .verify_access_token(winners[0].access_token.expose(), "spa")
         .await;
     assert!(matches!(access, Err(Error::Token(TokenError::Revoked))));
-}
-
-impl GatedStore {
-    fn arm(&self, n: usize) {
-        self.armed.store(n, std::sync::atomic::Ordering::SeqCst);
-    }
 }
 
 /// Transactions die after 10 minutes, codes after 60 seconds (manual

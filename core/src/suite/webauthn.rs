@@ -3,6 +3,7 @@
 //! tampering, other users' and realms' credentials, expiry and sign-count
 //! regression.
 
+use super::gate::GatedStore;
 use super::keystead;
 use super::user::cheap_settings;
 use crate::Error;
@@ -20,7 +21,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Duration;
 use serde_json::Value;
-use std::sync::Arc;
 use webauthn_authenticator_rs::WebauthnAuthenticator;
 use webauthn_authenticator_rs::prelude::{
     CreationChallengeResponse, RequestChallengeResponse, Url,
@@ -557,56 +557,6 @@ pub async fn replay_is_refused(h: Harness) {
     );
 }
 
-/// A store that holds the first `armed` commits touching a key containing
-/// `needle` until that many have arrived, so racing callers have all
-/// loaded the same versions before any of them commits.
-struct GatedStore {
-    inner: Arc<dyn crate::store::Store>,
-    needle: &'static [u8],
-    armed: std::sync::atomic::AtomicUsize,
-    barrier: tokio::sync::Barrier,
-}
-
-#[async_trait::async_trait]
-impl crate::store::Store for GatedStore {
-    async fn get(
-        &self,
-        key: &[u8],
-    ) -> Result<Option<crate::store::Versioned>, crate::StorageError> {
-        self.inner.get(key).await
-    }
-
-    async fn scan(
-        &self,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, crate::store::Versioned)>, crate::StorageError> {
-        self.inner.scan(prefix, after, limit).await
-    }
-
-    async fn commit(&self, batch: crate::store::Batch) -> Result<(), crate::StorageError> {
-        use std::sync::atomic::Ordering;
-        let touches = batch.iter().any(|(key, _, m)| {
-            !matches!(m, crate::store::Mutation::Check)
-                && key.windows(self.needle.len()).any(|w| w == self.needle)
-        });
-        if touches
-            && self
-                .armed
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-        {
-            self.barrier.wait().await;
-        }
-        self.inner.commit(batch).await
-    }
-
-    async fn close(&self) -> Result<(), crate::StorageError> {
-        self.inner.close().await
-    }
-}
-
 /// How many callers the forced race has.
 const RACERS: usize = 4;
 
@@ -614,12 +564,7 @@ const RACERS: usize = 4;
 /// authentication and for registration.
 pub async fn concurrent_finishes_one_winner(h: Harness) {
     use crate::crypto::at_rest::StaticKeyProvider;
-    let gate = Arc::new(GatedStore {
-        inner: h.open().await,
-        needle: b"webauthn-ceremony",
-        armed: std::sync::atomic::AtomicUsize::new(0),
-        barrier: tokio::sync::Barrier::new(RACERS),
-    });
+    let gate = GatedStore::new(h.open().await, b"webauthn-ceremony", RACERS);
     let ks = Keystead::builder()
         .shared_store(gate.clone())
         .clock(ManualClock::new(super::epoch()))
@@ -633,8 +578,7 @@ pub async fn concurrent_finishes_one_winner(h: Harness) {
     // Registration: RACERS finishes of one ceremony, one credential.
     let options = wa.create_options(alice).await.unwrap();
     let response = browser_create(&mut pk, ORIGIN, &options.options);
-    gate.armed
-        .store(RACERS, std::sync::atomic::Ordering::SeqCst);
+    gate.arm(RACERS);
     let tasks: Vec<_> = (0..RACERS)
         .map(|_| {
             let (wa, response) = (wa.clone(), response.clone());
@@ -656,8 +600,7 @@ pub async fn concurrent_finishes_one_winner(h: Harness) {
 
     // Authentication: RACERS finishes with one signed response.
     let (challenge, response) = assertion(&wa, &mut pk, Some(alice)).await;
-    gate.armed
-        .store(RACERS, std::sync::atomic::Ordering::SeqCst);
+    gate.arm(RACERS);
     let tasks: Vec<_> = (0..RACERS)
         .map(|_| {
             let (wa, response) = (wa.clone(), response.clone());
