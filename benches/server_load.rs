@@ -37,7 +37,10 @@
 //! is a closed-loop driver: each worker sends its next request when the
 //! previous one answered, each phase is bounded by a request count and a
 //! duration, and every answer is checked (a run that measured errors
-//! fails). The whole bench takes about 80 s.
+//! fails). A workload's variants (HTTP, handler, library; 16 workers and
+//! one) run interleaved in ten rounds, each pooling its samples over the
+//! rounds, so load from other jobs on a shared machine hits every variant
+//! alike. The whole bench takes about 90 s.
 //!
 //! `cargo bench -p keystead-benches --bench server_load` runs it; extra
 //! arguments filter phases by substring (`… -- sqlite/refresh`). Without
@@ -57,7 +60,7 @@ use keystead::id::{DeviceId, GroupId, RealmId};
 use keystead::realm::{PasswordPolicy, RealmSettings};
 use keystead::secret::SecretString;
 use keystead::token::{AccessRequest, ExchangeOutcome, Grant, TokenResponse, Tokens};
-use keystead_benches::load::{BoxError, Op, OpFuture, Plan, Summary, run};
+use keystead_benches::load::{BoxError, Op, OpFuture, Plan, Summary, cpu_time, measure};
 use keystead_examples::server::authlance::PREFIX;
 use keystead_examples::server::{self, AppState, Backend, Config, directory};
 use reqwest::StatusCode;
@@ -187,16 +190,20 @@ struct Bounds {
     devices: usize,
     warmup: u32,
     serial_warmup: u32,
+    /// Rounds a workload's variants are interleaved in; each round runs a
+    /// variant for this share of its duration and request bounds.
+    rounds: u32,
 }
 
 impl Bounds {
     const FULL: Bounds = Bounds {
-        concurrent_phase: Duration::from_millis(2_500),
-        serial_phase: Duration::from_secs(1),
+        concurrent_phase: Duration::from_secs(2),
+        serial_phase: Duration::from_millis(1_500),
         max_requests: 100_000,
         devices: DEVICES,
         warmup: 2,
         serial_warmup: 20,
+        rounds: 10,
     };
     const SMOKE: Bounds = Bounds {
         concurrent_phase: Duration::from_millis(200),
@@ -205,23 +212,28 @@ impl Bounds {
         devices: 20,
         warmup: 1,
         serial_warmup: 2,
+        rounds: 2,
     };
 
-    fn plan(self, workload: Workload, concurrency: usize) -> Plan {
+    /// The bounds of `round` of a variant: its share of the phase, with
+    /// the warm-up in the first round only.
+    fn plan(self, workload: Workload, concurrency: usize, round: u32) -> Plan {
         let serial = concurrency == 1;
+        let phase = if serial {
+            self.serial_phase
+        } else {
+            self.concurrent_phase
+        };
         Plan {
             // One default-cost hash per worker is warm enough (and 20 ms).
-            warmup_per_worker: match (workload, serial) {
-                (Workload::PasswordDefault, _) => 1,
-                (_, true) => self.serial_warmup,
-                (_, false) => self.warmup,
+            warmup_per_worker: match (round, workload, serial) {
+                (1.., _, _) => 0,
+                (0, Workload::PasswordDefault, _) => 1,
+                (0, _, true) => self.serial_warmup,
+                (0, _, false) => self.warmup,
             },
-            max_requests: self.max_requests,
-            max_duration: if serial {
-                self.serial_phase
-            } else {
-                self.concurrent_phase
-            },
+            max_requests: self.max_requests / u64::from(self.rounds),
+            max_duration: phase / self.rounds,
         }
     }
 }
@@ -908,6 +920,7 @@ struct Row {
     via: Via,
     concurrency: usize,
     summary: Summary,
+    cpu: Option<Cpu>,
 }
 
 fn backend_name(backend: Backend) -> &'static str {
@@ -946,15 +959,21 @@ fn find<'a>(
     workload: Workload,
     via: Via,
     concurrency: usize,
-) -> Option<&'a Summary> {
-    rows.iter()
-        .find(|r| {
-            r.backend == backend
-                && r.workload == workload
-                && r.via == via
-                && r.concurrency == concurrency
-        })
-        .map(|r| &r.summary)
+) -> Option<&'a Row> {
+    rows.iter().find(|r| {
+        r.backend == backend
+            && r.workload == workload
+            && r.via == via
+            && r.concurrency == concurrency
+    })
+}
+
+/// Server-side CPU per request in µs, or `?`.
+fn server_cpu(row: &Row) -> String {
+    row.cpu.map_or_else(
+        || "?".into(),
+        |cpu| format!("{:.0} µs", cpu.per_request(row.summary.requests).0),
+    )
 }
 
 /// The markdown tables of BENCHMARKS.md: throughput and latency at
@@ -962,19 +981,24 @@ fn find<'a>(
 /// per-request comparison.
 fn report(rows: &[Row]) {
     println!(
-        "\n| backend | workload | HTTP req/s | p50 | p99 | library calls/s | p50 | p99 | HTTP / library throughput |"
+        "\n| backend | workload | HTTP req/s | p50 | p99 | library calls/s | p50 | p99 | HTTP / library throughput | server CPU/req: HTTP | library | client CPU/req |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for backend in ["sqlite", "memory"] {
         for workload in Workload::ALL {
-            let (Some(http), Some(lib)) = (
+            let (Some(http_row), Some(lib_row)) = (
                 find(rows, backend, workload, Via::Http, CONCURRENCY),
                 find(rows, backend, workload, Via::Library, CONCURRENCY),
             ) else {
                 continue;
             };
+            let (http, lib) = (&http_row.summary, &lib_row.summary);
+            let client = http_row.cpu.map_or_else(
+                || "?".into(),
+                |cpu| format!("{:.0} µs", cpu.per_request(http.requests).1),
+            );
             println!(
-                "| {backend} | {} | {:.0} | {} | {} | {:.0} | {} | {} | {:.2}× |",
+                "| {backend} | {} | {:.0} | {} | {} | {:.0} | {} | {} | {:.2}× | {} | {} | {client} |",
                 workload.name(),
                 http.per_sec(),
                 show(http.p50),
@@ -983,6 +1007,8 @@ fn report(rows: &[Row]) {
                 show(lib.p50),
                 show(lib.p99),
                 http.per_sec() / lib.per_sec(),
+                server_cpu(http_row),
+                server_cpu(lib_row),
             );
         }
     }
@@ -993,9 +1019,9 @@ fn report(rows: &[Row]) {
     for backend in ["sqlite", "memory"] {
         for workload in Workload::ALL {
             let (Some(http), Some(handler), Some(lib)) = (
-                find(rows, backend, workload, Via::Http, 1),
-                find(rows, backend, workload, Via::Handler, 1),
-                find(rows, backend, workload, Via::Library, 1),
+                find(rows, backend, workload, Via::Http, 1).map(|r| &r.summary),
+                find(rows, backend, workload, Via::Handler, 1).map(|r| &r.summary),
+                find(rows, backend, workload, Via::Library, 1).map(|r| &r.summary),
             ) else {
                 continue;
             };
@@ -1012,6 +1038,105 @@ fn report(rows: &[Row]) {
             );
         }
     }
+}
+
+/// The name of the client runtime's threads (CPU accounting tells them
+/// from the server's by it).
+const CLIENT_THREADS: &str = "client";
+
+/// Where a variant's CPU time went: the load generator's threads, and
+/// everything else in the process (the server's runtime, the blocking
+/// pools with SQLite and argon2).
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    server: Duration,
+    client: Duration,
+}
+
+impl Cpu {
+    /// CPU per request in µs: (server, client).
+    fn per_request(self, requests: u64) -> (f64, f64) {
+        // Request counts are far below 2^52: the conversion is exact.
+        #[allow(clippy::cast_precision_loss)]
+        let n = requests.max(1) as f64;
+        (
+            self.server.as_secs_f64() * 1e6 / n,
+            self.client.as_secs_f64() * 1e6 / n,
+        )
+    }
+}
+
+/// One variant of a workload while its rounds run.
+struct Variant {
+    via: Via,
+    concurrency: usize,
+    ops: Vec<Box<dyn Op>>,
+    samples: Vec<Duration>,
+    elapsed: Duration,
+    /// `None` once a `/proc` read failed (not Linux): no CPU figures.
+    cpu: Option<Cpu>,
+}
+
+/// Measure `variants` of `workload` interleaved: [`Bounds::rounds`] rounds,
+/// each running every variant for its share of the phase's bounds, their
+/// samples pooled per variant. HTTP ops run on `runtimes[0]` (the
+/// client's), library calls on `runtimes[1]` (the server's, where a
+/// handler would make them).
+async fn run_workload(
+    fixture: &Fixture,
+    workload: Workload,
+    variants: &[(Via, usize)],
+    bounds: Bounds,
+    runtimes: [&Handle; 2],
+) -> Result<Vec<(Via, usize, Summary, Option<Cpu>)>, BoxError> {
+    let mut running = Vec::with_capacity(variants.len());
+    for &(via, concurrency) in variants {
+        running.push(Variant {
+            via,
+            concurrency,
+            ops: fixture.ops(workload, via, concurrency).await?,
+            samples: Vec::new(),
+            elapsed: Duration::ZERO,
+            cpu: Some(Cpu::default()),
+        });
+    }
+    let phase = |v: &Variant| format!("{}/{}/c{}", workload.name(), v.via.name(), v.concurrency);
+    for round in 0..bounds.rounds {
+        for variant in &mut running {
+            let runtime = match variant.via {
+                Via::Http => runtimes[0],
+                Via::Handler | Via::Library => runtimes[1],
+            };
+            let plan = bounds.plan(workload, variant.concurrency, round);
+            let ops = std::mem::take(&mut variant.ops);
+            let before = cpu_time(CLIENT_THREADS);
+            let measured = measure(runtime, ops, plan)
+                .await
+                .map_err(|e| format!("{}: {e}", phase(variant)))?;
+            variant.cpu = match (variant.cpu, before, cpu_time(CLIENT_THREADS)) {
+                (Some(sum), Some((all0, client0)), Some((all1, client1))) => {
+                    let client = client1.saturating_sub(client0);
+                    Some(Cpu {
+                        server: sum.server + all1.saturating_sub(all0).saturating_sub(client),
+                        client: sum.client + client,
+                    })
+                }
+                _ => None,
+            };
+            variant.ops = measured.ops;
+            variant.samples.extend(measured.samples);
+            variant.elapsed += measured.elapsed;
+        }
+    }
+    running
+        .into_iter()
+        .map(|v| {
+            let name = phase(&v);
+            let summary = Summary::from_samples(v.samples, v.elapsed)
+                .ok_or_else(|| format!("{name}: no request completed within the bounds"))?;
+            Ok((v.via, v.concurrency, summary, v.cpu))
+        })
+        .collect()
 }
 
 fn main() -> Result<(), BoxError> {
@@ -1067,36 +1192,46 @@ fn main() -> Result<(), BoxError> {
         }
         println!("{name}:");
         let fixture = client_rt.block_on(Fixture::start(server_rt.handle(), backend, bounds))?;
-        for (workload, via, concurrency) in phases {
-            let phase = format!("{name}/{}/{}/c{concurrency}", workload.name(), via.name());
-            // HTTP clients run on their own runtime; library calls where a
-            // handler would make them, on the server's.
-            let runtime = match via {
-                Via::Http => client_rt.handle(),
-                Via::Handler | Via::Library => server_rt.handle(),
-            };
-            let summary = client_rt
-                .block_on(async {
-                    let ops = fixture.ops(workload, via, concurrency).await?;
-                    run(runtime, ops, bounds.plan(workload, concurrency)).await
-                })
-                .map_err(|e| format!("{phase}: {e}"))?;
-            println!(
-                "  {phase:<36} {:>6} in {:>5.2} s  {:>8.0}/s  p50 {:>9}  p99 {:>9}  max {:>9}",
-                summary.requests,
-                summary.elapsed.as_secs_f64(),
-                summary.per_sec(),
-                show(summary.p50),
-                show(summary.p99),
-                show(summary.max),
-            );
-            rows.push(Row {
-                backend: name,
+        for workload in Workload::ALL {
+            let variants: Vec<(Via, usize)> = phases
+                .iter()
+                .filter(|&&(w, _, _)| w == workload)
+                .map(|&(_, via, c)| (via, c))
+                .collect();
+            if variants.is_empty() {
+                continue;
+            }
+            let measured = client_rt.block_on(run_workload(
+                &fixture,
                 workload,
-                via,
-                concurrency,
-                summary,
-            });
+                &variants,
+                bounds,
+                [client_rt.handle(), server_rt.handle()],
+            ))?;
+            for (via, concurrency, summary, cpu) in measured {
+                let phase = format!("{name}/{}/{}/c{concurrency}", workload.name(), via.name());
+                let cpu_text = cpu.map_or_else(String::new, |cpu| {
+                    let (server, client) = cpu.per_request(summary.requests);
+                    format!("  CPU/req server {server:.0} µs, client {client:.0} µs")
+                });
+                println!(
+                    "  {phase:<36} {:>6} in {:>5.2} s  {:>8.0}/s  p50 {:>9}  p99 {:>9}  max {:>9}{cpu_text}",
+                    summary.requests,
+                    summary.elapsed.as_secs_f64(),
+                    summary.per_sec(),
+                    show(summary.p50),
+                    show(summary.p99),
+                    show(summary.max),
+                );
+                rows.push(Row {
+                    backend: name,
+                    workload,
+                    via,
+                    concurrency,
+                    summary,
+                    cpu,
+                });
+            }
         }
         client_rt.block_on(fixture.stop())?;
     }

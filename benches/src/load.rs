@@ -12,6 +12,11 @@
 //! Workers first warm up (connections opened, caches filled, first-use
 //! allocations made), then wait for each other, and only then does the
 //! clock start.
+//!
+//! [`measure`] hands the ops back with their samples, so a caller can
+//! interleave several variants in rounds (A, B, A, B, …) and pool each
+//! one's samples: on a shared machine, load from other jobs then hits every
+//! variant alike instead of whichever ran during a burst.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -125,15 +130,38 @@ pub fn percentile(sorted: &[Duration], p: u32) -> Option<Duration> {
     sorted.get(rank.max(1) - 1).copied()
 }
 
-/// Run one phase: one worker per op, spawned on `runtime` (the client's
-/// runtime for HTTP ops, the server's for library calls, where a handler
-/// would make them), warmed up, then measured under `plan`'s bounds.
-/// Fails with the first worker's error, if any.
+/// What [`measure`] returns: the ops, ready for another round, and what
+/// they measured.
+pub struct Measured {
+    /// The ops, with their state (connections, token chains) as the round
+    /// left it.
+    pub ops: Vec<Box<dyn Op>>,
+    /// Every measured request's latency, unordered.
+    pub samples: Vec<Duration>,
+    /// Wall time of the measured part.
+    pub elapsed: Duration,
+}
+
+/// Run one phase and summarise it (see [`measure`]).
 pub async fn run(
     runtime: &tokio::runtime::Handle,
     ops: Vec<Box<dyn Op>>,
     plan: Plan,
 ) -> Result<Summary, BoxError> {
+    let measured = measure(runtime, ops, plan).await?;
+    Summary::from_samples(measured.samples, measured.elapsed)
+        .ok_or_else(|| "the phase completed no request within its bounds".into())
+}
+
+/// Run one phase: one worker per op, spawned on `runtime` (the client's
+/// runtime for HTTP ops, the server's for library calls, where a handler
+/// would make them), warmed up, then measured under `plan`'s bounds.
+/// Fails with the first worker's error, if any.
+pub async fn measure(
+    runtime: &tokio::runtime::Handle,
+    ops: Vec<Box<dyn Op>>,
+    plan: Plan,
+) -> Result<Measured, BoxError> {
     let workers = ops.len();
     if workers == 0 {
         return Err("a load phase needs at least one worker".into());
@@ -174,17 +202,21 @@ pub async fn run(
                 }
                 samples.push(sent.elapsed());
             }
-            Ok::<_, BoxError>(samples)
+            Ok::<_, BoxError>((op, samples))
         }));
     }
     ready.wait().await;
     let start = Instant::now();
     start_tx.send_replace(Some(start));
     let mut samples = Vec::new();
+    let mut ops = Vec::with_capacity(workers);
     let mut first_error = None;
     for task in tasks {
         match task.await {
-            Ok(Ok(mine)) => samples.extend(mine),
+            Ok(Ok((op, mine))) => {
+                ops.push(op);
+                samples.extend(mine);
+            }
             Ok(Err(e)) => {
                 first_error.get_or_insert(e);
             }
@@ -197,8 +229,53 @@ pub async fn run(
     if let Some(e) = first_error {
         return Err(e);
     }
-    Summary::from_samples(samples, elapsed)
-        .ok_or_else(|| "the phase completed no request within its bounds".into())
+    Ok(Measured {
+        ops,
+        samples,
+        elapsed,
+    })
+}
+
+/// Ticks per second of the CPU times in `/proc` (`USER_HZ`, 100 on every
+/// Linux architecture keystead builds for).
+const USER_HZ: u64 = 100;
+
+/// CPU time (user + system) of this process so far, and of its live
+/// threads named `thread_name`, from `/proc` (Linux; `None` elsewhere or
+/// if `/proc` is unreadable). Resolution 10 ms.
+///
+/// A load run's client shares the machine with the server; this splits
+/// where the CPU went, so "HTTP costs X more CPU per request than the
+/// library call" can be read apart from "the client took CPU the server
+/// could have used". The process total includes threads that have
+/// exited (the blocking pools retire idle threads).
+pub fn cpu_time(thread_name: &str) -> Option<(Duration, Duration)> {
+    let ticks = |stat: &str| -> Option<(String, u64)> {
+        // `pid (comm) state ppid …`: comm may hold spaces and parentheses,
+        // so split at the last ')'. utime and stime are fields 14 and 15.
+        let open = stat.find('(')?;
+        let close = stat.rfind(')')?;
+        let comm = stat.get(open + 1..close)?.to_owned();
+        let mut fields = stat.get(close + 1..)?.split_whitespace().skip(11);
+        let utime: u64 = fields.next()?.parse().ok()?;
+        let stime: u64 = fields.next()?.parse().ok()?;
+        Some((comm, utime + stime))
+    };
+    let to_duration = |t: u64| Duration::from_millis(t * 1000 / USER_HZ);
+    let (_, process) = ticks(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
+    let mut named = 0;
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        // A thread may exit between listing and reading: skip it.
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        if let Some((comm, t)) = ticks(&stat)
+            && comm == thread_name
+        {
+            named += t;
+        }
+    }
+    Some((to_duration(process), to_duration(named)))
 }
 
 #[cfg(test)]
@@ -301,6 +378,54 @@ mod tests {
         assert_eq!(summary.requests, 50);
         // Warm-up calls are made but not measured.
         assert_eq!(calls.load(Ordering::SeqCst), 4 * 2 + 50);
+    }
+
+    #[test]
+    fn measure_hands_the_ops_back_for_another_round() {
+        let rt = crate::runtime();
+        let calls = Arc::new(AtomicU32::new(0));
+        let plan = Plan {
+            warmup_per_worker: 0,
+            max_requests: 10,
+            max_duration: Duration::from_secs(30),
+        };
+        let first = rt
+            .block_on(measure(rt.handle(), ops(&calls, 3, None), plan))
+            .unwrap();
+        assert_eq!((first.ops.len(), first.samples.len()), (3, 10));
+        let second = rt.block_on(measure(rt.handle(), first.ops, plan)).unwrap();
+        assert_eq!((second.ops.len(), second.samples.len()), (3, 10));
+        assert_eq!(calls.load(Ordering::SeqCst), 20);
+    }
+
+    #[test]
+    fn cpu_time_finds_a_named_thread() {
+        let name = "cpu-time-probe";
+        let burner = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                // Spin until /proc shows this thread at 50 ms of CPU, or
+                // give up after 20 s of wall time (the parse found nothing).
+                let started = Instant::now();
+                let mut x = 0u64;
+                while started.elapsed() < Duration::from_secs(20) {
+                    for i in 0..100_000u64 {
+                        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+                    }
+                    let (process, named) = cpu_time(name).expect("/proc readable");
+                    if named >= Duration::from_millis(50) {
+                        return Some((process, named));
+                    }
+                }
+                None
+            })
+            .unwrap();
+        let (process, named) = burner.join().unwrap().expect("the named thread's CPU time");
+        assert!(process >= named, "{process:?} < {named:?}");
+        assert_eq!(
+            cpu_time("no thread has this name").unwrap().1,
+            Duration::ZERO
+        );
     }
 
     #[test]
