@@ -2,10 +2,14 @@
 //!
 //! Every figure in `BENCHMARKS.md` is a ratio against the raw primitive or
 //! driver measured in the same run, so the numbers say what keystead adds,
-//! independent of the machine.
+//! independent of the machine. [`load`] is the closed-loop driver of the
+//! example server's load run (`benches/server_load.rs`), which reports
+//! throughput and latency percentiles rather than criterion medians.
 #![forbid(unsafe_code)]
 
 use keystead::store::{Batch, Precondition};
+
+pub mod load;
 
 /// A multi-threaded runtime for driving async store calls from criterion.
 pub fn runtime() -> tokio::runtime::Runtime {
