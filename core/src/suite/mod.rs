@@ -113,6 +113,7 @@ macro_rules! domain_tests {
             revoked_sessions_end_tokens,
             refresh_rotation_and_reuse,
             forged_refresh_tokens_kill_nothing,
+            purge_removes_only_dead_records,
             concurrent_refresh_has_one_winner,
             refresh_idle_and_absolute_lifetimes,
             expire_all_grace_boundary,

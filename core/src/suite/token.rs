@@ -555,6 +555,84 @@ pub async fn forged_refresh_tokens_kill_nothing(h: Harness) {
     f.tokens.refresh(&refresh_of(&fresh), "web").await.unwrap();
 }
 
+/// `purge_expired` removes exactly the records that can never be used
+/// again: expired one-time tokens and magic links, index entries of a
+/// family killed by reuse, and — once past the idle timeout — families
+/// with their index entries. A live family keeps the index entries of its
+/// rotated tokens, so reuse is still detected after a purge.
+pub async fn purge_removes_only_dead_records(h: Harness) {
+    use crate::token::Purged;
+    let f = fixture(&h, cheap_settings()).await;
+    let (alice, first) = issued(&f, "alice").await;
+    let second = f.tokens.refresh(&refresh_of(&first), "web").await.unwrap();
+    let (_, carol) = issued(&f, "carol").await;
+    let carol_next = f.tokens.refresh(&refresh_of(&carol), "web").await.unwrap();
+    assert_eq!(
+        token_error(f.tokens.refresh(&refresh_of(&carol), "web").await),
+        TokenError::RefreshReused
+    );
+    drop(carol_next);
+    f.tokens
+        .create_one_time_token(alice.id, &request(), Duration::seconds(60))
+        .await
+        .unwrap();
+    let link = f
+        .tokens
+        .send_magic_link(alice.user, Duration::seconds(60))
+        .await
+        .unwrap();
+    // Nothing has expired yet: only carol's orphaned index entries go.
+    assert_eq!(
+        f.tokens.purge_expired().await.unwrap(),
+        Purged {
+            refresh_tokens: 2,
+            ..Purged::default()
+        }
+    );
+    f.clock.advance(Duration::seconds(61));
+    assert_eq!(
+        f.tokens.purge_expired().await.unwrap(),
+        Purged {
+            one_time_tokens: 1,
+            magic_links: 1,
+            ..Purged::default()
+        }
+    );
+    assert!(
+        f.tokens
+            .verify_magic_link(link.id, &link.token)
+            .await
+            .is_err()
+    );
+    // Alice's family lives: her current token refreshes, and her first
+    // (rotated) token is still recognised as reuse.
+    let third = f.tokens.refresh(&refresh_of(&second), "web").await.unwrap();
+    assert_eq!(f.tokens.purge_expired().await.unwrap(), Purged::default());
+    let (_, dave) = issued(&f, "dave").await;
+    assert_eq!(
+        token_error(f.tokens.refresh(&refresh_of(&first), "web").await),
+        TokenError::RefreshReused
+    );
+    // Alice's family died of reuse (its 3 index entries are orphans);
+    // past the idle timeout dave's family goes too, with its entry.
+    let idle = i64::from(cheap_settings().tokens.refresh_idle_secs);
+    f.clock.advance(Duration::seconds(idle));
+    assert_eq!(
+        f.tokens.purge_expired().await.unwrap(),
+        Purged {
+            refresh_families: 1,
+            refresh_tokens: 4,
+            ..Purged::default()
+        }
+    );
+    assert_eq!(
+        token_error(f.tokens.refresh(&refresh_of(&dave), "web").await),
+        TokenError::InvalidGrant
+    );
+    drop(third);
+    assert_eq!(f.tokens.purge_expired().await.unwrap(), Purged::default());
+}
+
 /// Of concurrent uses of one refresh token exactly one gets a new pair.
 /// Losers of the compare-and-swap get `INVALID_GRANT`; a use that starts
 /// after the winner committed is reuse (`REFRESH_TOKEN_REUSED`, family

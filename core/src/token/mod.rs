@@ -64,12 +64,14 @@ mod family_tests;
 pub mod grants;
 pub mod id_token;
 pub mod keys;
+pub mod purge;
 pub(crate) mod service;
 
 pub use grants::{
     ExchangeOutcome, Grant, MagicLink, NewScopedToken, OneTimeToken, PortalAccess, ScopedToken,
 };
 pub use keys::SigningKeyInfo;
+pub use purge::Purged;
 pub use service::Tokens;
 
 use crate::error::ValidationError;

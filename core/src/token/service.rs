@@ -448,7 +448,7 @@ impl Tokens {
     }
 
     /// Whether a family is past its absolute lifetime or idle timeout.
-    fn family_expired(realm: &Realm, family: &StoredFamily, now: DateTime<Utc>) -> bool {
+    pub(crate) fn family_expired(realm: &Realm, family: &StoredFamily, now: DateTime<Utc>) -> bool {
         let t = realm.settings.tokens;
         now >= family.created_at + Duration::seconds(i64::from(t.refresh_absolute_secs))
             || now >= family.issued_at + Duration::seconds(i64::from(t.refresh_idle_secs))
