@@ -16,6 +16,7 @@ use super::{FamilyRecord, layout};
 use crate::error::Error;
 use crate::id::TokenFamilyId;
 use crate::keystead::SWEEP_PAGE;
+use crate::store::key::Key;
 use crate::store::{Batch, Precondition, StorageError, Versioned, record};
 use chrono::{DateTime, Utc};
 
@@ -131,7 +132,7 @@ impl Tokens {
                 })?;
                 family_keys.push(layout::family(self.realm, id));
             }
-            let refs: Vec<&[u8]> = family_keys.iter().map(|k| k.as_bytes()).collect();
+            let refs: Vec<&[u8]> = family_keys.iter().map(Key::as_bytes).collect();
             let families = self.ctx.store.get_many(&refs).await?;
             let doomed = page
                 .iter()
