@@ -959,3 +959,100 @@ async fn openidconnect_relying_party() {
 
     s.server.stop().await;
 }
+
+#[tokio::test]
+async fn enrolment_page_of_a_realm_that_requires_mfa() {
+    let server = common::start().await;
+    let (realm_id, issuer) = realm(&server, "strict", MfaPolicy::Required).await;
+    server
+        .ks()
+        .users(realm_id)
+        .register("bob", None, PASSWORD.into())
+        .await
+        .expect("bob");
+    let (status, _) = call(
+        server
+            .http
+            .post(server.url("/admin/realms/strict/clients"))
+            .bearer_auth(&server.admin_token)
+            .json(&json!({"client_id": "spa", "kind": "public", "redirect_uris": [REDIRECT]})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let http = browser();
+    let (_, challenge) = pkce();
+    let (status, _, html) = page(
+        http.get(server.url("/realms/strict/protocol/openid-connect/auth"))
+            .query(&[
+                ("response_type", "code"),
+                ("client_id", "spa"),
+                ("redirect_uri", REDIRECT),
+                ("scope", "openid"),
+                ("code_challenge", challenge.as_str()),
+                ("code_challenge_method", "S256"),
+            ])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    let tx = hidden_field(&html, "login_tx").unwrap();
+    // The password leads to the enrolment page: a new key's otpauth URI
+    // (escaped in the page) and the form for its first code.
+    let (status, _, html) = page(
+        http.post(server.url("/realms/strict/login-actions/authenticate"))
+            .form(&[
+                ("login_tx", tx.as_str()),
+                ("username", "bob"),
+                ("password", PASSWORD),
+            ])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("login-actions/verify-otp"));
+    let start = html.find("URI: <code>").expect("the otpauth URI") + "URI: <code>".len();
+    let end = start + html[start..].find("</code>").unwrap();
+    let otpauth = html[start..end].replace("&amp;", "&");
+    assert!(otpauth.starts_with("otpauth://totp/"), "{otpauth}");
+    let key_id = hidden_field(&html, "key_id").expect("key id");
+    let verify = server.url("/realms/strict/login-actions/verify-otp");
+    // A wrong code keeps the page (same key); the right one (totp-rs)
+    // finishes the login with a redirect carrying the code.
+    let (status, _, html) = page(
+        http.post(&verify)
+            .form(&[
+                ("login_tx", tx.as_str()),
+                ("key_id", key_id.as_str()),
+                ("code", "000000"),
+            ])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(status == 401 || status == 400, "{status} {html}");
+    assert_eq!(
+        hidden_field(&html, "key_id").as_deref(),
+        Some(key_id.as_str())
+    );
+    assert!(!html.contains("otpauth://"), "the secret is shown once");
+    let response = http
+        .post(&verify)
+        .form(&[
+            ("login_tx", tx.as_str()),
+            ("key_id", key_id.as_str()),
+            ("code", &totp_now(&otpauth)),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 302);
+    let q = query_of(response.headers()["location"].to_str().unwrap());
+    assert!(q["code"].starts_with("ksac_"));
+    assert_eq!(q["iss"], issuer);
+    server.stop().await;
+}

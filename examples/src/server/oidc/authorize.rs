@@ -1,7 +1,7 @@
 //! The authorization-code flow in a browser (RFC 6749 §4.1, RFC 7636,
 //! OpenID Connect Core §3.1): the realm's authorization endpoint and the
 //! server-rendered login pages that advance the library's login
-//! transaction ([`OAuth`](keystead::oauth::OAuth)).
+//! transaction ([`OAuth`]).
 //!
 //! 1. `GET /protocol/openid-connect/auth?response_type=code&client_id=…`
 //!    runs [`OAuth::authorize`](keystead::oauth::OAuth::authorize). An error

@@ -142,6 +142,22 @@ mod tests {
     }
 
     #[test]
+    fn the_csp_hash_is_the_stylesheet_s() {
+        let response = page(StatusCode::OK, "t", "");
+        let csp = response.headers()[CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let digest = ring::digest::digest(&ring::digest::SHA256, STYLE.as_bytes());
+        let expected = base64::engine::general_purpose::STANDARD.encode(digest.as_ref());
+        assert!(csp.contains(&format!("'sha256-{expected}'")), "{csp}");
+        assert!(
+            !STYLE.contains("</style"),
+            "the stylesheet can't end its element"
+        );
+    }
+
+    #[test]
     fn hidden_fields_escape_their_value() {
         assert_eq!(
             hidden("login_tx", "a\"><script>"),
