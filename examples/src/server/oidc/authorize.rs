@@ -27,6 +27,12 @@
 //!    every login). "Cancel" on any page ends the transaction and answers
 //!    the client `access_denied`.
 //!
+//! The handle is the flow's only state — no cookie. It also makes the
+//! forms safe against cross-site posts: a step needs the handle, 256
+//! random bits only the page that received it knows, and a transaction
+//! started by someone else ends in a code for *their* request, which the
+//! client refuses by its `state`.
+//!
 //! Every page and redirect carries the headers of [`super::html`]
 //! (`no-store`, a CSP that allows no script, no framing, no referrer).
 //! A WebAuthn second factor needs script in the browser, which these pages

@@ -26,15 +26,16 @@
 //!   `401 invalid_client` with `WWW-Authenticate: Basic` (§5.2).
 //! * **introspect** (RFC 7662) — the caller must be authorised (§2.1): the
 //!   server's admin token, or an access token of the realm carrying the
-//!   `introspect` scope. This example has no client registry, so any user
-//!   may ask for that scope at the token endpoint; an embedder grants it to
-//!   its resource servers only.
+//!   `introspect` scope. The password grant takes unregistered (first-party)
+//!   client ids and any scope, so any user may ask for that scope there; an
+//!   embedder grants it to its resource servers only.
 //! * **revoke** (RFC 7009) — any token; unknown ones succeed too (§2.2).
 //! * **logout** (RP-initiated) — ends the session of `id_token_hint` (an
-//!   access or refresh token of the realm) or
-//!   of the bearer; redirects to `post_logout_redirect_uri` (with `state`)
-//!   only when it has the origin of the realm's issuer URL, since there is
-//!   no client registry to check it against.
+//!   access or refresh token of the realm; the library has no check of an
+//!   ID token as a hint yet, so an ID token is not recognised) or of the
+//!   bearer; redirects to `post_logout_redirect_uri` (with `state`) only when it
+//!   has the origin of the realm's issuer URL, since clients register no
+//!   post-logout redirect URIs.
 //! * **auth** — the authorization endpoint and its login pages live in
 //!   [`super::authorize`].
 
@@ -504,8 +505,8 @@ pub struct LogoutParams {
     id_token_hint: Option<String>,
     post_logout_redirect_uri: Option<String>,
     state: Option<String>,
-    /// Accepted for compatibility; without a client registry it changes
-    /// nothing.
+    /// Accepted for compatibility; clients register no post-logout
+    /// redirect URIs, so it changes nothing.
     #[allow(dead_code)]
     client_id: Option<String>,
 }
