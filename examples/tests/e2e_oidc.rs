@@ -639,10 +639,16 @@ async fn refusals_of_the_realm_endpoints() {
         (status, body["error"].clone()),
         (400, json!("invalid_request"))
     );
-    let (status, body) = grant(&server, "acme", &[("grant_type", "client_credentials")]).await;
+    let (status, body) = grant(&server, "acme", &[("grant_type", "not_a_grant")]).await;
     assert_eq!(
         (status, body["error"].clone()),
         (400, json!("unsupported_grant_type"))
+    );
+    // client_credentials without a client (e2e_authcode.rs has the rest).
+    let (status, body) = grant(&server, "acme", &[("grant_type", "client_credentials")]).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (401, json!("invalid_client"))
     );
     // The library knows the code grant; a request without a code is malformed.
     let (status, body) = grant(&server, "acme", &[("grant_type", "authorization_code")]).await;
@@ -805,18 +811,22 @@ async fn refusals_of_the_realm_endpoints() {
     let (status, body) = call(server.http.post(url("/login-actions/update-password")).bearer_auth(&token).json(&json!({"value": "a new passphrase", "current_password": "correct horse battery staple"}))).await;
     assert_eq!(status, 200, "{body}");
 
-    // The authorization-code flow (issue #12) is not here yet (WebAuthn:
-    // e2e_webauthn.rs).
-    let (status, body) = call(
-        server
-            .http
-            .get(url("/protocol/openid-connect/auth"))
-            .query(&[("response_type", "code"), ("client_id", "web")]),
-    )
-    .await;
-    assert_eq!(
-        (status, body["error"].clone()),
-        (400, json!("unsupported_response_type"))
+    // The authorization endpoint refuses an unregistered client with an
+    // error page, never a redirect (the flow itself: e2e_authcode.rs).
+    let response = server
+        .http
+        .get(url("/protocol/openid-connect/auth"))
+        .query(&[("response_type", "code"), ("client_id", "web")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.headers().get("location").is_none());
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
     );
 
     // Discovery of a realm without an issuer URL: 404.

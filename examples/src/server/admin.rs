@@ -8,20 +8,32 @@
 //! | PUT | `/admin/realms/{realm}/webauthn` | `{"rp_id", "rp_name", "origins": [..], "passwordless"?}` | 200 relying party |
 //! | POST | `/admin/realms/{realm}/groups` | `{"name", "deviceLimit"?, "keyGenerations"?, "members"?: [userId]}` | 201 group |
 //! | PUT | `/admin/realms/{realm}/groups/{groupId}/members/{userId}` | — | 204 |
+//! | POST | `/admin/realms/{realm}/clients` | [`NewClientBody`] | 201 client (+ `client_secret`, shown once) |
+//! | GET | `/admin/realms/{realm}/clients?after=&limit=` | — | 200 `{"clients": [..], "next"}` |
+//! | GET | `/admin/realms/{realm}/clients/{client_id}` | — | 200 client |
+//! | PATCH | `/admin/realms/{realm}/clients/{client_id}` | [`ClientUpdateBody`] | 200 client |
+//! | DELETE | `/admin/realms/{realm}/clients/{client_id}` | — | 204 (its tokens expire) |
+//! | POST | `/admin/realms/{realm}/clients/{client_id}/secret` | — | 200 `{"client_secret"}` (the old one stops working) |
 //!
 //! `{realm}` is the realm's name. Every route needs the [`Admin`] token.
+//! OAuth clients ([`keystead::oauth::client`]) are what the
+//! authorization-code flow ([`super::oidc::authorize`]) and the
+//! `client_credentials` grant work with; a confidential client's secret is
+//! in the answer that creates (or rotates) it and nowhere else.
 
 use super::auth::Admin;
 use super::body::{JsonBody, parse_id};
 use super::directory;
 use super::error::ApiError;
 use super::state::AppState;
+use axum::extract::Query;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{post, put};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use keystead::device::NewGroup;
 use keystead::id::{GroupId, UserId};
+use keystead::oauth::{Client, ClientKind, ClientUpdate, GrantType, NewClient};
 use keystead::realm::{Realm, RealmSettings};
 use keystead::store::StorageError;
 use keystead::webauthn::RelyingParty;
@@ -37,6 +49,18 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/admin/realms/{realm}/groups/{group_id}/members/{user_id}",
             put(add_member),
+        )
+        .route(
+            "/admin/realms/{realm}/clients",
+            post(create_client).get(list_clients),
+        )
+        .route(
+            "/admin/realms/{realm}/clients/{client_id}",
+            get(get_client).patch(update_client).delete(delete_client),
+        )
+        .route(
+            "/admin/realms/{realm}/clients/{client_id}/secret",
+            post(rotate_client_secret),
         )
 }
 
@@ -233,4 +257,185 @@ async fn add_member(
     state.ks.users(realm.id).get(user).await?;
     directory::add_member(&**state.ks.store(), realm.id, group, user).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Body of `POST /admin/realms/{realm}/clients` (see
+/// [`NewClient`] for the rules the library checks).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewClientBody {
+    /// The `client_id`.
+    pub client_id: String,
+    /// `public` (no secret, PKCE) or `confidential` (a secret).
+    pub kind: ClientKind,
+    /// Exact redirect URIs.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// Default: `["authorization_code", "refresh_token"]`.
+    pub grant_types: Option<Vec<GrantType>>,
+    /// Default: `["openid"]`.
+    pub scopes: Option<Vec<String>>,
+    /// The `aud` of its access tokens. Default: the server's audience, so
+    /// the tokens also work on this server's own endpoints (userinfo, the
+    /// account API), which accept only that audience.
+    pub audience: Option<String>,
+    /// Access-token lifetime override, seconds.
+    pub access_token_secs: Option<u32>,
+    /// Default `true` (public clients can't turn it off).
+    pub require_pkce: Option<bool>,
+}
+
+/// Body of `PATCH /admin/realms/{realm}/clients/{client_id}`: absent
+/// fields stay; `access_token_secs: null` returns to the realm's lifetime.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientUpdateBody {
+    /// New redirect URIs.
+    pub redirect_uris: Option<Vec<String>>,
+    /// New grant types.
+    pub grant_types: Option<Vec<GrantType>>,
+    /// New scope values.
+    pub scopes: Option<Vec<String>>,
+    /// New audience.
+    pub audience: Option<String>,
+    /// New lifetime; `null` for the realm's.
+    #[serde(default, deserialize_with = "present")]
+    pub access_token_secs: Option<Option<u32>>,
+    /// Whether PKCE is required.
+    pub require_pkce: Option<bool>,
+}
+
+/// A field that may be absent (`None`), `null` (`Some(None)`) or a value
+/// — the three cases of [`ClientUpdate::access_token_secs`].
+#[allow(clippy::option_option)]
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u32>>, D::Error> {
+    Option::<u32>::deserialize(d).map(Some)
+}
+
+/// The JSON of a client (never a secret).
+pub fn client_json(client: &Client) -> Value {
+    json!({
+        "client_id": client.client_id,
+        "kind": client.kind,
+        "redirect_uris": client.redirect_uris,
+        "grant_types": client.grant_types,
+        "scopes": client.scopes,
+        "audience": client.audience,
+        "access_token_secs": client.access_token_secs,
+        "require_pkce": client.require_pkce,
+        "created_at": client.created_at,
+        "updated_at": client.updated_at,
+    })
+}
+
+async fn create_client(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(realm): Path<String>,
+    JsonBody(body): JsonBody<NewClientBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let realm = state.ks.realms().get_by_name(&realm).await?;
+    let defaults = NewClient::public(body.client_id.clone(), String::new());
+    let new = NewClient {
+        client_id: body.client_id,
+        kind: body.kind,
+        redirect_uris: body.redirect_uris,
+        grant_types: body.grant_types.unwrap_or(defaults.grant_types),
+        scopes: body.scopes.unwrap_or(defaults.scopes),
+        audience: Some(body.audience.unwrap_or_else(|| state.audience.to_string())),
+        access_token_secs: body.access_token_secs,
+        require_pkce: body.require_pkce.unwrap_or(true),
+    };
+    let created = state.ks.oauth(realm.id).create_client(new).await?;
+    tracing::info!(realm = %realm.id, client_id = %created.client.client_id, "OAuth client registered");
+    let mut out = client_json(&created.client);
+    if let Some(secret) = &created.secret {
+        out["client_secret"] = secret.expose().into();
+    }
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+/// `?after=&limit=` of the client list.
+#[derive(Debug, Deserialize)]
+pub struct ClientPage {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_clients(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(realm): Path<String>,
+    Query(page): Query<ClientPage>,
+) -> Result<Json<Value>, ApiError> {
+    let realm = state.ks.realms().get_by_name(&realm).await?;
+    let page = state
+        .ks
+        .oauth(realm.id)
+        .list_clients(page.after.as_deref(), page.limit.unwrap_or(100))
+        .await?;
+    Ok(Json(json!({
+        "clients": page.items.iter().map(client_json).collect::<Vec<_>>(),
+        "next": page.next,
+    })))
+}
+
+async fn get_client(
+    _: Admin,
+    State(state): State<AppState>,
+    Path((realm, client_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let realm = state.ks.realms().get_by_name(&realm).await?;
+    let client = state.ks.oauth(realm.id).get_client(&client_id).await?;
+    Ok(Json(client_json(&client)))
+}
+
+async fn update_client(
+    _: Admin,
+    State(state): State<AppState>,
+    Path((realm, client_id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<ClientUpdateBody>,
+) -> Result<Json<Value>, ApiError> {
+    let realm = state.ks.realms().get_by_name(&realm).await?;
+    let update = ClientUpdate {
+        redirect_uris: body.redirect_uris,
+        grant_types: body.grant_types,
+        scopes: body.scopes,
+        audience: body.audience,
+        access_token_secs: body.access_token_secs,
+        require_pkce: body.require_pkce,
+    };
+    let client = state
+        .ks
+        .oauth(realm.id)
+        .update_client(&client_id, update)
+        .await?;
+    Ok(Json(client_json(&client)))
+}
+
+async fn delete_client(
+    _: Admin,
+    State(state): State<AppState>,
+    Path((realm, client_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let realm = state.ks.realms().get_by_name(&realm).await?;
+    state.ks.oauth(realm.id).delete_client(&client_id).await?;
+    tracing::info!(realm = %realm.id, client_id = %client_id, "OAuth client deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn rotate_client_secret(
+    _: Admin,
+    State(state): State<AppState>,
+    Path((realm, client_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let realm = state.ks.realms().get_by_name(&realm).await?;
+    let secret = state
+        .ks
+        .oauth(realm.id)
+        .rotate_client_secret(&client_id)
+        .await?;
+    Ok(Json(
+        json!({ "client_id": client_id, "client_secret": secret.expose() }),
+    ))
 }

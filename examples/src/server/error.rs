@@ -84,6 +84,11 @@ impl ApiError {
         self.code
     }
 
+    /// The message for developers (generic for server-side failures).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// The same error in the OAuth dialect.
     pub fn oauth(self) -> OAuthError {
         OAuthError(self)
@@ -94,7 +99,7 @@ impl ApiError {
 /// table is too; unknown (future) codes fall back to 400 for client-side
 /// families and 500 otherwise.
 pub fn status_for(code: &str) -> StatusCode {
-    if let Some(status) = webauthn_status(code) {
+    if let Some(status) = webauthn_status(code).or_else(|| oauth_status(code)) {
         return status;
     }
     match code {
@@ -168,6 +173,29 @@ fn webauthn_status(code: &str) -> Option<StatusCode> {
         | "WEBAUTHN_INVALID_RESPONSE"
         | "WEBAUTHN_UNKNOWN_CREDENTIAL"
         | "WEBAUTHN_SIGN_COUNT_REGRESSION" => StatusCode::UNAUTHORIZED,
+        _ => return None,
+    })
+}
+
+/// The status of an OAuth-client or authorization-flow code
+/// ([`keystead::oauth::OAuthError`]): a failed client authentication is a
+/// 401 (RFC 6749 §5.2), a declined login a 403, a taken client id a 409,
+/// an unknown client (administration) a 404, and every refused request or
+/// grant a 400.
+fn oauth_status(code: &str) -> Option<StatusCode> {
+    Some(match code {
+        "OAUTH_INVALID_CLIENT" => StatusCode::UNAUTHORIZED,
+        "OAUTH_ACCESS_DENIED" => StatusCode::FORBIDDEN,
+        "OAUTH_CLIENT_EXISTS" => StatusCode::CONFLICT,
+        "OAUTH_CLIENT_NOT_FOUND" | "OAUTH_TRANSACTION_NOT_FOUND" => StatusCode::NOT_FOUND,
+        "OAUTH_INVALID_REQUEST"
+        | "OAUTH_INVALID_REDIRECT_URI"
+        | "OAUTH_UNAUTHORIZED_CLIENT"
+        | "OAUTH_UNSUPPORTED_RESPONSE_TYPE"
+        | "OAUTH_INVALID_SCOPE"
+        | "OAUTH_INVALID_GRANT"
+        | "OAUTH_CODE_REUSED"
+        | "OAUTH_WRONG_STEP" => StatusCode::BAD_REQUEST,
         _ => return None,
     })
 }
@@ -358,6 +386,55 @@ mod tests {
             assert_eq!(api.oauth_code, expected, "{e:?}");
         }
         assert_eq!(status_for("MFA_FACTOR_NOT_ALLOWED"), StatusCode::FORBIDDEN);
+    }
+
+    #[test]
+    fn every_oauth_code_has_a_client_status() {
+        use keystead::oauth::OAuthError as O;
+        let cases = [
+            (O::InvalidClient, StatusCode::UNAUTHORIZED, "invalid_client"),
+            (O::AccessDenied, StatusCode::FORBIDDEN, "access_denied"),
+            (O::ClientExists, StatusCode::CONFLICT, "invalid_request"),
+            (O::ClientNotFound, StatusCode::NOT_FOUND, "invalid_request"),
+            (
+                O::TransactionNotFound,
+                StatusCode::NOT_FOUND,
+                "invalid_request",
+            ),
+            (
+                O::InvalidRequest { reason: "x" },
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+            ),
+            (
+                O::InvalidRedirectUri,
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+            ),
+            (
+                O::UnauthorizedClient,
+                StatusCode::BAD_REQUEST,
+                "unauthorized_client",
+            ),
+            (
+                O::UnsupportedResponseType,
+                StatusCode::BAD_REQUEST,
+                "unsupported_response_type",
+            ),
+            (O::InvalidScope, StatusCode::BAD_REQUEST, "invalid_scope"),
+            (
+                O::InvalidGrant { reason: "x" },
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+            ),
+            (O::CodeReused, StatusCode::BAD_REQUEST, "invalid_grant"),
+            (O::WrongStep, StatusCode::BAD_REQUEST, "invalid_request"),
+        ];
+        for (e, status, oauth) in cases {
+            let api: ApiError = keystead::Error::from(e.clone()).into();
+            assert_eq!((api.status(), api.code()), (status, e.code()), "{e:?}");
+            assert_eq!(api.oauth_code, oauth, "{e:?}");
+        }
     }
 
     #[test]

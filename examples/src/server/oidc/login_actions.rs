@@ -15,9 +15,10 @@
 //!   [`create_totp_key_for_challenge`](keystead::mfa::Mfa::create_totp_key_for_challenge)
 //!   and [`complete_enrollment`](keystead::mfa::Mfa::complete_enrollment)).
 //!
-//! The seed's answers that carry a redirect (`url`, `login_url`) belong to
-//! the authorization-code flow of issue #12; until then these actions hand
-//! out tokens directly. `client_id` (optional in each body) names the
+//! These JSON actions hand out tokens directly. The same paths also serve
+//! the browser steps of the authorization-code flow (a form post carrying
+//! a login transaction, see [`super::authorize`]), which end in a redirect
+//! with a code instead. `client_id` (optional in each body) names the
 //! client the tokens are for ([`DEFAULT_CLIENT_ID`](super::DEFAULT_CLIENT_ID)
 //! otherwise).
 //!
@@ -53,20 +54,17 @@ use serde_json::{Value, json};
 pub const MAGIC_LINK_TTL_SECS: i64 = 15 * 60;
 
 /// The login-action routes (relative to `/realms/{realm_name}`).
+/// `authenticate`, `challenge-otp`, `burn-recovery-code` and `verify-otp`
+/// are routed by [`super::authorize`], which runs the browser steps of the
+/// authorization-code flow and hands every other request to the handlers
+/// here.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/protocol/openid-connect/registrations", post(registration))
-        .route("/login-actions/authenticate", post(authenticate))
-        .route("/login-actions/challenge-otp", post(challenge_otp))
         .route("/login-actions/setup-otp", get(setup_otp))
-        .route("/login-actions/verify-otp", post(verify_otp))
         .route(
             "/login-actions/generate-recovery-codes",
             post(generate_recovery_codes),
-        )
-        .route(
-            "/login-actions/burn-recovery-code",
-            post(burn_recovery_code),
         )
         .route("/login-actions/send-magic-link", post(send_magic_link))
         .route("/login-actions/verify-magic-link", get(verify_magic_link))
@@ -129,7 +127,7 @@ pub struct AuthenticateBody {
     scope: Option<String>,
 }
 
-async fn authenticate(
+pub(super) async fn authenticate(
     State(state): State<AppState>,
     Path(realm_name): Path<String>,
     FormOrJson(body): FormOrJson<AuthenticateBody>,
@@ -166,7 +164,7 @@ fn challenge_of(bearer: &LoginBearer) -> Result<ChallengeId, OAuthError> {
     }
 }
 
-async fn challenge_otp(
+pub(super) async fn challenge_otp(
     State(state): State<AppState>,
     Path(realm_name): Path<String>,
     bearer: LoginBearer,
@@ -197,7 +195,7 @@ pub struct BurnRecoveryCodeBody {
     scope: Option<String>,
 }
 
-async fn burn_recovery_code(
+pub(super) async fn burn_recovery_code(
     State(state): State<AppState>,
     Path(realm_name): Path<String>,
     bearer: LoginBearer,
@@ -286,7 +284,7 @@ async fn pending_key(
         })
 }
 
-async fn verify_otp(
+pub(super) async fn verify_otp(
     State(state): State<AppState>,
     Path(realm_name): Path<String>,
     bearer: LoginBearer,

@@ -6,16 +6,17 @@
 //!
 //! | method | path under `/realms/{realm_name}` | module |
 //! |---|---|---|
-//! | POST | `/protocol/openid-connect/token` | [`protocol`] (grants `password`, `refresh_token`, token exchange, one-time token) |
+//! | POST | `/protocol/openid-connect/token` | [`protocol`] (grants `authorization_code`, `client_credentials`, `password`, `refresh_token`, token exchange, one-time token) |
 //! | GET | `/protocol/openid-connect/certs`, `/jwks.json` | [`protocol`] |
 //! | GET | `/.well-known/openid-configuration` | [`protocol`] |
 //! | GET, POST | `/protocol/openid-connect/userinfo` | [`protocol`] |
 //! | POST | `/protocol/openid-connect/token/introspect` | [`protocol`] (RFC 7662) |
 //! | POST | `/protocol/openid-connect/revoke` | [`protocol`] (RFC 7009) |
 //! | GET, POST | `/protocol/openid-connect/logout` | [`protocol`] |
-//! | GET | `/protocol/openid-connect/auth` | [`protocol`]: `unsupported_response_type` until issue #12 |
+//! | GET | `/protocol/openid-connect/auth` | [`authorize`]: the authorization-code flow's login pages |
 //! | POST | `/protocol/openid-connect/registrations` | [`login_actions`] |
-//! | POST | `/login-actions/authenticate`, `challenge-otp`, `verify-otp`, `burn-recovery-code`, `generate-recovery-codes`, `send-magic-link`, `update-password` | [`login_actions`] |
+//! | POST | `/login-actions/authenticate`, `challenge-otp`, `verify-otp`, `burn-recovery-code` | [`login_actions`] (JSON), [`authorize`] (the flow's form posts) |
+//! | POST | `/login-actions/generate-recovery-codes`, `send-magic-link`, `update-password` | [`login_actions`] |
 //! | GET | `/login-actions/setup-otp`, `verify-magic-link` | [`login_actions`] |
 //! | POST | `/login-actions/webauthn-public-key-create-options`, `-create`, `-request-options`, `-authenticate` | [`webauthn`] |
 //!
@@ -40,6 +41,8 @@
 //! tokens. The same `setup-otp` / `verify-otp` with an *access token* as
 //! the bearer enrol a further key for a logged-in user.
 
+pub mod authorize;
+pub mod html;
 pub mod login_actions;
 pub mod mail;
 pub mod protocol;
@@ -73,6 +76,7 @@ pub fn routes() -> Router<AppState> {
     Router::new().nest(
         PREFIX,
         protocol::routes()
+            .merge(authorize::routes())
             .merge(login_actions::routes())
             .merge(webauthn::routes()),
     )
@@ -122,6 +126,9 @@ pub fn token_json(tokens: &TokenResponse) -> Value {
     });
     if let Some(refresh) = &tokens.refresh_token {
         body["refresh_token"] = refresh.expose().into();
+    }
+    if let Some(id_token) = &tokens.id_token {
+        body["id_token"] = id_token.expose().into();
     }
     body
 }

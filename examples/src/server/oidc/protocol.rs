@@ -1,41 +1,61 @@
 //! The OAuth 2.0 / OpenID Connect protocol endpoints of a realm
 //! (`/protocol/openid-connect/…` and discovery).
 //!
-//! * **token** — `grant_type` `password` (runs login; a second factor or an
-//!   enrolment answers `403 mfa_required` / `mfa_enrollment_required` with
-//!   the login token), `refresh_token` (rotating; a reused token revokes its
-//!   family: `invalid_grant` with code `REFRESH_TOKEN_REUSED`),
-//!   `urn:ietf:params:oauth:grant-type:token-exchange` (RFC 8693: a narrower
-//!   access token for `audience`/`scope`), and keystead's
+//! * **token** — `grant_type` `authorization_code` (RFC 6749 §4.1.3 with
+//!   the PKCE `code_verifier`; the answer carries an `id_token` when the
+//!   request had the `openid` scope; a reused code is `invalid_grant` and
+//!   revokes what the first redemption issued), `client_credentials`
+//!   (confidential clients, RFC 6749 §4.4), `password` (runs login; a
+//!   second factor or an enrolment answers `403 mfa_required` /
+//!   `mfa_enrollment_required` with the login token), `refresh_token`
+//!   (rotating; a reused token revokes its family: `invalid_grant` with
+//!   code `REFRESH_TOKEN_REUSED`),
+//!   `urn:ietf:params:oauth:grant-type:token-exchange` (RFC 8693: a
+//!   narrower access token for `audience`/`scope`), and keystead's
 //!   `urn:keystead:params:oauth:grant-type:one-time-token`
-//!   (`one_time_token`). Clients are public: `client_id` is required for
-//!   `password` and `refresh_token`; a `client_secret` is ignored.
+//!   (`one_time_token`).
+//!
+//!   **Client authentication** (RFC 6749 §2.3.1): `client_secret_basic`
+//!   (`Authorization: Basic`, id and secret form-urlencoded) or
+//!   `client_secret_post` (`client_id` + `client_secret` in the form), not
+//!   both; public clients send `client_id` alone. Presented credentials
+//!   are always checked. A registered confidential client must
+//!   authenticate for every grant, refresh included; a `client_id` that
+//!   names no registered client (the first-party clients of the password
+//!   grant) stays public as before. A failed client authentication is
+//!   `401 invalid_client` with `WWW-Authenticate: Basic` (§5.2).
 //! * **introspect** (RFC 7662) — the caller must be authorised (§2.1): the
 //!   server's admin token, or an access token of the realm carrying the
-//!   `introspect` scope. This example has no client registry, so any user
-//!   may ask for that scope at the token endpoint; an embedder grants it to
-//!   its resource servers only.
+//!   `introspect` scope. The password grant takes unregistered (first-party)
+//!   client ids and any scope, so any user may ask for that scope there; an
+//!   embedder grants it to its resource servers only.
 //! * **revoke** (RFC 7009) — any token; unknown ones succeed too (§2.2).
 //! * **logout** (RP-initiated) — ends the session of `id_token_hint` (an
-//!   access or refresh token of the realm; keystead issues no ID tokens) or
-//!   of the bearer; redirects to `post_logout_redirect_uri` (with `state`)
-//!   only when it has the origin of the realm's issuer URL, since there is
-//!   no client registry to check it against.
-//! * **auth** — the authorization-code flow is issue #12; until then it
-//!   answers `400 unsupported_response_type`.
+//!   access or refresh token of the realm; the library has no check of an
+//!   ID token as a hint yet, so an ID token is not recognised) or of the
+//!   bearer; redirects to `post_logout_redirect_uri` (with `state`) only when it
+//!   has the origin of the realm's issuer URL, since clients register no
+//!   post-logout redirect URIs.
+//! * **auth** — the authorization endpoint and its login pages live in
+//!   [`super::authorize`].
 
 use super::{FormOrJson, mfa_pending, no_store, oauth_error, realm_named, split_scope, token_json};
 use crate::server::auth::{Admin, Caller, authenticate, bearer};
 use crate::server::error::{ApiError, OAuthError};
 use crate::server::state::AppState;
 use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::HeaderMap;
+use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::header::{CACHE_CONTROL, LOCATION};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use base64::Engine as _;
+use keystead::oauth::ClientKind;
 use keystead::secret::SecretString;
+use keystead::token::grants::{GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS};
 use keystead::token::grants::{GRANT_ONE_TIME, GRANT_PASSWORD, GRANT_REFRESH_TOKEN};
 use keystead::token::{AccessRequest, ExchangeOutcome, Grant, TokenError};
 use serde::Deserialize;
@@ -66,7 +86,6 @@ pub fn routes() -> Router<AppState> {
             "/protocol/openid-connect/logout",
             get(logout_get).post(logout_post),
         )
-        .route("/protocol/openid-connect/auth", get(auth))
 }
 
 /// The token request (RFC 6749 §4.3, §6; RFC 8693 §2.1). Unknown
@@ -75,6 +94,10 @@ pub fn routes() -> Router<AppState> {
 pub struct TokenForm {
     grant_type: Option<String>,
     client_id: Option<String>,
+    client_secret: Option<String>,
+    code: Option<String>,
+    redirect_uri: Option<String>,
+    code_verifier: Option<String>,
     username: Option<String>,
     password: Option<String>,
     refresh_token: Option<String>,
@@ -92,8 +115,12 @@ fn required(field: &'static str, value: Option<String>) -> Result<String, OAuthE
 }
 
 /// An error of a grant as RFC 6749 §5.2 wants it: failed credentials and
-/// grants are `400 invalid_grant` here (the JSON APIs answer 401).
-fn grant_error(e: keystead::Error) -> Response {
+/// grants are `400 invalid_grant` here (the JSON APIs answer 401), a failed
+/// client authentication `401 invalid_client`.
+fn grant_error(e: keystead::Error, realm: &str) -> Response {
+    if e.oauth_code() == "invalid_client" {
+        return invalid_client(realm, &e.to_string());
+    }
     if e.oauth_code() == "invalid_grant" && e.code() != "TOO_MANY_ATTEMPTS" {
         return oauth_error(
             StatusCode::BAD_REQUEST,
@@ -105,43 +132,215 @@ fn grant_error(e: keystead::Error) -> Response {
     OAuthError::from(e).into_response()
 }
 
+/// `401 invalid_client` with the authentication scheme the endpoint takes
+/// (RFC 6749 §5.2: a client that tried Basic must get this challenge).
+fn invalid_client(realm: &str, description: &str) -> Response {
+    let mut response = oauth_error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        "OAUTH_INVALID_CLIENT",
+        description,
+    );
+    // Realm names are DNS labels: nothing to quote.
+    if let Ok(challenge) = HeaderValue::from_str(&format!("Basic realm=\"{realm}\"")) {
+        response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
+    }
+    response
+}
+
+/// The client as it identified itself at the token endpoint.
+#[derive(Debug, Default)]
+struct ClientAuth {
+    /// From the Basic user name or the form.
+    client_id: Option<String>,
+    /// From the Basic password or `client_secret`.
+    secret: Option<SecretString>,
+}
+
+/// `application/x-www-form-urlencoded` decoding of one Basic credential
+/// (RFC 6749 §2.3.1); `None` if malformed or not UTF-8.
+fn form_decode(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The client credentials of a token request: `Authorization: Basic` or
+/// the form, never both (RFC 6749 §2.3). Other `Authorization` schemes
+/// are not client authentication and are ignored.
+fn client_auth(
+    headers: &HeaderMap,
+    form_id: Option<String>,
+    form_secret: Option<String>,
+) -> Result<ClientAuth, &'static str> {
+    let form_id = form_id.filter(|v| !v.is_empty());
+    let form_secret = form_secret.filter(|v| !v.is_empty());
+    let basic = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+        .map(|(_, credentials)| credentials.trim());
+    let Some(credentials) = basic else {
+        return Ok(ClientAuth {
+            client_id: form_id,
+            secret: form_secret.map(SecretString::new),
+        });
+    };
+    if form_secret.is_some() {
+        return Err("use one client authentication method: Basic or client_secret, not both");
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(credentials)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or("the Basic credentials are not base64 of UTF-8")?;
+    let (user, password) = decoded
+        .split_once(':')
+        .ok_or("the Basic credentials have no ':'")?;
+    let (Some(client_id), Some(secret)) = (form_decode(user), form_decode(password)) else {
+        return Err("the Basic credentials are not form-urlencoded");
+    };
+    if form_id.as_ref().is_some_and(|id| *id != client_id) {
+        return Err("client_id differs from the Basic credentials");
+    }
+    Ok(ClientAuth {
+        client_id: Some(client_id),
+        secret: Some(SecretString::new(secret)),
+    })
+}
+
+/// Check the client of a grant that does not authenticate it itself
+/// (`password`, `refresh_token`, …): presented credentials must be right,
+/// and a registered confidential client must present them. An id that
+/// names no registered client passes (first-party public clients).
+async fn check_client(
+    state: &AppState,
+    realm: &keystead::realm::Realm,
+    auth: &ClientAuth,
+) -> Result<(), keystead::Error> {
+    let oauth = state.ks.oauth(realm.id);
+    match (&auth.client_id, &auth.secret) {
+        (None, None) => Ok(()),
+        (None, Some(_)) => Err(keystead::oauth::OAuthError::InvalidClient.into()),
+        (Some(id), Some(secret)) => oauth.authenticate_client(id, Some(secret)).await.map(drop),
+        (Some(id), None) => match oauth.get_client(id).await {
+            Ok(client) if client.kind == ClientKind::Confidential => {
+                Err(keystead::oauth::OAuthError::InvalidClient.into())
+            }
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == "OAUTH_CLIENT_NOT_FOUND" => Ok(()),
+            Err(e) => Err(e),
+        },
+    }
+}
+
+/// The `client_credentials` grant: a confidential client's own token.
+async fn client_credentials(
+    state: &AppState,
+    realm: &keystead::realm::Realm,
+    auth: ClientAuth,
+    scope: &[String],
+) -> Response {
+    let (Some(client_id), Some(secret)) = (auth.client_id, auth.secret) else {
+        return invalid_client(
+            &realm.name,
+            "client_credentials needs a confidential client's credentials",
+        );
+    };
+    match state
+        .ks
+        .oauth(realm.id)
+        .client_credentials(&client_id, &secret, scope)
+        .await
+    {
+        Ok(t) => {
+            let body = json!({
+                "access_token": t.access_token.expose(),
+                "token_type": t.token_type,
+                "expires_in": t.expires_in,
+                "scope": t.scope.join(" "),
+            });
+            (no_store(), Json(body)).into_response()
+        }
+        Err(e) => grant_error(e, &realm.name),
+    }
+}
+
 async fn token(
     State(state): State<AppState>,
     Path(realm_name): Path<String>,
+    headers: HeaderMap,
     FormOrJson(form): FormOrJson<TokenForm>,
 ) -> Result<Response, OAuthError> {
     let realm = realm_named(&state, &realm_name).await?;
     let grant_type = required("grant_type", form.grant_type)?;
-    if let Err(e) = Grant::check_type(&grant_type) {
-        let description = if grant_type == "authorization_code" {
-            "the authorization-code flow arrives with issue #12".to_owned()
-        } else {
-            e.to_string()
-        };
+    if grant_type != GRANT_CLIENT_CREDENTIALS
+        && let Err(e) = Grant::check_type(&grant_type)
+    {
         return Ok(oauth_error(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
             e.code(),
-            description,
+            e.to_string(),
         ));
+    }
+    let auth = match client_auth(&headers, form.client_id, form.client_secret) {
+        Ok(auth) => auth,
+        Err(problem) if problem.starts_with("use one") => {
+            return Err(ApiError::bad_request("client_secret", problem).oauth());
+        }
+        Err(problem) => return Ok(invalid_client(&realm.name, problem)),
+    };
+    if grant_type == GRANT_CLIENT_CREDENTIALS {
+        let scope = split_scope(form.scope.as_deref());
+        return Ok(client_credentials(&state, &realm, auth, &scope).await);
+    }
+    if grant_type != GRANT_AUTHORIZATION_CODE
+        && let Err(e) = check_client(&state, &realm, &auth).await
+    {
+        return Ok(grant_error(e, &realm.name));
     }
     let audience = form
         .audience
         .filter(|a| !a.is_empty())
         .unwrap_or_else(|| state.audience.to_string());
     let grant = match grant_type.as_str() {
+        GRANT_AUTHORIZATION_CODE => Grant::AuthorizationCode {
+            code: SecretString::new(required("code", form.code)?),
+            redirect_uri: required("redirect_uri", form.redirect_uri)?,
+            client_id: required("client_id", auth.client_id)?,
+            code_verifier: form
+                .code_verifier
+                .filter(|v| !v.is_empty())
+                .map(SecretString::new),
+            client_secret: auth.secret,
+        },
         GRANT_PASSWORD => Grant::Password {
             username: required("username", form.username)?,
             password: SecretString::new(required("password", form.password)?),
             request: AccessRequest {
-                client_id: required("client_id", form.client_id)?,
+                client_id: required("client_id", auth.client_id)?,
                 audience,
                 scope: split_scope(form.scope.as_deref()),
             },
         },
         GRANT_REFRESH_TOKEN => Grant::RefreshToken {
             refresh_token: SecretString::new(required("refresh_token", form.refresh_token)?),
-            client_id: required("client_id", form.client_id)?,
+            client_id: required("client_id", auth.client_id)?,
         },
         GRANT_ONE_TIME => Grant::OneTime {
             token: SecretString::new(required("one_time_token", form.one_time_token)?),
@@ -178,7 +377,7 @@ async fn token(
         Ok(ExchangeOutcome::MfaEnrollmentRequired { challenge }) => {
             Ok(mfa_pending(&challenge, true))
         }
-        Err(e) => Ok(grant_error(e)),
+        Err(e) => Ok(grant_error(e, &realm.name)),
     }
 }
 
@@ -216,21 +415,9 @@ async fn discovery(
         }
         Err(e) => return Err(e.into()),
     };
-    // What this server adds to the library's document: its extra grants,
-    // registration, and the (not yet supported) authorization endpoint.
-    let base = doc["token_endpoint"]
-        .as_str()
-        .and_then(|t| t.strip_suffix("/token"))
-        .unwrap_or_default()
-        .to_owned();
-    doc["grant_types_supported"] = json!([
-        GRANT_PASSWORD,
-        GRANT_REFRESH_TOKEN,
-        keystead::token::grants::GRANT_TOKEN_EXCHANGE,
-        GRANT_ONE_TIME
-    ]);
-    doc["registration_endpoint"] = format!("{base}/registrations").into();
-    doc["authorization_endpoint"] = format!("{base}/auth").into();
+    // The library's document lists exactly the grants, response type,
+    // PKCE method and client authentication methods this server serves;
+    // the server adds how its introspection endpoint authenticates callers.
     doc["introspection_endpoint_auth_methods_supported"] = json!(["bearer"]);
     Ok(Json(doc))
 }
@@ -318,8 +505,8 @@ pub struct LogoutParams {
     id_token_hint: Option<String>,
     post_logout_redirect_uri: Option<String>,
     state: Option<String>,
-    /// Accepted for compatibility; without a client registry it changes
-    /// nothing.
+    /// Accepted for compatibility; clients register no post-logout
+    /// redirect URIs, so it changes nothing.
     #[allow(dead_code)]
     client_id: Option<String>,
 }
@@ -422,7 +609,7 @@ async fn logout(
 }
 
 /// Percent-encode everything but RFC 3986 unreserved characters.
-fn percent_encode(s: &str) -> String {
+pub(super) fn percent_encode(s: &str) -> String {
     use std::fmt::Write as _;
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
@@ -433,20 +620,6 @@ fn percent_encode(s: &str) -> String {
         }
     }
     out
-}
-
-async fn auth(
-    State(state): State<AppState>,
-    Path(realm_name): Path<String>,
-) -> Result<Response, OAuthError> {
-    realm_named(&state, &realm_name).await?;
-    Ok(oauth_error(
-        StatusCode::BAD_REQUEST,
-        "unsupported_response_type",
-        "UNSUPPORTED_RESPONSE_TYPE",
-        "the authorization-code flow arrives with issue #12; use the token endpoint \
-         (password grant) or the login actions meanwhile",
-    ))
 }
 
 #[cfg(test)]
@@ -469,6 +642,32 @@ mod tests {
         );
         assert_eq!(origin("/relative"), None);
         assert_eq!(origin("https://"), None);
+    }
+
+    #[test]
+    fn basic_credentials_are_form_decoded() {
+        let mut headers = HeaderMap::new();
+        // RFC 6749 §2.3.1: "a b" and "p+q:r" form-urlencoded, then Basic.
+        let basic = base64::engine::general_purpose::STANDARD.encode("a+b:p%2Bq%3Ar");
+        headers.insert(AUTHORIZATION, format!("Basic {basic}").parse().unwrap());
+        let auth = client_auth(&headers, None, None).unwrap();
+        assert_eq!(auth.client_id.as_deref(), Some("a b"));
+        assert_eq!(auth.secret.unwrap().expose(), "p+q:r");
+        // Both methods at once, a mismatching form id, junk: refused.
+        assert!(client_auth(&headers, None, Some("s".into())).is_err());
+        assert!(client_auth(&headers, Some("other".into()), None).is_err());
+        assert!(client_auth(&headers, Some("a b".into()), None).is_ok());
+        headers.insert(AUTHORIZATION, "Basic !!!".parse().unwrap());
+        assert!(client_auth(&headers, None, None).is_err());
+        let no_colon = base64::engine::general_purpose::STANDARD.encode("abc");
+        headers.insert(AUTHORIZATION, format!("Basic {no_colon}").parse().unwrap());
+        assert!(client_auth(&headers, None, None).is_err());
+        // A bearer header is not client authentication.
+        headers.insert(AUTHORIZATION, "Bearer x".parse().unwrap());
+        let auth = client_auth(&headers, Some("web".into()), Some("s".into())).unwrap();
+        assert_eq!(auth.client_id.as_deref(), Some("web"));
+        assert_eq!(form_decode("%zz"), None);
+        assert_eq!(form_decode("%ff"), None);
     }
 
     #[test]
