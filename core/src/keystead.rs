@@ -155,6 +155,8 @@ pub(crate) struct Context {
     pub(crate) keys: Arc<dyn KeyProvider>,
     /// Opened token-signing keys, so issuing does not unseal per token.
     pub(crate) signers: crate::token::keys::SignerCache,
+    /// Decoded verification key sets by realm and record version.
+    pub(crate) verifiers: crate::token::keys::VerifierCache,
 }
 
 /// The keystead library instance; cheap to clone and share across tasks.
@@ -310,6 +312,7 @@ impl KeysteadBuilder {
                 breached: self.breached,
                 keys,
                 signers: crate::token::keys::SignerCache::default(),
+                verifiers: crate::token::keys::VerifierCache::default(),
             }),
         })
     }

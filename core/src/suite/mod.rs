@@ -114,6 +114,7 @@ macro_rules! domain_tests {
             refresh_rotation_and_reuse,
             forged_refresh_tokens_kill_nothing,
             purge_removes_only_dead_records,
+            rotation_seen_by_another_instance,
             concurrent_refresh_has_one_winner,
             refresh_idle_and_absolute_lifetimes,
             expire_all_grace_boundary,

@@ -633,6 +633,34 @@ pub async fn purge_removes_only_dead_records(h: Harness) {
     assert_eq!(f.tokens.purge_expired().await.unwrap(), Purged::default());
 }
 
+/// A second library instance on the same store caches decoded key sets by
+/// record version, so a rotation made through the first instance is seen
+/// by the second at once: a key retired without overlap stops verifying
+/// there, and the new key verifies.
+pub async fn rotation_seen_by_another_instance(h: Harness) {
+    let f = fixture(&h, cheap_settings()).await;
+    let other = Keystead::builder()
+        .shared_store(std::sync::Arc::clone(f.ks.store()))
+        .clock(f.clock.clone())
+        .keys(crate::crypto::at_rest::StaticKeyProvider::generate().unwrap())
+        .build()
+        .unwrap()
+        .tokens(f.tokens.realm());
+    let (_, before) = issued(&f, "alice").await;
+    let old = before.access_token.expose();
+    other.verify_access_token(old, AUD).await.unwrap();
+    f.tokens
+        .rotate_signing_key(JwsAlgorithm::EdDsa, Duration::zero())
+        .await
+        .unwrap();
+    assert!(other.verify_access_token(old, AUD).await.is_err());
+    let (_, after) = issued(&f, "bob").await;
+    other
+        .verify_access_token(after.access_token.expose(), AUD)
+        .await
+        .unwrap();
+}
+
 /// Of concurrent uses of one refresh token exactly one gets a new pair.
 /// Losers of the compare-and-swap get `INVALID_GRANT`; a use that starts
 /// after the winner committed is reuse (`REFRESH_TOKEN_REUSED`, family

@@ -58,6 +58,42 @@ impl SignerCache {
     }
 }
 
+/// Per-instance cache of each realm's published verification keys, keyed
+/// by the signing-key record's version. Verification still reads the
+/// record's current version on every call — so a rotation made by any
+/// instance is seen at once — but decodes the record and rebuilds the key
+/// set only when that version changed or a retired key's publication
+/// window ended.
+#[derive(Default)]
+pub(crate) struct VerifierCache {
+    sets: std::sync::Mutex<HashMap<RealmId, CachedKeySet>>,
+}
+
+struct CachedKeySet {
+    version: u64,
+    /// When the set changes without a write: the earliest end of a retired
+    /// key's publication.
+    valid_until: Option<DateTime<Utc>>,
+    set: Arc<JwsKeySet>,
+}
+
+impl VerifierCache {
+    fn get(&self, realm: RealmId, version: u64, now: DateTime<Utc>) -> Option<Arc<JwsKeySet>> {
+        let sets = self.sets.lock().unwrap_or_else(PoisonError::into_inner);
+        let hit = sets.get(&realm)?;
+        (hit.version == version && hit.valid_until.is_none_or(|until| now < until))
+            .then(|| Arc::clone(&hit.set))
+    }
+
+    fn insert(&self, realm: RealmId, entry: CachedKeySet) {
+        let mut sets = self.sets.lock().unwrap_or_else(PoisonError::into_inner);
+        if sets.len() >= MAX_CACHED_SIGNERS {
+            sets.clear();
+        }
+        sets.insert(realm, entry);
+    }
+}
+
 /// How long a retired key stays published by default after a rotation: one
 /// day, longer than the longest access-token lifetime a realm may set.
 pub const DEFAULT_OVERLAP_SECS: i64 = 24 * 3600;
@@ -326,8 +362,45 @@ impl Tokens {
 
     /// The keys that verify at `now`: the current one and retired ones
     /// within their overlap.
-    pub(crate) async fn verification_keys(&self, now: DateTime<Utc>) -> Result<JwsKeySet, Error> {
-        Self::published_keys(self.load_keys().await?, now)
+    pub(crate) async fn verification_keys(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Arc<JwsKeySet>, Error> {
+        let key = layout::signing_keys(self.realm);
+        let slot = self.ctx.store.get(key.as_bytes()).await?;
+        self.verifiers_from(slot, now)
+    }
+
+    /// The keys that verify at `now`, from the signing-key record read into
+    /// `slot` — decoded only when its version is not the cached one.
+    pub(crate) fn verifiers_from(
+        &self,
+        slot: Option<crate::store::Versioned>,
+        now: DateTime<Utc>,
+    ) -> Result<Arc<JwsKeySet>, Error> {
+        let Some(version) = slot.as_ref().map(|s| s.version) else {
+            return Ok(Arc::new(JwsKeySet::new()));
+        };
+        if let Some(hit) = self.ctx.verifiers.get(self.realm, version, now) {
+            return Ok(hit);
+        }
+        let loaded = self.decode_keys(slot)?;
+        let valid_until = loaded.as_ref().and_then(|(keys, _)| {
+            keys.iter()
+                .filter(|k| k.published(now))
+                .filter_map(|k| k.published_until)
+                .min()
+        });
+        let set = Arc::new(Self::published_keys(loaded, now)?);
+        self.ctx.verifiers.insert(
+            self.realm,
+            CachedKeySet {
+                version,
+                valid_until,
+                set: Arc::clone(&set),
+            },
+        );
+        Ok(set)
     }
 
     /// The keys of a loaded key record that verify at `now`.

@@ -592,7 +592,7 @@ impl Tokens {
             return Err(get_many_miscounted());
         };
         let realm = crate::realm::service::active_from(&realm_key, realm)?;
-        let keys = Self::published_keys(self.decode_keys(keys)?, now)?;
+        let keys = self.verifiers_from(keys, now)?;
         self.verify_signed(&realm, token, &keys, Some(audience), now)
             .await
     }
