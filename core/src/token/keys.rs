@@ -38,9 +38,28 @@ pub const MAX_CACHED_SIGNERS: usize = 1024;
 #[derive(Default)]
 pub(crate) struct SignerCache {
     keys: std::sync::Mutex<HashMap<(RealmId, SigningKeyId), Arc<SigningKey>>>,
+    /// Each realm's current key by the key record's version, so signing
+    /// decodes the record only when it changed.
+    current: std::sync::Mutex<HashMap<RealmId, (u64, Arc<SigningKey>)>>,
 }
 
 impl SignerCache {
+    fn current(&self, realm: RealmId, version: u64) -> Option<Arc<SigningKey>> {
+        let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        current
+            .get(&realm)
+            .filter(|(v, _)| *v == version)
+            .map(|(_, key)| Arc::clone(key))
+    }
+
+    fn set_current(&self, realm: RealmId, version: u64, key: Arc<SigningKey>) {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if current.len() >= MAX_CACHED_SIGNERS {
+            current.clear();
+        }
+        current.insert(realm, (version, key));
+    }
+
     fn get(&self, realm: RealmId, id: SigningKeyId) -> Option<Arc<SigningKey>> {
         self.keys
             .lock()
@@ -291,7 +310,31 @@ impl Tokens {
     /// The current key, opened for signing (from the cache when it was
     /// opened before).
     pub(crate) async fn signer(&self) -> Result<Arc<SigningKey>, Error> {
+        // The record's version says whether the cached current key is still
+        // current; only a changed record is decoded.
+        let record_key = layout::signing_keys(self.realm);
+        if let Some(slot) = self.ctx.store.get(record_key.as_bytes()).await? {
+            let version = slot.version;
+            if let Some(key) = self.ctx.signers.current(self.realm, version) {
+                return Ok(key);
+            }
+            if let Some((keys, _)) = self.decode_keys(Some(slot))?
+                && let Some(current) = keys.into_iter().find(|k| k.retired_at.is_none())
+            {
+                let key = self.open_signer(&current).await?;
+                self.ctx
+                    .signers
+                    .set_current(self.realm, version, Arc::clone(&key));
+                return Ok(key);
+            }
+        }
         let current = self.current_key(JwsAlgorithm::EdDsa).await?;
+        self.open_signer(&current).await
+    }
+
+    /// `current` opened for signing (from the cache when it was opened
+    /// before).
+    async fn open_signer(&self, current: &StoredSigningKey) -> Result<Arc<SigningKey>, Error> {
         if let Some(key) = self.ctx.signers.get(self.realm, current.id) {
             return Ok(key);
         }
