@@ -310,10 +310,19 @@ impl Tokens {
     /// The current key, opened for signing (from the cache when it was
     /// opened before).
     pub(crate) async fn signer(&self) -> Result<Arc<SigningKey>, Error> {
-        // The record's version says whether the cached current key is still
-        // current; only a changed record is decoded.
         let record_key = layout::signing_keys(self.realm);
-        if let Some(slot) = self.ctx.store.get(record_key.as_bytes()).await? {
+        let slot = self.ctx.store.get(record_key.as_bytes()).await?;
+        self.signer_from(slot).await
+    }
+
+    /// The current key from the signing-key record read into `slot`. The
+    /// record's version says whether the cached current key is still
+    /// current; only a changed record is decoded.
+    pub(crate) async fn signer_from(
+        &self,
+        slot: Option<crate::store::Versioned>,
+    ) -> Result<Arc<SigningKey>, Error> {
+        if let Some(slot) = slot {
             let version = slot.version;
             if let Some(key) = self.ctx.signers.current(self.realm, version) {
                 return Ok(key);

@@ -151,6 +151,8 @@ fn parse_refresh_token(token: &str) -> Option<(RefreshLocator, TokenDigest)> {
 
 /// Everything a refresh decides on, read in one `get_many`.
 struct RefreshRead {
+    /// The signing-key record, for the new access token.
+    signing: Option<crate::store::Versioned>,
     realm: Realm,
     family: Option<(StoredFamily, u64)>,
     realm_marks: Vec<ExpireMark>,
@@ -221,6 +223,19 @@ impl Tokens {
         grant: &AccessGrant<'_>,
         now: DateTime<Utc>,
     ) -> Result<(SecretString, u32), Error> {
+        let key = self.signer().await?;
+        Self::sign_access_with(&key, realm, session, grant, now)
+    }
+
+    /// [`sign_access`](Self::sign_access) with a signer the caller already
+    /// has (a refresh reads the key record with everything else).
+    pub(crate) fn sign_access_with(
+        key: &jws::SigningKey,
+        realm: &Realm,
+        session: &Session,
+        grant: &AccessGrant<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<(SecretString, u32), Error> {
         let lifetime = grant
             .lifetime_secs
             .unwrap_or(realm.settings.tokens.access_secs);
@@ -244,8 +259,7 @@ impl Tokens {
             field: "claims",
             reason: e.to_string(),
         })?;
-        let key = self.signer().await?;
-        let token = jws::sign(&key, &HeaderParams::with_typ(ACCESS_TOKEN_TYP), &payload)?;
+        let token = jws::sign(key, &HeaderParams::with_typ(ACCESS_TOKEN_TYP), &payload)?;
         Ok((SecretString::new(token), lifetime))
     }
 
@@ -357,6 +371,7 @@ impl Tokens {
         let client_marks_key = layout::expire_all(self.realm, Some(client_id));
         let session_key = crate::user::keys::session(self.realm, at.session);
         let user_key = crate::user::keys::user(self.realm, at.user);
+        let signing_key = layout::signing_keys(self.realm);
         let slots = self
             .ctx
             .store
@@ -367,10 +382,20 @@ impl Tokens {
                 client_marks_key.as_bytes(),
                 session_key.as_bytes(),
                 user_key.as_bytes(),
+                signing_key.as_bytes(),
             ])
             .await?;
-        let Ok([realm, family, realm_marks, client_marks, session, user]) =
-            <[_; 6]>::try_from(slots)
+        let Ok(
+            [
+                realm,
+                family,
+                realm_marks,
+                client_marks,
+                session,
+                user,
+                signing,
+            ],
+        ) = <[_; 7]>::try_from(slots)
         else {
             return Err(get_many_miscounted());
         };
@@ -388,6 +413,7 @@ impl Tokens {
             Err(e) => Err(e),
         };
         Ok(RefreshRead {
+            signing,
             realm,
             family,
             realm_marks: decode_marks(&realm_marks_key, realm_marks)?,
@@ -516,6 +542,9 @@ impl Tokens {
                 }
                 Err(e) => return Err(e),
             };
+            // Opened before the commit, so a committed rotation always
+            // gets its access token.
+            let signer = self.signer_from(read.signing).await?;
             let next = new_refresh_token(&family)?;
             let mut rotated = family.clone();
             rotated.current = next.digest.0;
@@ -547,9 +576,13 @@ impl Tokens {
                         lifetime_secs: None,
                         name: None,
                     };
-                    let (access, expires_in) = self
-                        .sign_access(&realm, &stored_session.session, &grant, now)
-                        .await?;
+                    let (access, expires_in) = Self::sign_access_with(
+                        &signer,
+                        &realm,
+                        &stored_session.session,
+                        &grant,
+                        now,
+                    )?;
                     return Ok(TokenResponse {
                         access_token: access,
                         token_type: "Bearer",
