@@ -44,6 +44,19 @@ pub(crate) fn issuer(realm: &Realm) -> String {
         .unwrap_or_else(|| format!("urn:keystead:realm:{}", realm.id))
 }
 
+/// The expire-all rule in one place: a token issued at `issued_at_secs` is
+/// dead at `now` if the realm's marks, or — for a token of an application —
+/// that application's marks, say so.
+fn expired_under(
+    realm_marks: &[ExpireMark],
+    client_marks: Option<&[ExpireMark]>,
+    issued_at_secs: i64,
+    now: DateTime<Utc>,
+) -> bool {
+    expired_by_marks(realm_marks, issued_at_secs, now)
+        || client_marks.is_some_and(|marks| expired_by_marks(marks, issued_at_secs, now))
+}
+
 /// A `get_many` that answered another number of values than keys asked:
 /// a broken backend.
 fn get_many_miscounted() -> Error {
@@ -184,24 +197,35 @@ impl Tokens {
     }
 
     /// Whether a token of `client_id` issued at `issued_at_secs` is dead at
-    /// `now` under the realm's expire-all marks or the application's.
+    /// `now` under the realm's expire-all marks or the application's (both
+    /// read in one `get_many`).
     pub(crate) async fn expired_by_expire_all(
         &self,
         client_id: Option<&str>,
         issued_at_secs: i64,
         now: DateTime<Utc>,
     ) -> Result<bool, Error> {
-        let (realm_marks, _) = self.expire_marks(None).await?;
-        if expired_by_marks(&realm_marks, issued_at_secs, now) {
-            return Ok(true);
+        let client = client_id.filter(|c| !c.is_empty());
+        let realm_key = layout::expire_all(self.realm, None);
+        let client_key = client.map(|c| layout::expire_all(self.realm, Some(c)));
+        let mut keys = vec![realm_key.as_bytes()];
+        keys.extend(client_key.as_ref().map(crate::store::key::Key::as_bytes));
+        let slots = self.ctx.store.get_many(&keys).await?;
+        if slots.len() != keys.len() {
+            return Err(get_many_miscounted());
         }
-        match client_id {
-            Some(client) if !client.is_empty() => {
-                let (marks, _) = self.expire_marks(Some(client)).await?;
-                Ok(expired_by_marks(&marks, issued_at_secs, now))
-            }
-            _ => Ok(false),
-        }
+        let mut slots = slots.into_iter();
+        let realm_marks = decode_marks(&realm_key, slots.next().flatten())?;
+        let client_marks = match &client_key {
+            Some(key) => Some(decode_marks(key, slots.next().flatten())?),
+            None => None,
+        };
+        Ok(expired_under(
+            &realm_marks,
+            client_marks.as_deref(),
+            issued_at_secs,
+            now,
+        ))
     }
 
     pub(crate) async fn expire_marks(
@@ -528,8 +552,7 @@ impl Tokens {
             }
             let issued = family.issued_at.timestamp();
             if Self::family_expired(&realm, &family, now)
-                || expired_by_marks(&read.realm_marks, issued, now)
-                || expired_by_marks(&read.client_marks, issued, now)
+                || expired_under(&read.realm_marks, Some(&read.client_marks), issued, now)
             {
                 self.kill_family(&family, false).await?;
                 return Err(TokenError::InvalidGrant.into());
@@ -695,17 +718,17 @@ impl Tokens {
         let Ok([realm_marks, client_marks, session, user]) = <[_; 4]>::try_from(slots) else {
             return Err(get_many_miscounted());
         };
-        if expired_by_marks(
+        let client_marks = if claims.client_id.is_empty() {
+            None
+        } else {
+            Some(decode_marks(&client_marks_key, client_marks)?)
+        };
+        if expired_under(
             &decode_marks(&realm_marks_key, realm_marks)?,
+            client_marks.as_deref(),
             claims.iat,
             now,
-        ) || (!claims.client_id.is_empty()
-            && expired_by_marks(
-                &decode_marks(&client_marks_key, client_marks)?,
-                claims.iat,
-                now,
-            ))
-        {
+        ) {
             return Err(TokenError::Revoked.into());
         }
         // `user` is the record of `sub`; a session of anyone else fails here.
