@@ -12,7 +12,8 @@
 //! * `refresh_rotation/keystead_sqlite`: `Tokens::refresh` on SQLite (reads,
 //!   the family compare-and-swap commit, a new access token) vs
 //!   `sqlite_single_commit`, one fsynced batch of three records on the same
-//!   store.
+//!   store, and `sqlite_get_many_7`, one read of seven keys (the read a
+//!   refresh makes before its commit).
 #![allow(missing_docs)] // criterion_group! generates an undocumented fn
 
 use base64::Engine as _;
@@ -152,6 +153,16 @@ fn access_tokens(c: &mut Criterion) {
         let key = ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &x);
         b.iter(|| key.verify(input.as_bytes(), &signature).unwrap());
     });
+    g.bench_function("raw_dalek_verify", |b| {
+        use ed25519_dalek::Verifier as _;
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&x.clone().try_into().unwrap()).unwrap();
+        let sig = ed25519_dalek::Signature::from_slice(&signature).unwrap();
+        b.iter(|| key.verify(input.as_bytes(), &sig).unwrap());
+    });
+    g.bench_function("raw_awslc_verify", |b| {
+        let key = aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ED25519, &x);
+        b.iter(|| key.verify(input.as_bytes(), &signature).unwrap());
+    });
     g.bench_function("jsonwebtoken", |b| {
         b.iter(|| {
             black_box(
@@ -198,6 +209,15 @@ fn refresh_rotation(c: &mut Criterion) {
                     .unwrap();
             }
             rt.block_on(store.commit(batch)).unwrap();
+        });
+    });
+    let keys: Vec<Vec<u8>> = (0..7u64)
+        .map(|i| [b"bench/".as_slice(), &(i * 4).to_be_bytes()].concat())
+        .collect();
+    g.bench_function("sqlite_get_many_7", |b| {
+        b.iter(|| {
+            let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+            black_box(rt.block_on(store.get_many(&refs)).unwrap());
         });
     });
     g.finish();

@@ -157,6 +157,8 @@ pub(crate) struct Context {
     pub(crate) signers: crate::token::keys::SignerCache,
     /// Decoded verification key sets by realm and record version.
     pub(crate) verifiers: crate::token::keys::VerifierCache,
+    /// Decoded realm, session and user records by their stored bytes.
+    pub(crate) records: crate::store::decoded::Decoded,
 }
 
 /// The keystead library instance; cheap to clone and share across tasks.
@@ -313,6 +315,7 @@ impl KeysteadBuilder {
                 keys,
                 signers: crate::token::keys::SignerCache::default(),
                 verifiers: crate::token::keys::VerifierCache::default(),
+                records: crate::store::decoded::Decoded::default(),
             }),
         })
     }

@@ -34,28 +34,36 @@ pub(crate) async fn load(ctx: &Context, id: RealmId) -> Result<(Realm, u64), Err
         .get(key.as_bytes())
         .await?
         .ok_or(RealmError::NotFound)?;
-    let realm = record::decode::<RealmRecord>(key.as_bytes(), &stored.value)?.into_realm();
-    Ok((realm, stored.version))
+    let realm = decode(ctx, &key, &stored.value)?;
+    Ok((Realm::clone(&realm), stored.version))
+}
+
+/// The realm stored as `bytes` at `key`, decoded once per distinct bytes
+/// (every realm-scoped call reads it).
+fn decode(ctx: &Context, key: &Key, bytes: &[u8]) -> Result<Arc<Realm>, StorageError> {
+    ctx.records.get_or_decode(key.as_bytes(), bytes, |bytes| {
+        record::decode::<RealmRecord>(key.as_bytes(), bytes).map(RealmRecord::into_realm)
+    })
 }
 
 /// Load a realm that must accept operations: the check every realm-scoped
 /// service makes first.
-#[allow(dead_code)] // the realm-scoped services (users, MFA, devices, tokens) call it
 pub(crate) async fn load_active(ctx: &Context, id: RealmId) -> Result<Realm, Error> {
     let key = realm_key(id);
-    active_from(&key, ctx.store.get(key.as_bytes()).await?)
+    active_from(ctx, &key, ctx.store.get(key.as_bytes()).await?)
 }
 
 /// The realm in `slot` (read at [`realm_key`]) if it accepts operations:
 /// for callers that read it together with other records (`get_many`).
 pub(crate) fn active_from(
+    ctx: &Context,
     key: &Key,
     slot: Option<crate::store::Versioned>,
 ) -> Result<Realm, Error> {
     let stored = slot.ok_or(RealmError::NotFound)?;
-    let realm = record::decode::<RealmRecord>(key.as_bytes(), &stored.value)?.into_realm();
+    let realm = decode(ctx, key, &stored.value)?;
     match realm.status {
-        RealmStatus::Active => Ok(realm),
+        RealmStatus::Active => Ok(Realm::clone(&realm)),
         RealmStatus::Disabled => Err(RealmError::Disabled.into()),
     }
 }

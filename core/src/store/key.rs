@@ -37,20 +37,26 @@ const TERMINATOR: u8 = 0x01;
 pub struct Key(Vec<u8>);
 
 impl Key {
-    /// The empty key: the prefix of every key.
+    /// The empty key: the prefix of every key. Room for a typical key
+    /// (four or five segments) is reserved up front, so building one on a
+    /// hot path allocates once.
     pub fn new() -> Self {
-        Self(Vec::new())
+        Self(Vec::with_capacity(64))
     }
 
     /// Append one segment.
     #[must_use]
     pub fn push(mut self, segment: impl AsRef<[u8]>) -> Self {
-        for &byte in segment.as_ref() {
-            if byte == ESCAPE {
-                self.0.extend_from_slice(&[ESCAPE, ESCAPED_ZERO]);
-            } else {
-                self.0.push(byte);
-            }
+        let segment = segment.as_ref();
+        self.0.reserve(segment.len() + 2);
+        // Copy the runs between zero bytes whole; each zero is escaped.
+        let mut runs = segment.split(|&byte| byte == ESCAPE);
+        if let Some(first) = runs.next() {
+            self.0.extend_from_slice(first);
+        }
+        for run in runs {
+            self.0.extend_from_slice(&[ESCAPE, ESCAPED_ZERO]);
+            self.0.extend_from_slice(run);
         }
         self.0.extend_from_slice(&[ESCAPE, TERMINATOR]);
         self

@@ -36,6 +36,7 @@
 //! each adapter for power loss). Blocking I/O never runs on the caller's async
 //! executor: adapters move it to their own threads.
 
+pub(crate) mod decoded;
 pub mod key;
 mod memory;
 pub mod record;

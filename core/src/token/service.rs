@@ -44,6 +44,15 @@ pub(crate) fn issuer(realm: &Realm) -> String {
         .unwrap_or_else(|| format!("urn:keystead:realm:{}", realm.id))
 }
 
+/// Whether `iss` is the realm's [`issuer`] (without building it when the
+/// realm has an `issuer_url`: verification compares on every call).
+fn is_issuer(realm: &Realm, iss: &str) -> bool {
+    match &realm.settings.issuer_url {
+        Some(url) => url == iss,
+        None => iss == issuer(realm),
+    }
+}
+
 /// The expire-all rule in one place: a token issued at `issued_at_secs` is
 /// dead at `now` if the realm's marks, or — for a token of an application —
 /// that application's marks, say so.
@@ -63,17 +72,20 @@ fn get_many_miscounted() -> Error {
     StorageError::backend("get_many answered a different number of values than keys").into()
 }
 
-/// The expire-all marks stored at `key` (none if absent).
+/// The expire-all marks stored at `key` (none if absent), decoded once per
+/// distinct bytes: once a realm has marks, every verification reads them.
 fn decode_marks(
+    records: &crate::store::decoded::Decoded,
     key: &crate::store::key::Key,
     slot: Option<crate::store::Versioned>,
-) -> Result<Vec<ExpireMark>, Error> {
+) -> Result<Arc<Vec<ExpireMark>>, Error> {
     match slot {
-        None => Ok(Vec::new()),
-        Some(stored) => {
-            let ExpireAllRecord::V1 { marks } = record::decode(key.as_bytes(), &stored.value)?;
-            Ok(marks)
-        }
+        None => Ok(Arc::default()),
+        Some(stored) => Ok(
+            records.get_or_decode(key.as_bytes(), &stored.value, |bytes| {
+                record::decode(key.as_bytes(), bytes).map(|ExpireAllRecord::V1 { marks }| marks)
+            })?,
+        ),
     }
 }
 
@@ -84,8 +96,14 @@ pub(crate) fn check_jws_shape(token: &str) -> Result<(), TokenError> {
             reason: "longer than 8 KiB",
         });
     }
-    let b64 = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.';
-    if token.bytes().filter(|&b| b == b'.').count() != 2 || !token.bytes().all(b64) {
+    // One pass: every byte base64url or a dot, and exactly two dots.
+    let mut dots = 0usize;
+    let mut alphabet = true;
+    for byte in token.bytes() {
+        dots += usize::from(byte == b'.');
+        alphabet &= byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' || byte == b'.';
+    }
+    if dots != 2 || !alphabet {
         return Err(TokenError::Malformed {
             reason: "not a compact JWS",
         });
@@ -168,8 +186,8 @@ struct RefreshRead {
     signing: Option<crate::store::Versioned>,
     realm: Realm,
     family: Option<(StoredFamily, u64)>,
-    realm_marks: Vec<ExpireMark>,
-    client_marks: Vec<ExpireMark>,
+    realm_marks: Arc<Vec<ExpireMark>>,
+    client_marks: Arc<Vec<ExpireMark>>,
     /// The family's session if it is still valid.
     session: Result<(crate::user::StoredSession, u64), Error>,
 }
@@ -215,14 +233,18 @@ impl Tokens {
             return Err(get_many_miscounted());
         }
         let mut slots = slots.into_iter();
-        let realm_marks = decode_marks(&realm_key, slots.next().flatten())?;
+        let realm_marks = decode_marks(&self.ctx.records, &realm_key, slots.next().flatten())?;
         let client_marks = match &client_key {
-            Some(key) => Some(decode_marks(key, slots.next().flatten())?),
+            Some(key) => Some(decode_marks(
+                &self.ctx.records,
+                key,
+                slots.next().flatten(),
+            )?),
             None => None,
         };
         Ok(expired_under(
             &realm_marks,
-            client_marks.as_deref(),
+            client_marks.as_deref().map(Vec::as_slice),
             issued_at_secs,
             now,
         ))
@@ -235,7 +257,8 @@ impl Tokens {
         let key = layout::expire_all(self.realm, client);
         let slot = self.ctx.store.get(key.as_bytes()).await?;
         let version = slot.as_ref().map(|v| v.version);
-        Ok((decode_marks(&key, slot)?, version))
+        let marks = decode_marks(&self.ctx.records, &key, slot)?;
+        Ok((Vec::clone(&marks), version))
     }
 
     /// Sign an access token for `session` as `grant` describes; returns the
@@ -423,7 +446,7 @@ impl Tokens {
         else {
             return Err(get_many_miscounted());
         };
-        let realm = crate::realm::service::active_from(&realm_key, realm)?;
+        let realm = crate::realm::service::active_from(&self.ctx, &realm_key, realm)?;
         let family = match family {
             None => None,
             Some(stored) => {
@@ -440,8 +463,8 @@ impl Tokens {
             signing,
             realm,
             family,
-            realm_marks: decode_marks(&realm_marks_key, realm_marks)?,
-            client_marks: decode_marks(&client_marks_key, client_marks)?,
+            realm_marks: decode_marks(&self.ctx.records, &realm_marks_key, realm_marks)?,
+            client_marks: decode_marks(&self.ctx.records, &client_marks_key, client_marks)?,
             session,
         })
     }
@@ -647,7 +670,7 @@ impl Tokens {
         let Ok([realm, keys]) = <[_; 2]>::try_from(slots) else {
             return Err(get_many_miscounted());
         };
-        let realm = crate::realm::service::active_from(&realm_key, realm)?;
+        let realm = crate::realm::service::active_from(&self.ctx, &realm_key, realm)?;
         let keys = self.verifiers_from(keys, now)?;
         self.verify_signed(&realm, token, &keys, Some(audience), now)
             .await
@@ -686,7 +709,7 @@ impl Tokens {
             serde_json::from_slice(&verified.payload).map_err(|_| TokenError::Malformed {
                 reason: "claims are not an RFC 9068 claim set",
             })?;
-        if claims.iss != issuer(realm) {
+        if !is_issuer(realm, &claims.iss) {
             return Err(TokenError::WrongIssuer.into());
         }
         if audience.is_some_and(|a| a != claims.aud) {
@@ -721,11 +744,15 @@ impl Tokens {
         let client_marks = if claims.client_id.is_empty() {
             None
         } else {
-            Some(decode_marks(&client_marks_key, client_marks)?)
+            Some(decode_marks(
+                &self.ctx.records,
+                &client_marks_key,
+                client_marks,
+            )?)
         };
         if expired_under(
-            &decode_marks(&realm_marks_key, realm_marks)?,
-            client_marks.as_deref(),
+            &decode_marks(&self.ctx.records, &realm_marks_key, realm_marks)?,
+            client_marks.as_deref().map(Vec::as_slice),
             claims.iat,
             now,
         ) {

@@ -19,6 +19,25 @@ use crate::store::{Batch, Precondition, StorageError, record};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// What a session's validity needs of its user's record: the cached view
+/// (see [`crate::store::decoded`]), so verifying a token does not decode
+/// the whole user (password hash, names) each time.
+struct SessionOwner {
+    id: UserId,
+    active: bool,
+    session_epoch: u64,
+}
+
+impl SessionOwner {
+    fn of(user: &super::StoredUser) -> Self {
+        Self {
+            id: user.user.id,
+            active: user.user.status == UserStatus::Active,
+            session_epoch: user.session_epoch,
+        }
+    }
+}
+
 /// How a user proved who they are (the `amr` of tokens issued later).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -136,8 +155,14 @@ impl Users {
     ) -> Result<(StoredSession, u64), Error> {
         let stored = slot.ok_or(AuthError::SessionNotFound)?;
         let key = keys::session(self.realm, id);
-        let SessionRecord::V1(session) = record::decode(key.as_bytes(), &stored.value)?;
-        Ok((session, stored.version))
+        let session = self
+            .ctx
+            .records
+            .get_or_decode(key.as_bytes(), &stored.value, |bytes| {
+                record::decode::<SessionRecord>(key.as_bytes(), bytes)
+                    .map(|SessionRecord::V1(session)| session)
+            })?;
+        Ok((StoredSession::clone(&session), stored.version))
     }
 
     /// `session` if it is still valid given its user's record `user` (read
@@ -154,10 +179,14 @@ impl Users {
             None => false,
             Some(slot) => {
                 let user_key = keys::user(self.realm, owner);
-                let UserRecord::V1(u) = record::decode(user_key.as_bytes(), &slot.value)?;
-                u.user.id == owner
-                    && u.user.status == UserStatus::Active
-                    && u.session_epoch == session.epoch
+                let user =
+                    self.ctx
+                        .records
+                        .get_or_decode(user_key.as_bytes(), &slot.value, |bytes| {
+                            record::decode::<UserRecord>(user_key.as_bytes(), bytes)
+                                .map(|UserRecord::V1(u)| SessionOwner::of(&u))
+                        })?;
+                user.id == owner && user.active && user.session_epoch == session.epoch
             }
         };
         if !alive {

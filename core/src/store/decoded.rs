@@ -1,0 +1,195 @@
+//! Decoded records kept per library instance, so the hot paths (token
+//! verification and issue, refresh) do not decode the same realm, session
+//! and user records on every call.
+//!
+//! An entry is found by its store key and trusted only if the stored bytes
+//! just read are *identical* to the bytes it was decoded from: decoding is
+//! a pure function of those bytes, so a hit is exactly what decoding would
+//! give. Nothing here relies on versions, on invalidation or on other
+//! instances: every caller still reads the record from the store on every
+//! call (that read is what sees revocations), and a changed record is a
+//! miss. The cost of a hit is one hash of the key and one comparison of the
+//! bytes (a few hundred at most), against a postcard decode with RFC 3339
+//! timestamps.
+//!
+//! The cache is bounded ([`MAX_ENTRIES`] per shard); when a shard is full an
+//! arbitrary entry makes room, so a deployment with more live records than
+//! that decodes some of them again — never wrongly.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Shards, so concurrent verifications on many cores rarely share a lock.
+const SHARDS: usize = 16;
+
+/// Entries per shard: 16 × 4,096 records of a few hundred bytes each keeps
+/// the cache within tens of megabytes at worst.
+pub(crate) const MAX_ENTRIES: usize = 4096;
+
+struct Entry {
+    /// The stored bytes the value was decoded from.
+    bytes: Vec<u8>,
+    value: Arc<dyn Any + Send + Sync>,
+}
+
+/// Decoded records by store key; see the [module docs](self).
+pub(crate) struct Decoded {
+    hasher: RandomState,
+    shards: [Mutex<HashMap<Vec<u8>, Entry>>; SHARDS],
+}
+
+impl Default for Decoded {
+    fn default() -> Self {
+        Self {
+            hasher: RandomState::new(),
+            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+        }
+    }
+}
+
+impl Decoded {
+    fn shard(&self, key: &[u8]) -> &Mutex<HashMap<Vec<u8>, Entry>> {
+        // Truncation is fine: only the low bits pick a shard.
+        #[allow(clippy::cast_possible_truncation)]
+        let index = self.hasher.hash_one(key) as usize % SHARDS;
+        &self.shards[index]
+    }
+
+    /// The value `decode` makes of `bytes` (the record stored at `key`),
+    /// decoded now or earlier from identical bytes. `T` tells apart the
+    /// different views callers take of one record: a cached value of
+    /// another type is a miss and is replaced.
+    pub(crate) fn get_or_decode<T, E>(
+        &self,
+        key: &[u8],
+        bytes: &[u8],
+        decode: impl FnOnce(&[u8]) -> Result<T, E>,
+    ) -> Result<Arc<T>, E>
+    where
+        T: Any + Send + Sync,
+    {
+        let shard = self.shard(key);
+        {
+            let entries = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(entry) = entries.get(key).filter(|entry| entry.bytes == bytes)
+                && let Ok(value) = Arc::clone(&entry.value).downcast::<T>()
+            {
+                return Ok(value);
+            }
+        }
+        // Decoded outside the lock: other keys of the shard stay readable.
+        let value = Arc::new(decode(bytes)?);
+        let mut entries = shard.lock().unwrap_or_else(PoisonError::into_inner);
+        if entries.len() >= MAX_ENTRIES
+            && !entries.contains_key(key)
+            && let Some(victim) = entries.keys().next().cloned()
+        {
+            entries.remove(&victim);
+        }
+        entries.insert(
+            key.to_vec(),
+            Entry {
+                bytes: bytes.to_vec(),
+                value: Arc::clone(&value) as Arc<dyn Any + Send + Sync>,
+            },
+        );
+        Ok(value)
+    }
+
+    /// Entries held, over all shards (for tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| shard.lock().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    fn decode_len(calls: &Cell<u32>) -> impl FnOnce(&[u8]) -> Result<usize, ()> + '_ {
+        move |bytes| {
+            calls.set(calls.get() + 1);
+            Ok(bytes.len())
+        }
+    }
+
+    #[test]
+    fn identical_bytes_hit_and_changed_bytes_decode_again() {
+        let cache = Decoded::default();
+        let calls = Cell::new(0);
+        assert_eq!(
+            *cache
+                .get_or_decode(b"k", b"abc", decode_len(&calls))
+                .unwrap(),
+            3
+        );
+        assert_eq!(
+            *cache
+                .get_or_decode(b"k", b"abc", decode_len(&calls))
+                .unwrap(),
+            3
+        );
+        assert_eq!(calls.get(), 1, "identical bytes are a hit");
+        // Same length, other content: never served from the cache.
+        assert_eq!(
+            *cache
+                .get_or_decode(b"k", b"abd", decode_len(&calls))
+                .unwrap(),
+            3
+        );
+        assert_eq!(calls.get(), 2, "changed bytes are decoded again");
+        assert_eq!(
+            *cache
+                .get_or_decode(b"k2", b"abd", decode_len(&calls))
+                .unwrap(),
+            3
+        );
+        assert_eq!(calls.get(), 3, "another key is another entry");
+    }
+
+    #[test]
+    fn another_view_of_the_same_record_is_a_miss() {
+        let cache = Decoded::default();
+        let as_len = cache
+            .get_or_decode(b"k", b"abc", |b| Ok::<_, ()>(b.len()))
+            .unwrap();
+        let as_string = cache
+            .get_or_decode(b"k", b"abc", |b| {
+                Ok::<_, ()>(String::from_utf8_lossy(b).into_owned())
+            })
+            .unwrap();
+        assert_eq!((*as_len, as_string.as_str()), (3, "abc"));
+    }
+
+    #[test]
+    fn errors_are_returned_and_not_cached() {
+        let cache = Decoded::default();
+        let failed: Result<Arc<u8>, &str> = cache.get_or_decode(b"k", b"x", |_| Err("corrupt"));
+        assert_eq!(failed.unwrap_err(), "corrupt");
+        assert_eq!(cache.len(), 0);
+    }
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        let cache = Decoded::default();
+        let total = SHARDS * MAX_ENTRIES + 500;
+        for i in 0..total {
+            let key = (i as u64).to_be_bytes();
+            cache
+                .get_or_decode(&key, b"v", |b| Ok::<_, ()>(b.len()))
+                .unwrap();
+        }
+        assert!(
+            cache.len() <= SHARDS * MAX_ENTRIES,
+            "{} entries",
+            cache.len()
+        );
+    }
+}
