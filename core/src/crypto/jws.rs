@@ -1,4 +1,5 @@
-//! Compact JWS (RFC 7515) signing and verification with `ring`.
+//! Compact JWS (RFC 7515) signing with `ring`; verification with `ring`
+//! (`ES256`) and `ed25519-dalek` (`EdDSA`, on a public key decoded once).
 //!
 //! Access tokens and other signed statements are compact JWS strings,
 //! `BASE64URL(header) . BASE64URL(payload) . BASE64URL(signature)`, signed
@@ -91,8 +92,10 @@
 //!    `JWS_ALGORITHM_MISMATCH`).
 //! 8. Only then is the signature verified, over the ASCII bytes
 //!    `header.payload` exactly as received ([`CryptoError::JwsBadSignature`],
-//!    `JWS_BAD_SIGNATURE`). `ring`'s Ed25519 rejects non-canonical `S`
-//!    (signature malleability) and `ES256` accepts only 64-byte `r ‖ s`.
+//!    `JWS_BAD_SIGNATURE`). Ed25519 is RFC 8032's cofactorless check
+//!    (`ed25519-dalek`, the same verdict as `ring`'s on every Wycheproof
+//!    and RFC 8032 case) and rejects non-canonical `S` (signature
+//!    malleability); `ES256` (`ring`) accepts only 64-byte `r ‖ s`.
 //!
 //! Every step before the last one is cheap and happens before any
 //! public-key operation.

@@ -378,10 +378,9 @@ impl Tokens {
         check_ttl("expires_in", new.expires_in, SCOPED_MAX_TTL_SECS)?;
         let lifetime = u32::try_from(new.expires_in.num_seconds())
             .map_err(|_| ValidationError::new("expires_in", "too long"))?;
-        let realm = self.active_realm().await?;
         let now = self.now();
-        let (stored, _) = self.users().live_session(session).await?;
-        if !within(&stored.session.scopes, &new.request.scope) {
+        let read = self.read_for_issue(session).await?;
+        if !within(&read.session.scopes, &new.request.scope) {
             return Err(TokenError::InvalidScope.into());
         }
         let grant = AccessGrant {
@@ -391,9 +390,8 @@ impl Tokens {
             lifetime_secs: Some(lifetime),
             name: Some(&new.name),
         };
-        let (token, _) = self
-            .sign_access(&realm, &stored.session, &grant, now)
-            .await?;
+        let (token, _) =
+            Self::sign_access_with(&read.signer, &read.realm, &read.session, &grant, now)?;
         Ok(ScopedToken {
             token,
             expires_at: now + new.expires_in,

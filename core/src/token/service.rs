@@ -180,6 +180,16 @@ fn parse_refresh_token(token: &str) -> Option<(RefreshLocator, TokenDigest)> {
     Some((at, digest))
 }
 
+/// What issuing an access token for a session starts from; see
+/// [`Tokens::read_for_issue`].
+pub(crate) struct IssueRead {
+    pub(crate) realm: Realm,
+    pub(crate) session: Session,
+    /// The session record's version, for the commit's check.
+    pub(crate) version: u64,
+    pub(crate) signer: Arc<jws::SigningKey>,
+}
+
 /// Everything a refresh decides on, read in one `get_many`.
 struct RefreshRead {
     /// The signing-key record, for the new access token.
@@ -352,6 +362,41 @@ impl Tokens {
         Ok((family, refresh.token))
     }
 
+    /// What an access token for `session` is made from — the active realm,
+    /// the still-valid session with its version, and the current signer —
+    /// in two reads: realm, session and signing-key record in one
+    /// `get_many`, then the session's user (whose id the session names).
+    pub(crate) async fn read_for_issue(&self, session: SessionId) -> Result<IssueRead, Error> {
+        let realm_key = crate::realm::service::realm_key(self.realm);
+        let session_key = crate::user::keys::session(self.realm, session);
+        let signing_key = layout::signing_keys(self.realm);
+        let slots = self
+            .ctx
+            .store
+            .get_many(&[
+                realm_key.as_bytes(),
+                session_key.as_bytes(),
+                signing_key.as_bytes(),
+            ])
+            .await?;
+        let Ok([realm, stored_session, signing]) = <[_; 3]>::try_from(slots) else {
+            return Err(get_many_miscounted());
+        };
+        let realm = crate::realm::service::active_from(&self.ctx, &realm_key, realm)?;
+        let users = self.users();
+        let found = users.decode_session(session, stored_session)?;
+        let user_key = crate::user::keys::user(self.realm, found.0.session.user);
+        let user = self.ctx.store.get(user_key.as_bytes()).await?;
+        let (stored, version) = users.session_alive(found, user).await?;
+        let signer = self.signer_from(signing).await?;
+        Ok(IssueRead {
+            realm,
+            session: stored.session,
+            version,
+            signer,
+        })
+    }
+
     /// Issue an access token and a new refresh-token family for a valid
     /// session (after login). `request.scope` must be within the session's
     /// scopes when the session has any (application-token sessions).
@@ -361,13 +406,11 @@ impl Tokens {
         request: &AccessRequest,
     ) -> Result<TokenResponse, Error> {
         request.validate()?;
-        let realm = self.active_realm().await?;
         let now = self.now();
-        let users = self.users();
         let mut last = None;
         for _ in 0..MAX_RETRIES {
-            let (stored, session_version) = users.live_session(session).await?;
-            let live = stored.session;
+            let read = self.read_for_issue(session).await?;
+            let live = read.session;
             if !live.scopes.is_empty() && !request.scope.iter().all(|s| live.scopes.contains(s)) {
                 return Err(TokenError::InvalidScope.into());
             }
@@ -375,18 +418,21 @@ impl Tokens {
             let (family, refresh) = self.family_writes(&mut batch, &live, request, now)?;
             batch.check(
                 crate::user::keys::session(self.realm, live.id),
-                Precondition::Version(session_version),
+                Precondition::Version(read.version),
             )?;
-            match self.ctx.store.commit(batch).await {
+            let grant = AccessGrant {
+                client_id: &family.client_id,
+                audience: &family.audience,
+                scope: &family.scope,
+                lifetime_secs: None,
+                name: None,
+            };
+            let (committed, access) = self
+                .commit_and_sign(batch, &read.signer, &read.realm, &live, &grant, now)
+                .await;
+            match committed {
                 Ok(()) => {
-                    let grant = AccessGrant {
-                        client_id: &family.client_id,
-                        audience: &family.audience,
-                        scope: &family.scope,
-                        lifetime_secs: None,
-                        name: None,
-                    };
-                    let (access, expires_in) = self.sign_access(&realm, &live, &grant, now).await?;
+                    let (access, expires_in) = access?;
                     return Ok(TokenResponse {
                         access_token: access,
                         token_type: "Bearer",
@@ -402,6 +448,28 @@ impl Tokens {
             }
         }
         Err(last.map_or_else(|| TokenError::InvalidGrant.into(), Error::from))
+    }
+
+    /// Commit `batch` and sign the access token `grant` describes at the
+    /// same time: the signature (tens of microseconds of CPU) is made while
+    /// the store works on the commit (an fsync, or a round trip), instead
+    /// of after it. The token is only handed out by callers whose commit
+    /// succeeded; a lost race throws it away unseen.
+    pub(crate) async fn commit_and_sign(
+        &self,
+        batch: Batch,
+        signer: &jws::SigningKey,
+        realm: &Realm,
+        session: &Session,
+        grant: &AccessGrant<'_>,
+        now: DateTime<Utc>,
+    ) -> (Result<(), StorageError>, Result<(SecretString, u32), Error>) {
+        // `join` polls the commit first, so a backend that hands the work
+        // to another thread or to the network has started it before the
+        // signature is computed here.
+        futures::join!(self.ctx.store.commit(batch), async {
+            Self::sign_access_with(signer, realm, session, grant, now)
+        })
     }
 
     /// Read what refreshing the token at `at` for `client_id` decides on,
@@ -613,22 +681,19 @@ impl Tokens {
                     crate::user::keys::session(self.realm, family.session),
                     Precondition::Version(session_version),
                 )?;
-            match self.ctx.store.commit(batch).await {
+            let grant = AccessGrant {
+                client_id: &rotated.client_id,
+                audience: &rotated.audience,
+                scope: &rotated.scope,
+                lifetime_secs: None,
+                name: None,
+            };
+            let (committed, access) = self
+                .commit_and_sign(batch, &signer, &realm, &stored_session.session, &grant, now)
+                .await;
+            match committed {
                 Ok(()) => {
-                    let grant = AccessGrant {
-                        client_id: &rotated.client_id,
-                        audience: &rotated.audience,
-                        scope: &rotated.scope,
-                        lifetime_secs: None,
-                        name: None,
-                    };
-                    let (access, expires_in) = Self::sign_access_with(
-                        &signer,
-                        &realm,
-                        &stored_session.session,
-                        &grant,
-                        now,
-                    )?;
+                    let (access, expires_in) = access?;
                     return Ok(TokenResponse {
                         access_token: access,
                         token_type: "Bearer",
