@@ -116,7 +116,8 @@ use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey};
 use serde::Serialize;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
-use std::collections::{BTreeMap, HashMap};
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
 use zeroize::Zeroizing;
 
@@ -738,10 +739,43 @@ pub struct Verified {
     pub payload: Vec<u8>,
 }
 
-/// The header's members, with a flag for a repeated name.
+/// The header members the rules look at, with flags for `crit` and for a
+/// repeated name. Other members are parsed and dropped (names are borrowed
+/// from the header bytes when they have no escapes), so parsing the usual
+/// header allocates for `alg`, `kid` and `typ` only.
 struct RawHeader {
-    members: BTreeMap<String, serde_json::Value>,
+    alg: Option<serde_json::Value>,
+    kid: Option<serde_json::Value>,
+    typ: Option<serde_json::Value>,
+    crit: bool,
     duplicate: bool,
+}
+
+/// A member name, borrowed unless it contains escapes.
+struct MemberName<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for MemberName<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+
+        impl<'de> Visitor<'de> for NameVisitor {
+            type Value = MemberName<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+
+            fn visit_borrowed_str<E>(self, name: &'de str) -> Result<Self::Value, E> {
+                Ok(MemberName(Cow::Borrowed(name)))
+            }
+
+            fn visit_str<E>(self, name: &str) -> Result<Self::Value, E> {
+                Ok(MemberName(Cow::Owned(name.to_owned())))
+            }
+        }
+
+        deserializer.deserialize_str(NameVisitor)
+    }
 }
 
 impl<'de> Deserialize<'de> for RawHeader {
@@ -757,14 +791,29 @@ impl<'de> Deserialize<'de> for RawHeader {
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawHeader, A::Error> {
                 let mut header = RawHeader {
-                    members: BTreeMap::new(),
+                    alg: None,
+                    kid: None,
+                    typ: None,
+                    crit: false,
                     duplicate: false,
                 };
-                while let Some(name) = map.next_key::<String>()? {
+                // A header has a handful of members: a linear search is
+                // cheaper than any map.
+                let mut names: Vec<MemberName<'de>> = Vec::new();
+                while let Some(name) = map.next_key::<MemberName<'de>>()? {
+                    // Every value is parsed, so serde_json's nesting limit
+                    // refuses absurd depth in members nobody reads too.
                     let value = map.next_value::<serde_json::Value>()?;
-                    if header.members.insert(name, value).is_some() {
+                    match name.0.as_ref() {
+                        "alg" => header.alg = Some(value),
+                        "kid" => header.kid = Some(value),
+                        "typ" => header.typ = Some(value),
+                        other => header.crit |= other == "crit",
+                    }
+                    if names.iter().any(|seen| seen.0 == name.0) {
                         header.duplicate = true;
                     }
+                    names.push(name);
                 }
                 Ok(header)
             }
@@ -789,8 +838,12 @@ impl RawHeader {
         Ok(header)
     }
 
-    fn string(&self, member: &'static str) -> Result<Option<&str>, CryptoError> {
-        match self.members.get(member) {
+    /// Member `member` if present, which must be a string.
+    fn string(
+        value: Option<serde_json::Value>,
+        member: &'static str,
+    ) -> Result<Option<String>, CryptoError> {
+        match value {
             None => Ok(None),
             Some(serde_json::Value::String(s)) => Ok(Some(s)),
             Some(_) => Err(malformed(JwsDefect::MemberType(member))),
@@ -804,13 +857,25 @@ fn decode(part: &[u8], which: JwsPart) -> Result<Vec<u8>, CryptoError> {
         .map_err(|_| malformed(JwsDefect::Base64(which)))
 }
 
-/// Verify a compact JWS against the trusted `keys`, applying the rules in
-/// the module docs in order; only the last step does public-key work.
-///
-/// Returns the header and the payload bytes. Claims (`exp`, `iss`, `aud`, …)
-/// are **not** checked here.
-pub fn verify(token: impl AsRef<[u8]>, keys: &JwsKeySet) -> Result<Verified, CryptoError> {
-    let token = token.as_ref();
+/// A compact JWS that passed every rule of the module docs that needs no
+/// key (steps 1 to 6): made by [`parse`], checked by [`Parsed::verify`].
+/// Splitting the two lets a caller refuse a malformed token before it
+/// reads any keys from storage. `Debug` shows the header only: the rest
+/// would rebuild the bearer token.
+pub struct Parsed<'a> {
+    /// `header.payload` exactly as received: what the signature covers.
+    signing_input: &'a [u8],
+    alg: String,
+    kid: String,
+    typ: Option<String>,
+    payload: Vec<u8>,
+    signature: Vec<u8>,
+}
+
+/// Apply the rules that need no key to `token` (length, three canonical
+/// base64url segments, the header's JSON, member types, `crit`, `alg`
+/// present and not `none`, `kid` present), in the order of the module docs.
+pub fn parse(token: &[u8]) -> Result<Parsed<'_>, CryptoError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(CryptoError::JwsTooLarge { len: token.len() });
     }
@@ -825,10 +890,10 @@ pub fn verify(token: impl AsRef<[u8]>, keys: &JwsKeySet) -> Result<Verified, Cry
     let signature = decode(signature_b64, JwsPart::Signature)?;
 
     let header = RawHeader::parse(&header_bytes)?;
-    let alg = header.string("alg")?;
-    let kid = header.string("kid")?;
-    let typ = header.string("typ")?;
-    if header.members.contains_key("crit") {
+    let alg = RawHeader::string(header.alg, "alg")?;
+    let kid = RawHeader::string(header.kid, "kid")?;
+    let typ = RawHeader::string(header.typ, "typ")?;
+    if header.crit {
         return Err(CryptoError::JwsCritical);
     }
     let alg = alg.ok_or_else(|| malformed(JwsDefect::MissingAlg))?;
@@ -838,26 +903,67 @@ pub fn verify(token: impl AsRef<[u8]>, keys: &JwsKeySet) -> Result<Verified, Cry
     let Some(kid) = kid else {
         return Err(CryptoError::JwsUnknownKey { kid: None });
     };
-    let key = keys.get(kid).ok_or_else(|| CryptoError::JwsUnknownKey {
-        kid: Some(kid.to_owned()),
-    })?;
-    if alg != key.alg.name() {
-        return Err(CryptoError::JwsAlgorithmMismatch {
-            expected: key.alg,
-            found: alg.to_owned(),
-        });
+    Ok(Parsed {
+        signing_input: &token[..header_b64.len() + 1 + payload_b64.len()],
+        alg,
+        kid,
+        typ,
+        payload,
+        signature,
+    })
+}
+
+impl fmt::Debug for Parsed<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Parsed")
+            .field("alg", &self.alg)
+            .field("kid", &self.kid)
+            .field("typ", &self.typ)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Parsed<'_> {
+    /// The `kid` the token names.
+    pub fn kid(&self) -> &str {
+        &self.kid
     }
 
-    let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
-    key.verify_signature(signing_input, &signature)?;
-    Ok(Verified {
-        header: VerifiedHeader {
-            alg: key.alg,
-            kid: kid.to_owned(),
-            typ: typ.map(str::to_owned),
-        },
-        payload,
-    })
+    /// The remaining rules (steps 7 and 8): the `kid` must name a key of
+    /// `keys`, `alg` must be that key's algorithm, and only then is the
+    /// signature checked.
+    pub fn verify(self, keys: &JwsKeySet) -> Result<Verified, CryptoError> {
+        let key = keys
+            .get(&self.kid)
+            .ok_or_else(|| CryptoError::JwsUnknownKey {
+                kid: Some(self.kid.clone()),
+            })?;
+        if self.alg != key.alg.name() {
+            return Err(CryptoError::JwsAlgorithmMismatch {
+                expected: key.alg,
+                found: self.alg,
+            });
+        }
+        key.verify_signature(self.signing_input, &self.signature)?;
+        Ok(Verified {
+            header: VerifiedHeader {
+                alg: key.alg,
+                kid: self.kid,
+                typ: self.typ,
+            },
+            payload: self.payload,
+        })
+    }
+}
+
+/// Verify a compact JWS against the trusted `keys`, applying the rules in
+/// the module docs in order ([`parse`], then [`Parsed::verify`]); only the
+/// last step does public-key work.
+///
+/// Returns the header and the payload bytes. Claims (`exp`, `iss`, `aud`, …)
+/// are **not** checked here.
+pub fn verify(token: impl AsRef<[u8]>, keys: &JwsKeySet) -> Result<Verified, CryptoError> {
+    parse(token.as_ref())?.verify(keys)
 }
 
 #[cfg(test)]

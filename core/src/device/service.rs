@@ -221,7 +221,7 @@ impl Devices {
         self.realm
     }
 
-    async fn active_realm(&self) -> Result<Realm, Error> {
+    async fn active_realm(&self) -> Result<Arc<Realm>, Error> {
         crate::realm::service::load_active(&self.ctx, self.realm).await
     }
 

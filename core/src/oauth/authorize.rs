@@ -431,7 +431,7 @@ impl OAuth {
         &self,
         handle: &SecretString,
         want: fn(&TxStep) -> bool,
-    ) -> Result<(Realm, StoredTransaction), Error> {
+    ) -> Result<(std::sync::Arc<Realm>, StoredTransaction), Error> {
         let realm = self.active_realm().await?;
         let (tx, _, _) = self.live_transaction(handle, self.now()).await?;
         if !want(&tx.step) {

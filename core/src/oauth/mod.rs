@@ -225,7 +225,7 @@ impl OAuth {
         self.ctx.clock.now()
     }
 
-    pub(crate) async fn active_realm(&self) -> Result<Realm, Error> {
+    pub(crate) async fn active_realm(&self) -> Result<Arc<Realm>, Error> {
         crate::realm::service::load_active(&self.ctx, self.realm).await
     }
 

@@ -48,7 +48,7 @@ fn decode(ctx: &Context, key: &Key, bytes: &[u8]) -> Result<Arc<Realm>, StorageE
 
 /// Load a realm that must accept operations: the check every realm-scoped
 /// service makes first.
-pub(crate) async fn load_active(ctx: &Context, id: RealmId) -> Result<Realm, Error> {
+pub(crate) async fn load_active(ctx: &Context, id: RealmId) -> Result<Arc<Realm>, Error> {
     let key = realm_key(id);
     active_from(ctx, &key, ctx.store.get(key.as_bytes()).await?)
 }
@@ -59,11 +59,11 @@ pub(crate) fn active_from(
     ctx: &Context,
     key: &Key,
     slot: Option<crate::store::Versioned>,
-) -> Result<Realm, Error> {
+) -> Result<Arc<Realm>, Error> {
     let stored = slot.ok_or(RealmError::NotFound)?;
     let realm = decode(ctx, key, &stored.value)?;
     match realm.status {
-        RealmStatus::Active => Ok(Realm::clone(&realm)),
+        RealmStatus::Active => Ok(realm),
         RealmStatus::Disabled => Err(RealmError::Disabled.into()),
     }
 }

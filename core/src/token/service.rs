@@ -111,6 +111,18 @@ pub(crate) fn check_jws_shape(token: &str) -> Result<(), TokenError> {
     Ok(())
 }
 
+/// A compact JWS checked against every rule that needs no key
+/// ([`jws::parse`]), with the token errors verification reports.
+fn parse_jws(token: &str) -> Result<jws::Parsed<'_>, Error> {
+    jws::parse(token.as_bytes()).map_err(|e| match e {
+        CryptoError::JwsTooLarge { .. } => TokenError::Malformed {
+            reason: "longer than 8 KiB",
+        }
+        .into(),
+        other => jws_error(other),
+    })
+}
+
 pub(crate) fn jws_error(e: CryptoError) -> Error {
     match e {
         CryptoError::JwsTooLarge { .. } | CryptoError::JwsMalformed { .. } => {
@@ -183,7 +195,7 @@ fn parse_refresh_token(token: &str) -> Option<(RefreshLocator, TokenDigest)> {
 /// What issuing an access token for a session starts from; see
 /// [`Tokens::read_for_issue`].
 pub(crate) struct IssueRead {
-    pub(crate) realm: Realm,
+    pub(crate) realm: Arc<Realm>,
     pub(crate) session: Session,
     /// The session record's version, for the commit's check.
     pub(crate) version: u64,
@@ -194,7 +206,7 @@ pub(crate) struct IssueRead {
 struct RefreshRead {
     /// The signing-key record, for the new access token.
     signing: Option<crate::store::Versioned>,
-    realm: Realm,
+    realm: Arc<Realm>,
     family: Option<(StoredFamily, u64)>,
     realm_marks: Arc<Vec<ExpireMark>>,
     client_marks: Arc<Vec<ExpireMark>>,
@@ -216,7 +228,7 @@ impl Tokens {
         self.ctx.clock.now()
     }
 
-    pub(crate) async fn active_realm(&self) -> Result<Realm, Error> {
+    pub(crate) async fn active_realm(&self) -> Result<Arc<Realm>, Error> {
         crate::realm::service::load_active(&self.ctx, self.realm).await
     }
 
@@ -722,7 +734,8 @@ impl Tokens {
         token: &str,
         audience: &str,
     ) -> Result<AccessClaims, Error> {
-        check_jws_shape(token)?;
+        // Every rule that needs no key, before any storage access.
+        let parsed = parse_jws(token)?;
         let now = self.now();
         // Realm and keys in one read.
         let realm_key = crate::realm::service::realm_key(self.realm);
@@ -737,7 +750,7 @@ impl Tokens {
         };
         let realm = crate::realm::service::active_from(&self.ctx, &realm_key, realm)?;
         let keys = self.verifiers_from(keys, now)?;
-        self.verify_signed(&realm, token, &keys, Some(audience), now)
+        self.verify_signed(&realm, parsed, &keys, Some(audience), now)
             .await
     }
 
@@ -747,23 +760,25 @@ impl Tokens {
         token: &str,
         audience: Option<&str>,
     ) -> Result<AccessClaims, Error> {
+        let parsed = parse_jws(token)?;
         let now = self.now();
         let keys = self.verification_keys(now).await?;
-        self.verify_signed(realm, token, &keys, audience, now).await
+        self.verify_signed(realm, parsed, &keys, audience, now)
+            .await
     }
 
-    /// Every check of an access token against the realm's published `keys`;
-    /// the revocation state (expire-all marks, session, user) is read in one
-    /// `get_many`.
+    /// Every check of a parsed access token against the realm's published
+    /// `keys`; the revocation state (expire-all marks, session, user) is
+    /// read in one `get_many`.
     async fn verify_signed(
         &self,
         realm: &Realm,
-        token: &str,
+        parsed: jws::Parsed<'_>,
         keys: &jws::JwsKeySet,
         audience: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<AccessClaims, Error> {
-        let verified = jws::verify(token, keys).map_err(jws_error)?;
+        let verified = parsed.verify(keys).map_err(jws_error)?;
         let typ_ok = verified.header.typ.as_deref().is_some_and(|t| {
             t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || t.eq_ignore_ascii_case("application/at+jwt")
         });

@@ -51,7 +51,7 @@ impl Users {
     }
 
     /// The realm, which must exist and be active.
-    pub(crate) async fn active_realm(&self) -> Result<Realm, Error> {
+    pub(crate) async fn active_realm(&self) -> Result<Arc<Realm>, Error> {
         crate::realm::service::load_active(&self.ctx, self.realm).await
     }
 
