@@ -929,6 +929,13 @@ impl Parsed<'_> {
         &self.kid
     }
 
+    /// The decoded payload, **not yet verified**: for reading what a
+    /// verification will need (which records to fetch) before the
+    /// signature is checked, never for deciding anything.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
     /// The remaining rules (steps 7 and 8): the `kid` must name a key of
     /// `keys`, `alg` must be that key's algorithm, and only then is the
     /// signature checked.

@@ -109,6 +109,7 @@ macro_rules! domain_tests {
             signing_keys_jwks_and_rotation,
             access_token_claims,
             adversarial_access_tokens,
+            forged_payloads_fail_on_their_signature,
             expiry_and_not_before_leeway,
             revoked_sessions_end_tokens,
             refresh_rotation_and_reuse,

@@ -364,6 +364,56 @@ pub async fn adversarial_access_tokens(h: Harness) {
     ));
 }
 
+/// Verification reads the state a payload names before the signature is
+/// checked (one read), but that state decides nothing until it is: a
+/// payload that is no claim set, one naming an over-long application, one
+/// naming another user's session, and one naming a revoked session all
+/// fail on their signature — a forgery never learns "revoked".
+pub async fn forged_payloads_fail_on_their_signature(h: Harness) {
+    let f = fixture(&h, cheap_settings()).await;
+    let (_, pair) = issued(&f, "alice").await;
+    let token = pair.access_token.expose();
+    let (header_b64, _) = token.split_once('.').unwrap();
+    let signature = token.split('.').nth(2).unwrap();
+    let forge = |payload: &serde_json::Value| {
+        format!(
+            "{header_b64}.{}.{signature}",
+            b64(&serde_json::to_vec(payload).unwrap())
+        )
+    };
+    let (bob, _) = issued(&f, "bob").await;
+    let mut other_session = payload_of(token);
+    other_session["sid"] = bob.id.to_string().into();
+    other_session["sub"] = bob.user.to_string().into();
+    let mut long_client = payload_of(token);
+    long_client["client_id"] = "c".repeat(crate::token::MAX_CLIENT_ID_LEN + 1).into();
+    let bad_signature = TokenError::Untrusted {
+        jws_code: "JWS_BAD_SIGNATURE",
+    };
+    for payload in [
+        serde_json::json!({ "not": "claims" }),
+        long_client,
+        other_session.clone(),
+    ] {
+        let forged = forge(&payload);
+        assert_eq!(
+            token_error(f.tokens.verify_access_token(&forged, AUD).await),
+            bad_signature
+        );
+    }
+    f.tokens.logout(bob.id).await.unwrap();
+    assert_eq!(
+        token_error(
+            f.tokens
+                .verify_access_token(&forge(&other_session), AUD)
+                .await
+        ),
+        bad_signature
+    );
+    // The genuine token still verifies.
+    f.tokens.verify_access_token(token, AUD).await.unwrap();
+}
+
 /// `exp` and `nbf`/`iat` are checked with exactly CLOCK_LEEWAY_SECS of
 /// leeway.
 pub async fn expiry_and_not_before_leeway(h: Harness) {

@@ -202,6 +202,25 @@ pub(crate) struct IssueRead {
     pub(crate) signer: Arc<jws::SigningKey>,
 }
 
+/// Where the revocation state of an access token's claims is stored.
+struct StateKeys {
+    realm_marks: crate::store::key::Key,
+    client_marks: crate::store::key::Key,
+    session: crate::store::key::Key,
+    user: crate::store::key::Key,
+}
+
+impl StateKeys {
+    fn of(realm: RealmId, claims: &AccessClaims) -> Self {
+        Self {
+            realm_marks: layout::expire_all(realm, None),
+            client_marks: layout::expire_all(realm, Some(&claims.client_id)),
+            session: crate::user::keys::session(realm, claims.sid),
+            user: crate::user::keys::user(realm, claims.sub),
+        }
+    }
+}
+
 /// Everything a refresh decides on, read in one `get_many`.
 struct RefreshRead {
     /// The signing-key record, for the new access token.
@@ -737,21 +756,61 @@ impl Tokens {
         // Every rule that needs no key, before any storage access.
         let parsed = parse_jws(token)?;
         let now = self.now();
-        // Realm and keys in one read.
         let realm_key = crate::realm::service::realm_key(self.realm);
         let keys_key = layout::signing_keys(self.realm);
+        // The claims name the session, user and application whose state
+        // decides revocation: read them (untrusted, not yet acted on) so
+        // that realm, keys and that state come in ONE `get_many` — one
+        // round trip on a remote store. Nothing is decided on them before
+        // the signature is checked; claims that do not parse (or name no
+        // application we could have issued to) take the two-read path,
+        // where the signature is still checked first.
+        let unverified = serde_json::from_slice::<AccessClaims>(parsed.payload())
+            .ok()
+            .filter(|c| c.client_id.len() <= super::MAX_CLIENT_ID_LEN);
+        let Some(claims) = unverified else {
+            let slots = self
+                .ctx
+                .store
+                .get_many(&[realm_key.as_bytes(), keys_key.as_bytes()])
+                .await?;
+            let Ok([realm, keys]) = <[_; 2]>::try_from(slots) else {
+                return Err(get_many_miscounted());
+            };
+            let realm = crate::realm::service::active_from(&self.ctx, &realm_key, realm)?;
+            let keys = self.verifiers_from(keys, now)?;
+            return self
+                .verify_signed(&realm, parsed, &keys, Some(audience), now)
+                .await;
+        };
+        let state = StateKeys::of(self.realm, &claims);
         let slots = self
             .ctx
             .store
-            .get_many(&[realm_key.as_bytes(), keys_key.as_bytes()])
+            .get_many(&[
+                realm_key.as_bytes(),
+                keys_key.as_bytes(),
+                state.realm_marks.as_bytes(),
+                state.client_marks.as_bytes(),
+                state.session.as_bytes(),
+                state.user.as_bytes(),
+            ])
             .await?;
-        let Ok([realm, keys]) = <[_; 2]>::try_from(slots) else {
+        let Ok([realm, keys, realm_marks, client_marks, session, user]) = <[_; 6]>::try_from(slots)
+        else {
             return Err(get_many_miscounted());
         };
         let realm = crate::realm::service::active_from(&self.ctx, &realm_key, realm)?;
         let keys = self.verifiers_from(keys, now)?;
-        self.verify_signed(&realm, parsed, &keys, Some(audience), now)
-            .await
+        // The payload just verified is the one `claims` came from.
+        let claims = Self::check_signed(&realm, parsed, &keys, Some(claims), Some(audience), now)?;
+        self.check_state(
+            claims,
+            &state,
+            [realm_marks, client_marks, session, user],
+            now,
+        )
+        .await
     }
 
     pub(crate) async fn verify_with(
@@ -768,13 +827,43 @@ impl Tokens {
     }
 
     /// Every check of a parsed access token against the realm's published
-    /// `keys`; the revocation state (expire-all marks, session, user) is
-    /// read in one `get_many`.
+    /// `keys`; then the revocation state (expire-all marks, session, user)
+    /// is read in one `get_many` and checked.
     async fn verify_signed(
         &self,
         realm: &Realm,
         parsed: jws::Parsed<'_>,
         keys: &jws::JwsKeySet,
+        audience: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<AccessClaims, Error> {
+        let claims = Self::check_signed(realm, parsed, keys, None, audience, now)?;
+        let state = StateKeys::of(self.realm, &claims);
+        let slots = self
+            .ctx
+            .store
+            .get_many(&[
+                state.realm_marks.as_bytes(),
+                state.client_marks.as_bytes(),
+                state.session.as_bytes(),
+                state.user.as_bytes(),
+            ])
+            .await?;
+        let Ok(slots) = <[_; 4]>::try_from(slots) else {
+            return Err(get_many_miscounted());
+        };
+        self.check_state(claims, &state, slots, now).await
+    }
+
+    /// The checks that need no storage, in order: signature (with the
+    /// `alg` pinned by `kid`), `typ`, a claim set, issuer, audience, and
+    /// time with the leeway. `claims` are the payload's, parsed by the
+    /// caller, if it has them.
+    fn check_signed(
+        realm: &Realm,
+        parsed: jws::Parsed<'_>,
+        keys: &jws::JwsKeySet,
+        claims: Option<AccessClaims>,
         audience: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<AccessClaims, Error> {
@@ -785,10 +874,14 @@ impl Tokens {
         if !typ_ok {
             return Err(TokenError::WrongType.into());
         }
-        let claims: AccessClaims =
-            serde_json::from_slice(&verified.payload).map_err(|_| TokenError::Malformed {
-                reason: "claims are not an RFC 9068 claim set",
-            })?;
+        let claims = match claims {
+            Some(claims) => claims,
+            None => {
+                serde_json::from_slice(&verified.payload).map_err(|_| TokenError::Malformed {
+                    reason: "claims are not an RFC 9068 claim set",
+                })?
+            }
+        };
         if !is_issuer(realm, &claims.iss) {
             return Err(TokenError::WrongIssuer.into());
         }
@@ -804,34 +897,30 @@ impl Tokens {
         {
             return Err(TokenError::NotYetValid.into());
         }
-        let realm_marks_key = layout::expire_all(self.realm, None);
-        let client_marks_key = layout::expire_all(self.realm, Some(&claims.client_id));
-        let session_key = crate::user::keys::session(self.realm, claims.sid);
-        let user_key = crate::user::keys::user(self.realm, claims.sub);
-        let slots = self
-            .ctx
-            .store
-            .get_many(&[
-                realm_marks_key.as_bytes(),
-                client_marks_key.as_bytes(),
-                session_key.as_bytes(),
-                user_key.as_bytes(),
-            ])
-            .await?;
-        let Ok([realm_marks, client_marks, session, user]) = <[_; 4]>::try_from(slots) else {
-            return Err(get_many_miscounted());
-        };
+        Ok(claims)
+    }
+
+    /// The revocation checks of verified `claims` against the state read
+    /// at `keys`: expire-all marks (the realm's, and the application's),
+    /// then the session and its user.
+    async fn check_state(
+        &self,
+        claims: AccessClaims,
+        keys: &StateKeys,
+        [realm_marks, client_marks, session, user]: [Option<crate::store::Versioned>; 4],
+        now: DateTime<Utc>,
+    ) -> Result<AccessClaims, Error> {
         let client_marks = if claims.client_id.is_empty() {
             None
         } else {
             Some(decode_marks(
                 &self.ctx.records,
-                &client_marks_key,
+                &keys.client_marks,
                 client_marks,
             )?)
         };
         if expired_under(
-            &decode_marks(&self.ctx.records, &realm_marks_key, realm_marks)?,
+            &decode_marks(&self.ctx.records, &keys.realm_marks, realm_marks)?,
             client_marks.as_deref().map(Vec::as_slice),
             claims.iat,
             now,
