@@ -1,7 +1,8 @@
 //! keystead's crypto core against the raw primitives doing the same work in
 //! the same run: envelope seal/open vs HPKE single-shot calls (same suite,
 //! `info` and AAD); JWS `EdDSA` sign/verify of an RFC 9068 access token vs
-//! `ring` Ed25519 over the same signing input, and vs `jsonwebtoken` (on
+//! `ring` Ed25519 over the same signing input (and verify vs `ed25519-dalek`,
+//! which keystead verifies Ed25519 with), and vs `jsonwebtoken` (on
 //! aws-lc-rs) signing and verifying the same claims; at-rest seal/open vs
 //! XChaCha20-Poly1305; bearer tokens vs `SystemRandom` + SHA-256.
 #![allow(missing_docs)] // criterion_group! generates an undocumented fn
@@ -10,6 +11,7 @@ use chacha20poly1305::aead::{Aead as _, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
+use ed25519_dalek::Verifier as _;
 use hpke::rand_core::{TryCryptoRng, TryRng};
 use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -273,6 +275,12 @@ fn jws_tokens(c: &mut Criterion) {
                 .verify(signing_input.as_bytes(), &signature)
                 .unwrap();
         });
+    });
+    // What keystead verifies Ed25519 with: ed25519-dalek, key decoded once.
+    let dalek = ed25519_dalek::VerifyingKey::try_from(public.as_slice()).unwrap();
+    let dalek_signature = ed25519_dalek::Signature::from_slice(&signature).unwrap();
+    g.bench_function("verify/raw_dalek", |b| {
+        b.iter(|| dalek.verify(signing_input.as_bytes(), &dalek_signature));
     });
     g.bench_function("verify/raw_aws_lc", |b| {
         b.iter(|| {

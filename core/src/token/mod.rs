@@ -13,7 +13,9 @@
 //! ([`AccessClaims`]). [`Tokens::verify_access_token`] checks, in order and
 //! each with its own [`TokenError`]:
 //!
-//! 1. shape (at most 8 KiB, three base64url parts) — before any storage read;
+//! 1. form (at most 8 KiB, three canonical base64url parts, the header's
+//!    JSON rules, `alg` present and not `none`, a `kid`) — before any
+//!    storage read;
 //! 2. signature against the realm's published keys only, the algorithm
 //!    pinned by the key (`alg: none`, HMAC with the public key, a key of
 //!    another realm all fail here);
@@ -26,8 +28,18 @@
 //!    ([`Tokens::expire_all`], [`Tokens::expire_all_for_client`]);
 //! 7. the session named by `sid` is still valid (exists, its user is active
 //!    and still in the session epoch the session was made in) — so logout,
-//!    password change and disable end access tokens at once, at the cost of
-//!    two point reads.
+//!    password change and disable end access tokens at once.
+//!
+//! All the records these checks need — realm, signing keys, both mark sets,
+//! session, user — come from ONE [`get_many`](crate::store::Store::get_many)
+//! (one round trip on a remote store): the session, user and application
+//! are named by the claims, parsed for that purpose before step 2 but not
+//! trusted — nothing read is acted on until the signature has verified, so
+//! a forgery learns nothing about the state it names. Claims that do not
+//! parse take a second read after the signature (and then fail at it or at
+//! the claim set). Decoded realm, session and user records are kept per
+//! library instance by their stored bytes ([`crate::store`]'s decoded-record
+//! cache), so a verification decodes only what changed.
 //!
 //! # Refresh tokens
 //!

@@ -79,8 +79,9 @@ fn decode_marks(
     key: &crate::store::key::Key,
     slot: Option<crate::store::Versioned>,
 ) -> Result<Arc<Vec<ExpireMark>>, Error> {
+    static NONE: std::sync::LazyLock<Arc<Vec<ExpireMark>>> = std::sync::LazyLock::new(Arc::default);
     match slot {
-        None => Ok(Arc::default()),
+        None => Ok(Arc::clone(&NONE)),
         Some(stored) => Ok(
             records.get_or_decode(key.as_bytes(), &stored.value, |bytes| {
                 record::decode(key.as_bytes(), bytes).map(|ExpireAllRecord::V1 { marks }| marks)
@@ -929,12 +930,12 @@ impl Tokens {
         }
         // `user` is the record of `sub`; a session of anyone else fails here.
         let users = self.users();
-        let alive = match users.decode_session(claims.sid, session) {
-            Ok(found) => users.session_alive(found, user).await,
+        let alive = match users.decode_shared_session(claims.sid, session) {
+            Ok((found, _)) => users.check_session_alive(&found, user).await,
             Err(e) => Err(e),
         };
         match alive {
-            Ok(_) => Ok(claims),
+            Ok(()) => Ok(claims),
             Err(Error::Auth(crate::user::AuthError::SessionNotFound)) => {
                 Err(TokenError::Revoked.into())
             }

@@ -18,6 +18,7 @@ use crate::page::{Page, check_limit};
 use crate::store::{Batch, Precondition, StorageError, record};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// What a session's validity needs of its user's record: the cached view
 /// (see [`crate::store::decoded`]), so verifying a token does not decode
@@ -153,6 +154,17 @@ impl Users {
         id: SessionId,
         slot: Option<crate::store::Versioned>,
     ) -> Result<(StoredSession, u64), Error> {
+        let (session, version) = self.decode_shared_session(id, slot)?;
+        Ok((StoredSession::clone(&session), version))
+    }
+
+    /// [`decode_session`](Self::decode_session) without the copy: the
+    /// cached record itself, for callers that only check it.
+    pub(crate) fn decode_shared_session(
+        &self,
+        id: SessionId,
+        slot: Option<crate::store::Versioned>,
+    ) -> Result<(Arc<StoredSession>, u64), Error> {
         let stored = slot.ok_or(AuthError::SessionNotFound)?;
         let key = keys::session(self.realm, id);
         let session = self
@@ -162,7 +174,7 @@ impl Users {
                 record::decode::<SessionRecord>(key.as_bytes(), bytes)
                     .map(|SessionRecord::V1(session)| session)
             })?;
-        Ok((StoredSession::clone(&session), stored.version))
+        Ok((session, stored.version))
     }
 
     /// `session` if it is still valid given its user's record `user` (read
@@ -174,6 +186,17 @@ impl Users {
         (session, version): (StoredSession, u64),
         user: Option<crate::store::Versioned>,
     ) -> Result<(StoredSession, u64), Error> {
+        self.check_session_alive(&session, user).await?;
+        Ok((session, version))
+    }
+
+    /// The check of [`session_alive`](Self::session_alive), on a borrowed
+    /// session.
+    pub(crate) async fn check_session_alive(
+        &self,
+        session: &StoredSession,
+        user: Option<crate::store::Versioned>,
+    ) -> Result<(), Error> {
         let owner = session.session.user;
         let alive = match user {
             None => false,
@@ -198,7 +221,7 @@ impl Users {
                 return Err(AuthError::SessionNotFound.into());
             }
         }
-        Ok((session, version))
+        Ok(())
     }
 
     /// A valid session of this realm, or `SESSION_NOT_FOUND`.
