@@ -394,6 +394,16 @@ impl Tokens {
         Ok((family, refresh.token))
     }
 
+    /// The records at `keys`, read in one `get_many`, as an array (a
+    /// backend answering another number of values is an error).
+    pub(crate) async fn read_many<const N: usize>(
+        &self,
+        keys: [&[u8]; N],
+    ) -> Result<[Option<crate::store::Versioned>; N], Error> {
+        let slots = self.ctx.store.get_many(&keys).await?;
+        <[_; N]>::try_from(slots).map_err(|_| get_many_miscounted())
+    }
+
     /// What an access token for `session` is made from — the active realm,
     /// the still-valid session with its version, and the current signer —
     /// in two reads: realm, session and signing-key record in one
@@ -402,18 +412,13 @@ impl Tokens {
         let realm_key = crate::realm::service::realm_key(self.realm);
         let session_key = crate::user::keys::session(self.realm, session);
         let signing_key = layout::signing_keys(self.realm);
-        let slots = self
-            .ctx
-            .store
-            .get_many(&[
+        let [realm, stored_session, signing] = self
+            .read_many([
                 realm_key.as_bytes(),
                 session_key.as_bytes(),
                 signing_key.as_bytes(),
             ])
             .await?;
-        let Ok([realm, stored_session, signing]) = <[_; 3]>::try_from(slots) else {
-            return Err(get_many_miscounted());
-        };
         let realm = crate::realm::service::active_from(&self.ctx, &realm_key, realm)?;
         let users = self.users();
         let found = users.decode_session(session, stored_session)?;
@@ -519,10 +524,16 @@ impl Tokens {
         let session_key = crate::user::keys::session(self.realm, at.session);
         let user_key = crate::user::keys::user(self.realm, at.user);
         let signing_key = layout::signing_keys(self.realm);
-        let slots = self
-            .ctx
-            .store
-            .get_many(&[
+        let [
+            realm,
+            family,
+            realm_marks,
+            client_marks,
+            session,
+            user,
+            signing,
+        ] = self
+            .read_many([
                 realm_key.as_bytes(),
                 family_key.as_bytes(),
                 realm_marks_key.as_bytes(),
@@ -532,20 +543,6 @@ impl Tokens {
                 signing_key.as_bytes(),
             ])
             .await?;
-        let Ok(
-            [
-                realm,
-                family,
-                realm_marks,
-                client_marks,
-                session,
-                user,
-                signing,
-            ],
-        ) = <[_; 7]>::try_from(slots)
-        else {
-            return Err(get_many_miscounted());
-        };
         let realm = crate::realm::service::active_from(&self.ctx, &realm_key, realm)?;
         let family = match family {
             None => None,
@@ -770,14 +767,9 @@ impl Tokens {
             .ok()
             .filter(|c| c.client_id.len() <= super::MAX_CLIENT_ID_LEN);
         let Some(claims) = unverified else {
-            let slots = self
-                .ctx
-                .store
-                .get_many(&[realm_key.as_bytes(), keys_key.as_bytes()])
+            let [realm, keys] = self
+                .read_many([realm_key.as_bytes(), keys_key.as_bytes()])
                 .await?;
-            let Ok([realm, keys]) = <[_; 2]>::try_from(slots) else {
-                return Err(get_many_miscounted());
-            };
             let realm = crate::realm::service::active_from(&self.ctx, &realm_key, realm)?;
             let keys = self.verifiers_from(keys, now)?;
             return self
@@ -785,10 +777,8 @@ impl Tokens {
                 .await;
         };
         let state = StateKeys::of(self.realm, &claims);
-        let slots = self
-            .ctx
-            .store
-            .get_many(&[
+        let [realm, keys, realm_marks, client_marks, session, user] = self
+            .read_many([
                 realm_key.as_bytes(),
                 keys_key.as_bytes(),
                 state.realm_marks.as_bytes(),
@@ -797,10 +787,6 @@ impl Tokens {
                 state.user.as_bytes(),
             ])
             .await?;
-        let Ok([realm, keys, realm_marks, client_marks, session, user]) = <[_; 6]>::try_from(slots)
-        else {
-            return Err(get_many_miscounted());
-        };
         let realm = crate::realm::service::active_from(&self.ctx, &realm_key, realm)?;
         let keys = self.verifiers_from(keys, now)?;
         // The payload just verified is the one `claims` came from.
@@ -841,18 +827,13 @@ impl Tokens {
         let claims = Self::check_signed(realm, parsed, keys, None, audience, now)?;
         let state = StateKeys::of(self.realm, &claims);
         let slots = self
-            .ctx
-            .store
-            .get_many(&[
+            .read_many([
                 state.realm_marks.as_bytes(),
                 state.client_marks.as_bytes(),
                 state.session.as_bytes(),
                 state.user.as_bytes(),
             ])
             .await?;
-        let Ok(slots) = <[_; 4]>::try_from(slots) else {
-            return Err(get_many_miscounted());
-        };
         self.check_state(claims, &state, slots, now).await
     }
 
