@@ -981,6 +981,23 @@ pub async fn clients_and_secrets(h: Harness) {
         .await
         .unwrap();
     assert_eq!(claims.exp - claims.iat, 60);
+    // ... and in the access tokens its refresh tokens are exchanged for.
+    let refreshed = f
+        .tokens
+        .refresh(t.refresh_token.as_ref().unwrap(), "spa")
+        .await
+        .unwrap();
+    assert_eq!(refreshed.expires_in, 60);
+    let claims = f
+        .tokens
+        .verify_access_token(refreshed.access_token.expose(), "https://api.example")
+        .await
+        .unwrap();
+    assert_eq!(claims.exp - claims.iat, 60);
+    let t = TokenResponse {
+        refresh_token: refreshed.refresh_token.clone(),
+        ..t
+    };
 
     // Delete: tokens die, pending codes fail, the id is free again.
     let pending = code_for(&f, &request()).await;

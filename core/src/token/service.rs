@@ -232,6 +232,8 @@ struct RefreshRead {
     client_marks: Arc<Vec<ExpireMark>>,
     /// The family's session if it is still valid.
     session: Result<(crate::user::StoredSession, u64), Error>,
+    /// The OAuth client's access-token lifetime, if it sets one.
+    access_secs: Option<u32>,
 }
 
 impl Tokens {
@@ -511,7 +513,9 @@ impl Tokens {
 
     /// Read what refreshing the token at `at` for `client_id` decides on,
     /// in one `get_many`: realm, family, the realm's and the client's
-    /// expire-all marks, the session and its user.
+    /// expire-all marks, the session and its user, the signing keys, and
+    /// the OAuth client's record if `client_id` names one (its
+    /// access-token lifetime applies to refreshed tokens too).
     async fn read_for_refresh(
         &self,
         at: &RefreshLocator,
@@ -524,6 +528,7 @@ impl Tokens {
         let session_key = crate::user::keys::session(self.realm, at.session);
         let user_key = crate::user::keys::user(self.realm, at.user);
         let signing_key = layout::signing_keys(self.realm);
+        let client_key = crate::oauth::layout::client(self.realm, client_id);
         let [
             realm,
             family,
@@ -532,6 +537,7 @@ impl Tokens {
             session,
             user,
             signing,
+            client,
         ] = self
             .read_many([
                 realm_key.as_bytes(),
@@ -541,8 +547,22 @@ impl Tokens {
                 session_key.as_bytes(),
                 user_key.as_bytes(),
                 signing_key.as_bytes(),
+                client_key.as_bytes(),
             ])
             .await?;
+        let access_secs = match client {
+            None => None,
+            Some(stored) => {
+                *self
+                    .ctx
+                    .records
+                    .get_or_decode(client_key.as_bytes(), &stored.value, |bytes| {
+                        record::decode(client_key.as_bytes(), bytes).map(
+                            |crate::oauth::client::ClientRecord::V1(c)| c.client.access_token_secs,
+                        )
+                    })?
+            }
+        };
         let realm = crate::realm::service::active_from(&self.ctx, &realm_key, realm)?;
         let family = match family {
             None => None,
@@ -563,6 +583,7 @@ impl Tokens {
             realm_marks: decode_marks(&self.ctx.records, &realm_marks_key, realm_marks)?,
             client_marks: decode_marks(&self.ctx.records, &client_marks_key, client_marks)?,
             session,
+            access_secs,
         })
     }
 
@@ -714,7 +735,7 @@ impl Tokens {
                 client_id: &rotated.client_id,
                 audience: &rotated.audience,
                 scope: &rotated.scope,
-                lifetime_secs: None,
+                lifetime_secs: read.access_secs,
                 name: None,
             };
             let (committed, access) = self
