@@ -13,7 +13,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use keystead::store::conformance::put;
 use keystead::store::{Precondition, Store};
 use keystead_benches::{
-    INCREMENTS_PER_WRITER, WRITERS, batch_of, cas_increment, key, runtime, time_cas_rounds, value,
+    INCREMENTS_PER_WRITER, WRITERS, batch_of, cas_increment, key, paired_medians, runtime,
+    time_cas_rounds, value,
 };
 use keystead_postgres::testing::{raw_client, server_url};
 use keystead_postgres::{PostgresOptions, PostgresStore};
@@ -306,31 +307,6 @@ fn cas(c: &mut Criterion) {
     group.finish();
 }
 
-/// Run `a` and `b` alternately (`a` first on even rounds, `b` first on odd
-/// ones) and return the median time of each.
-fn pair(rounds: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (Duration, Duration) {
-    let (mut times_a, mut times_b) = (Vec::new(), Vec::new());
-    let time = |f: &mut dyn FnMut(), into: &mut Vec<Duration>| {
-        let start = Instant::now();
-        f();
-        into.push(start.elapsed());
-    };
-    for round in 0..rounds {
-        if round % 2 == 0 {
-            time(&mut a, &mut times_a);
-            time(&mut b, &mut times_b);
-        } else {
-            time(&mut b, &mut times_b);
-            time(&mut a, &mut times_a);
-        }
-    }
-    let median = |mut v: Vec<Duration>| {
-        v.sort();
-        v[v.len() / 2]
-    };
-    (median(times_a), median(times_b))
-}
-
 /// The CAS comparison of [`paired`]: medians of one 8 × 10 increment run.
 fn paired_cas(
     rt: &tokio::runtime::Runtime,
@@ -344,7 +320,7 @@ fn paired_cas(
             ))
         })
         .collect();
-    pair(
+    paired_medians(
         16,
         || {
             rt.block_on(async {
@@ -398,7 +374,7 @@ fn paired(_c: &mut Criterion) {
     } = fixture();
     let mut rows = Vec::new();
     let (mut n_store, mut n_raw) = (3_000_000_000u64, 4_000_000_000u64);
-    let (a, b) = pair(
+    let (a, b) = paired_medians(
         400,
         || {
             n_store += 1;
@@ -417,7 +393,7 @@ fn paired(_c: &mut Criterion) {
         },
     );
     rows.push(("put_absent", a, b));
-    let (a, b) = pair(
+    let (a, b) = paired_medians(
         200,
         || {
             n_store += 100;
@@ -438,7 +414,7 @@ fn paired(_c: &mut Criterion) {
         rt.block_on(raw.commit(&keys, &values, &[]));
     }
     let (mut i_store, mut i_raw) = (0u64, 0u64);
-    let (a, b) = pair(
+    let (a, b) = paired_medians(
         4000,
         || {
             i_store = (i_store + 7919) % KEYS;

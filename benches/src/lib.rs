@@ -77,3 +77,35 @@ pub fn time_cas_rounds<S: keystead::store::Store>(
     }
     start.elapsed()
 }
+
+/// Run `a` and `b` alternately for `rounds` rounds (`a` first on even
+/// rounds, `b` first on odd ones) and return the median time of each.
+/// Slow drift — an fsync's latency, a growing WAL, other load — then hits
+/// both sides alike, which criterion's one-after-the-other groups cannot
+/// promise.
+pub fn paired_medians(
+    rounds: usize,
+    mut a: impl FnMut(),
+    mut b: impl FnMut(),
+) -> (std::time::Duration, std::time::Duration) {
+    let (mut times_a, mut times_b) = (Vec::new(), Vec::new());
+    let time = |f: &mut dyn FnMut(), into: &mut Vec<std::time::Duration>| {
+        let start = std::time::Instant::now();
+        f();
+        into.push(start.elapsed());
+    };
+    for round in 0..rounds {
+        if round % 2 == 0 {
+            time(&mut a, &mut times_a);
+            time(&mut b, &mut times_b);
+        } else {
+            time(&mut b, &mut times_b);
+            time(&mut a, &mut times_a);
+        }
+    }
+    let median = |mut v: Vec<std::time::Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    (median(times_a), median(times_b))
+}
