@@ -808,6 +808,12 @@ pub async fn transactions_and_codes_expire(h: Harness) {
     let dead = f.oauth.login_password(&tx.handle, "alice", pw()).await;
     assert_eq!(oauth_error(&dead), OAuthError::TransactionNotFound);
     assert_eq!(dead.unwrap_err().oauth_code(), "invalid_request");
+    // The purge removes the expired transaction and keeps the live one
+    // (used below).
+    assert_eq!(
+        f.tokens.purge_expired().await.unwrap().login_transactions,
+        1
+    );
     // The other one (1 s younger) still works: its code lives 60 s.
     let code = authorized(
         f.oauth

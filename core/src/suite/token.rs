@@ -1331,6 +1331,12 @@ pub async fn mfa_realm_gets_challenges(h: Harness) {
             .unwrap(),
         ExchangeOutcome::MfaEnrollmentRequired { .. }
     ));
+    // Both challenges stay until they expire; then the purge removes them.
+    assert_eq!(f.tokens.purge_expired().await.unwrap().login_challenges, 0);
+    f.clock
+        .advance(Duration::seconds(crate::user::CHALLENGE_TTL_SECS));
+    assert_eq!(f.tokens.purge_expired().await.unwrap().login_challenges, 2);
+    assert_eq!(f.tokens.purge_expired().await.unwrap().login_challenges, 0);
 }
 
 /// Expire-all for one application (seed 004: `app/{app_id}/expire-all` with

@@ -1,4 +1,4 @@
-//! Purging token records that can never be used again.
+//! Purging token and sign-in records that can never be used again.
 //!
 //! Tokens die by time (expiry, idle timeout) or by revocation, and neither
 //! writes anything at the moment of death: a dead record simply stops being
@@ -30,13 +30,20 @@ pub struct Purged {
     pub one_time_tokens: u64,
     /// Expired magic links.
     pub magic_links: u64,
+    /// Expired login (MFA and enrolment) challenges.
+    pub login_challenges: u64,
+    /// Expired OAuth login transactions (authorization requests never
+    /// finished). Redeemed and expired authorization codes stay: a late
+    /// replay of a code must still find it to revoke what it issued.
+    pub login_transactions: u64,
 }
 
 impl Tokens {
-    /// Remove this realm's dead token records (see the [module
-    /// docs](self)): expired refresh families, index entries of families
-    /// that are gone, expired one-time tokens and magic links. Reads the
-    /// realm's token records page by page; run it from a periodic job.
+    /// Remove this realm's dead token and sign-in records (see the
+    /// [module docs](self)): expired refresh families, index entries of
+    /// families that are gone, expired one-time tokens and magic links,
+    /// expired login challenges and OAuth login transactions. Reads the
+    /// records page by page; run it from a periodic job.
     pub async fn purge_expired(&self) -> Result<Purged, Error> {
         let realm = self.active_realm().await?;
         let now = self.now();
@@ -62,11 +69,27 @@ impl Tokens {
                 Ok(expired(link.expires_at, now))
             })
             .await?;
+        let data = crate::realm::service::data_prefix(self.realm);
+        let login_challenges = self
+            .purge_where(data.clone().push("challenge").as_bytes(), |key, stored| {
+                let record: crate::user::ChallengeRecord = record::decode(key, &stored.value)?;
+                Ok(expired(record.into_parts().0.expires_at, now))
+            })
+            .await?;
+        let login_transactions = self
+            .purge_where(data.push("oauth-tx").as_bytes(), |key, stored| {
+                let crate::oauth::authorize::TransactionRecord::V1(tx) =
+                    record::decode(key, &stored.value)?;
+                Ok(expired(tx.expires_at, now))
+            })
+            .await?;
         Ok(Purged {
             refresh_families,
             refresh_tokens,
             one_time_tokens,
             magic_links,
+            login_challenges,
+            login_transactions,
         })
     }
 

@@ -47,7 +47,9 @@
 //! user owned is usable. The user's sessions, application tokens and MFA
 //! records (keys, recovery codes, trusted devices) are then swept in pages;
 //! a sweep interrupted half-way leaves only unreachable data.
-//! MFA challenges are not swept: they expire after [`CHALLENGE_TTL_SECS`].
+//! MFA challenges are not swept with the user: they expire after
+//! [`CHALLENGE_TTL_SECS`], and [`Tokens::purge_expired`](crate::token::Tokens::purge_expired)
+//! removes expired ones.
 
 pub mod app_token;
 pub mod by_email;
