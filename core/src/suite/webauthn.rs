@@ -923,6 +923,16 @@ pub async fn expired_challenge(h: Harness) {
     let (challenge, response) = assertion(&f.wa, &mut pk, Some(f.alice)).await;
     f.clock.advance(Duration::seconds(CEREMONY_TTL_SECS - 1));
     f.wa.authenticate(challenge, &response).await.unwrap();
+
+    // An abandoned ceremony stays until it expires; then the purge removes
+    // it (the first purge clears what the steps above left expired).
+    let tokens = f.ks.tokens(f.wa.realm());
+    tokens.purge_expired().await.unwrap();
+    f.wa.create_options(f.alice).await.unwrap();
+    assert_eq!(tokens.purge_expired().await.unwrap().webauthn_ceremonies, 0);
+    f.clock.advance(Duration::seconds(CEREMONY_TTL_SECS));
+    assert_eq!(tokens.purge_expired().await.unwrap().webauthn_ceremonies, 1);
+    assert_eq!(tokens.purge_expired().await.unwrap().webauthn_ceremonies, 0);
 }
 
 /// A signature counter that does not advance flags the credential

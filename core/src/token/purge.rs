@@ -32,6 +32,8 @@ pub struct Purged {
     pub magic_links: u64,
     /// Expired login (MFA and enrolment) challenges.
     pub login_challenges: u64,
+    /// Expired WebAuthn registration and authentication ceremonies.
+    pub webauthn_ceremonies: u64,
     /// Expired OAuth login transactions (authorization requests never
     /// finished). Redeemed and expired authorization codes stay: a late
     /// replay of a code must still find it to revoke what it issued.
@@ -42,7 +44,8 @@ impl Tokens {
     /// Remove this realm's dead token and sign-in records (see the
     /// [module docs](self)): expired refresh families, index entries of
     /// families that are gone, expired one-time tokens and magic links,
-    /// expired login challenges and OAuth login transactions. Reads the
+    /// expired login challenges, WebAuthn ceremonies and OAuth login
+    /// transactions. Reads the
     /// records page by page; run it from a periodic job.
     pub async fn purge_expired(&self) -> Result<Purged, Error> {
         let realm = self.active_realm().await?;
@@ -76,6 +79,16 @@ impl Tokens {
                 Ok(expired(record.into_parts().0.expires_at, now))
             })
             .await?;
+        let webauthn_ceremonies = self
+            .purge_where(
+                data.clone().push("webauthn-ceremony").as_bytes(),
+                |key, stored| {
+                    let crate::webauthn::ceremony::CeremonyRecord::V1(ceremony) =
+                        record::decode(key, &stored.value)?;
+                    Ok(ceremony.is_expired(now))
+                },
+            )
+            .await?;
         let login_transactions = self
             .purge_where(data.push("oauth-tx").as_bytes(), |key, stored| {
                 let crate::oauth::authorize::TransactionRecord::V1(tx) =
@@ -89,6 +102,7 @@ impl Tokens {
             one_time_tokens,
             magic_links,
             login_challenges,
+            webauthn_ceremonies,
             login_transactions,
         })
     }
