@@ -456,8 +456,10 @@ fn dedup<T: PartialEq>(items: &mut Vec<T>) {
 
 /// Undo `application/x-www-form-urlencoded` (RFC 6749 §2.3.1 encodes the
 /// Basic credentials so): `+` is a space, `%XX` a byte; the result must be
-/// UTF-8.
-fn form_decode(value: &str) -> Option<String> {
+/// UTF-8. `None` if malformed. Public for front-ends that read the client
+/// id out of `Authorization: Basic` themselves (to compare it with a form
+/// field) before calling [`OAuth::authenticate_client`].
+pub fn form_decode(value: &str) -> Option<String> {
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -45,6 +45,7 @@ use crate::server::error::{ApiError, OAuthError};
 use crate::server::state::AppState;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::HeaderMap;
+use keystead::oauth::client::form_decode;
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::header::{CACHE_CONTROL, LOCATION};
 use axum::http::request::Parts;
@@ -157,26 +158,6 @@ struct ClientAuth {
     secret: Option<SecretString>,
 }
 
-/// `application/x-www-form-urlencoded` decoding of one Basic credential
-/// (RFC 6749 §2.3.1); `None` if malformed or not UTF-8.
-fn form_decode(value: &str) -> Option<String> {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
-}
 
 /// The client credentials of a token request: `Authorization: Basic` or
 /// the form, never both (RFC 6749 §2.3). Other `Authorization` schemes
