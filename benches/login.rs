@@ -20,7 +20,7 @@ use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use criterion::{Criterion, criterion_group, criterion_main};
 use keystead::Keystead;
 use keystead::crypto::at_rest::StaticKeyProvider;
-use keystead::realm::{LockoutPolicy, PasswordPolicy, RealmSettings};
+use keystead::realm::{LockoutPolicy, RealmSettings};
 use keystead::secret::SecretString;
 use keystead::user::{LoginOutcome, Users};
 use keystead_benches::runtime;
@@ -162,15 +162,8 @@ fn register(c: &mut Criterion) {
     group
         .sample_size(20)
         .measurement_time(Duration::from_secs(6));
-    let cheap = RealmSettings {
-        password: PasswordPolicy {
-            argon2_memory_kib: 8,
-            argon2_iterations: 1,
-            argon2_parallelism: 1,
-            ..PasswordPolicy::default()
-        },
-        ..RealmSettings::default()
-    };
+    // argon2id at its minimum (m=8 KiB, t=1, p=1).
+    let cheap = keystead::suite::user::cheap_settings();
     for (name, settings) in [
         ("keystead_sqlite_default_cost", RealmSettings::default()),
         ("keystead_sqlite_min_cost", cheap),

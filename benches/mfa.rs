@@ -18,7 +18,6 @@ use keystead::clock::ManualClock;
 use keystead::crypto::at_rest::StaticKeyProvider;
 use keystead::id::{MfaKeyId, UserId};
 use keystead::mfa::{Mfa, TotpParams};
-use keystead::realm::{PasswordPolicy, RealmSettings};
 use keystead::secret::{SecretBytes, SecretString};
 use keystead::store::{MemoryStore, Store};
 use keystead_benches::runtime;
@@ -58,15 +57,7 @@ fn fixture(rt: &Runtime, store: Arc<dyn Store>) -> Fixture {
             .keys(StaticKeyProvider::generate().unwrap())
             .build()
             .unwrap();
-        let settings = RealmSettings {
-            password: PasswordPolicy {
-                argon2_memory_kib: 8,
-                argon2_iterations: 1,
-                argon2_parallelism: 1,
-                ..PasswordPolicy::default()
-            },
-            ..RealmSettings::default()
-        };
+        let settings = keystead::suite::user::cheap_settings();
         let realm = ks.realms().create("bench", settings).await.unwrap();
         let alice = ks
             .users(realm.id)

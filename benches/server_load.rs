@@ -57,7 +57,7 @@ use keystead::Keystead;
 use keystead::crypto::DeviceSecretKey;
 use keystead::device::{Devices, NewGroup};
 use keystead::id::{DeviceId, GroupId, RealmId};
-use keystead::realm::{PasswordPolicy, RealmSettings};
+use keystead::realm::RealmSettings;
 use keystead::secret::SecretString;
 use keystead::token::{AccessRequest, ExchangeOutcome, Grant, TokenResponse, Tokens};
 use keystead_benches::load::{BoxError, Op, OpFuture, Plan, Summary, cpu_time, measure};
@@ -93,20 +93,6 @@ fn username(i: usize) -> String {
 
 fn password(i: usize) -> String {
     format!("load-password-{i:02}")
-}
-
-/// The cheap realm: argon2id at its minimum (m=8 KiB, t=1, p=1), so a
-/// password login costs what it costs besides hashing.
-fn cheap_settings() -> RealmSettings {
-    RealmSettings {
-        password: PasswordPolicy {
-            argon2_memory_kib: 8,
-            argon2_iterations: 1,
-            argon2_parallelism: 1,
-            ..PasswordPolicy::default()
-        },
-        ..RealmSettings::default()
-    }
 }
 
 /// What a phase loads the server with.
@@ -292,7 +278,11 @@ impl Fixture {
             .create(DEFAULT_REALM, RealmSettings::default())
             .await?
             .id;
-        let cheap_realm = ks.realms().create(CHEAP_REALM, cheap_settings()).await?.id;
+        let cheap_realm = ks
+            .realms()
+            .create(CHEAP_REALM, keystead::suite::user::cheap_settings())
+            .await?
+            .id;
         let mut owner = None;
         for realm in [default_realm, cheap_realm] {
             let users = ks.users(realm);

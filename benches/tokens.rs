@@ -324,21 +324,19 @@ fn last_refresh_commit(rt: &Runtime, store: &dyn Store) -> (Vec<u8>, Vec<u8>, Ke
     let mut written: Vec<_> = all.into_iter().filter(|(_, v)| v.version == last).collect();
     written.sort_by_key(|(_, v)| std::cmp::Reverse(v.value.len()));
     let [(family_key, family), (index_key, _)] = <[_; 2]>::try_from(written).unwrap();
-    let mut segments = keystead::store::key::segments(&index_key).unwrap();
+    (family_key, family.value, parent(&index_key))
+}
+
+/// `key` without its last segment.
+fn parent(key: &[u8]) -> Key {
+    let mut segments = keystead::store::key::segments(key).unwrap();
     segments.pop();
-    let prefix = segments.into_iter().fold(Key::new(), Key::push);
-    (family_key, family.value, prefix)
+    segments.into_iter().fold(Key::new(), Key::push)
 }
 
 /// `key` with its last segment replaced by `last`.
 fn sibling(key: &[u8], last: [u8; 16]) -> Vec<u8> {
-    let mut segments = keystead::store::key::segments(key).unwrap();
-    segments.pop();
-    segments
-        .into_iter()
-        .fold(Key::new(), Key::push)
-        .push(last)
-        .into_bytes()
+    parent(key).push(last).into_bytes()
 }
 
 /// The key of the record whose key contains `id` as a segment and whose

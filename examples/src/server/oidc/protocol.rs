@@ -45,7 +45,6 @@ use crate::server::error::{ApiError, OAuthError};
 use crate::server::state::AppState;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::HeaderMap;
-use keystead::oauth::client::form_decode;
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::header::{CACHE_CONTROL, LOCATION};
 use axum::http::request::Parts;
@@ -55,6 +54,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use keystead::oauth::ClientKind;
+use keystead::oauth::client::form_decode;
 use keystead::secret::SecretString;
 use keystead::token::grants::{GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS};
 use keystead::token::grants::{GRANT_ONE_TIME, GRANT_PASSWORD, GRANT_REFRESH_TOKEN};
@@ -157,7 +157,6 @@ struct ClientAuth {
     /// From the Basic password or `client_secret`.
     secret: Option<SecretString>,
 }
-
 
 /// The client credentials of a token request: `Authorization: Basic` or
 /// the form, never both (RFC 6749 §2.3). Other `Authorization` schemes
