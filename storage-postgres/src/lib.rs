@@ -96,7 +96,9 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use futures::StreamExt as _;
 use keystead::store::watch::{Notifier, Watch};
-use keystead::store::{Batch, Mutation, Precondition, StorageError, Store, Versioned, prefix_end};
+use keystead::store::{
+    Batch, Committed, Mutation, Precondition, StorageError, Store, Versioned, prefix_end,
+};
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt;
@@ -665,7 +667,7 @@ impl PostgresStore {
         client: &mut deadpool_postgres::Object,
         batch: &Batch,
         checked: &[&[u8]],
-    ) -> Result<(), StorageError> {
+    ) -> Result<u64, StorageError> {
         let sql = &self.inner.sql;
         let tx = client
             .build_transaction()
@@ -744,7 +746,8 @@ impl PostgresStore {
         tx.execute(NOTIFY, &[&self.inner.channel, &number.to_string()])
             .await
             .map_err(|e| statement_failed("notifying listeners", &e))?;
-        tx.commit().await.map_err(commit_failed)
+        tx.commit().await.map_err(commit_failed)?;
+        u64::try_from(number).map_err(|_| StorageError::backend("the commit counter is negative"))
     }
 }
 
@@ -897,10 +900,10 @@ impl Store for PostgresStore {
         settle(client, result)
     }
 
-    async fn commit(&self, batch: Batch) -> Result<(), StorageError> {
+    async fn commit(&self, batch: Batch) -> Result<Committed, StorageError> {
         self.ensure_open()?;
         if batch.is_empty() {
-            return Ok(());
+            return Ok(Committed::default());
         }
         // Keys under `Any` need not be read: their precondition always holds.
         let checked: Vec<&[u8]> = batch
@@ -910,19 +913,23 @@ impl Store for PostgresStore {
             .collect();
         let writes = batch.has_writes();
         if !writes && checked.is_empty() {
-            return Ok(());
+            return Ok(Committed::default());
         }
         let mut client = self.client().await?;
         let result = if writes {
-            self.commit_writes(&mut client, &batch, &checked).await
+            self.commit_writes(&mut client, &batch, &checked)
+                .await
+                .map(Some)
         } else {
-            self.commit_checks(&client, &batch, &checked).await
+            self.commit_checks(&client, &batch, &checked)
+                .await
+                .map(|()| None)
         };
-        settle(client, result)?;
+        let version = settle(client, result)?;
         if writes {
             self.inner.notifier.notify(&batch);
         }
-        Ok(())
+        Ok(Committed { version })
     }
 
     async fn close(&self) -> Result<(), StorageError> {

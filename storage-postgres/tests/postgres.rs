@@ -477,7 +477,7 @@ async fn check_only_batches_read_one_snapshot() {
         same.check(b"a".to_vec(), Precondition::Version(v)).unwrap();
         same.check(b"b".to_vec(), Precondition::Version(v)).unwrap();
         match store.commit(same).await {
-            Ok(()) => consistent_ok += 1,
+            Ok(_) => consistent_ok += 1,
             Err(StorageError::Conflict { .. }) => {}
             Err(e) => panic!("{e}"),
         }
@@ -509,7 +509,7 @@ async fn two_pools_race_with_one_winner_and_no_lost_increment() {
                 let key = key.clone();
                 tokio::spawn(async move {
                     match store.commit(put(&key, &[i], Precondition::Absent)).await {
-                        Ok(()) => Some(i),
+                        Ok(_) => Some(i),
                         Err(StorageError::Conflict { .. }) => None,
                         Err(e) => panic!("unexpected error: {e}"),
                     }

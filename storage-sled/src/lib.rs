@@ -118,7 +118,7 @@
 use async_trait::async_trait;
 use keystead::StorageError;
 use keystead::store::watch::{Notifier, Watch};
-use keystead::store::{Batch, Mutation, Precondition, Store, Versioned, prefix_end};
+use keystead::store::{Batch, Committed, Mutation, Precondition, Store, Versioned, prefix_end};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::ops::Bound;
@@ -453,7 +453,7 @@ fn decode_counter(stored: Option<&[u8]>) -> Result<u64, StorageError> {
 /// Blocking: the whole commit as one transaction over the data and meta
 /// trees. The closure may run several times; it touches nothing but the
 /// transactional trees.
-fn commit_blocking(h: &Handles, batch: &Batch, flush: bool) -> Result<(), StorageError> {
+fn commit_blocking(h: &Handles, batch: &Batch, flush: bool) -> Result<Committed, StorageError> {
     let abort = ConflictableTransactionError::Abort;
     let gate = h.scan_gate.write().unwrap_or_else(PoisonError::into_inner);
     let result = (&h.data, &h.meta).transaction(|(data, meta)| {
@@ -472,7 +472,7 @@ fn commit_blocking(h: &Handles, batch: &Batch, flush: bool) -> Result<(), Storag
             }
         }
         if !batch.has_writes() {
-            return Ok(false);
+            return Ok(None);
         }
         let last = decode_counter(meta.get(COUNTER_KEY)?.as_deref()).map_err(abort)?;
         let version = last
@@ -490,16 +490,16 @@ fn commit_blocking(h: &Handles, batch: &Batch, flush: bool) -> Result<(), Storag
                 Mutation::Check => {}
             }
         }
-        Ok(true)
+        Ok(Some(version))
     });
     // Scans may run again; the flush does not need to hold them off.
     drop(gate);
     match result {
-        Ok(wrote) => {
-            if wrote && flush {
+        Ok(version) => {
+            if version.is_some() && flush {
                 h.db.flush().map_err(sled_error)?;
             }
-            Ok(())
+            Ok(Committed { version })
         }
         Err(TransactionError::Abort(e)) => Err(e),
         Err(TransactionError::Storage(e)) => Err(sled_error(e)),
@@ -586,17 +586,19 @@ impl Store for SledStore {
             .await
     }
 
-    async fn commit(&self, batch: Batch) -> Result<(), StorageError> {
+    async fn commit(&self, batch: Batch) -> Result<Committed, StorageError> {
         if batch.is_empty() {
             // Still report a closed store.
-            return self.with_handles(|_| Ok(())).await;
+            return self.with_handles(|_| Ok(Committed::default())).await;
         }
         let flush = self.flush_on_commit;
-        let batch = self
-            .with_handles(move |h| commit_blocking(h, &batch, flush).map(|()| batch))
+        let (batch, committed) = self
+            .with_handles(move |h| {
+                commit_blocking(h, &batch, flush).map(|committed| (batch, committed))
+            })
             .await?;
         self.notifier.notify(&batch);
-        Ok(())
+        Ok(committed)
     }
 
     async fn watch(&self, prefix: &[u8]) -> Result<Watch, StorageError> {

@@ -52,7 +52,7 @@ mod schema;
 use async_trait::async_trait;
 use keystead::store::watch::{Notifier, Watch};
 use keystead::store::{
-    Batch, DEFAULT_POLL_INTERVAL, Mutation, StorageError, Store, Versioned, prefix_end,
+    Batch, Committed, DEFAULT_POLL_INTERVAL, Mutation, StorageError, Store, Versioned, prefix_end,
 };
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
@@ -304,7 +304,7 @@ fn current_version(conn: &Connection, key: &[u8]) -> Result<Option<u64>, Storage
     }
 }
 
-fn commit(conn: &mut Connection, batch: &Batch) -> Result<(), StorageError> {
+fn commit(conn: &mut Connection, batch: &Batch) -> Result<Committed, StorageError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(backend)?;
@@ -314,6 +314,7 @@ fn commit(conn: &mut Connection, batch: &Batch) -> Result<(), StorageError> {
             return Err(StorageError::Conflict { key: key.to_vec() });
         }
     }
+    let mut committed = Committed::default();
     if batch.has_writes() {
         let version: i64 = tx
             .prepare_cached(
@@ -339,8 +340,12 @@ fn commit(conn: &mut Connection, batch: &Batch) -> Result<(), StorageError> {
             }
             .map_err(backend)?;
         }
+        let version = u64::try_from(version)
+            .map_err(|_| StorageError::backend("the commit counter is negative"))?;
+        committed.version = Some(version);
     }
-    tx.commit().map_err(backend)
+    tx.commit().map_err(backend)?;
+    Ok(committed)
 }
 
 /// The number of the last commit, which changes whenever anything is written.
@@ -445,20 +450,20 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn commit(&self, batch: Batch) -> Result<(), StorageError> {
+    async fn commit(&self, batch: Batch) -> Result<Committed, StorageError> {
         self.inner.ensure_open()?;
         if batch.is_empty() {
-            return Ok(());
+            return Ok(Committed::default());
         }
         let inner = Arc::clone(&self.inner);
-        let batch = blocking::unblock(move || {
+        let (batch, committed) = blocking::unblock(move || {
             inner
                 .with_writer(|conn| commit(conn, &batch))
-                .map(|()| batch)
+                .map(|committed| (batch, committed))
         })
         .await?;
         self.inner.notifier.notify(&batch);
-        Ok(())
+        Ok(committed)
     }
 
     async fn close(&self) -> Result<(), StorageError> {

@@ -227,7 +227,7 @@ impl Devices {
 
     async fn try_commit(&self, batch: Batch) -> Result<Attempt, Error> {
         match self.ctx.store.commit(batch).await {
-            Ok(()) => Ok(Attempt::Done),
+            Ok(_) => Ok(Attempt::Done),
             Err(StorageError::Conflict { key }) => Ok(Attempt::Conflict(key)),
             Err(e) => Err(e.into()),
         }

@@ -290,7 +290,7 @@ impl Mfa {
                 self.users
                     .add_session(&mut batch, &live.user, methods, Vec::new(), None, now)?;
             match self.ctx().store.commit(batch).await {
-                Ok(()) => return Ok(session),
+                Ok(_) => return Ok(session),
                 Err(e @ StorageError::Conflict { .. }) => last = Some(e),
                 Err(e) => return Err(e.into()),
             }
@@ -369,7 +369,7 @@ impl Mfa {
                 self.users
                     .add_session(&mut batch, &live.user, methods, Vec::new(), None, now)?;
             match self.ctx().store.commit(batch).await {
-                Ok(()) => return Ok(session),
+                Ok(_) => return Ok(session),
                 Err(e @ StorageError::Conflict { .. }) => last = Some(e),
                 Err(e) => return Err(e.into()),
             }

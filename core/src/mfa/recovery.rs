@@ -173,7 +173,7 @@ impl Mfa {
                 Precondition::Version(user_version),
             )?;
             match self.ctx().store.commit(batch).await {
-                Ok(()) => return Ok(codes),
+                Ok(_) => return Ok(codes),
                 Err(e @ StorageError::Conflict { .. }) => last = Some(e),
                 Err(e) => return Err(e.into()),
             }
@@ -262,7 +262,7 @@ impl Mfa {
                 Precondition::Any,
             )?;
             match self.ctx().store.commit(batch).await {
-                Ok(()) => return Ok(remaining),
+                Ok(_) => return Ok(remaining),
                 Err(e @ StorageError::Conflict { .. }) => last = Some(e),
                 Err(e) => return Err(e.into()),
             }

@@ -286,7 +286,7 @@ impl Mfa {
                     Precondition::Version(user_version),
                 )?;
             match self.ctx().store.commit(batch).await {
-                Ok(()) => {
+                Ok(_) => {
                     let secret = totp.secret().to_base32();
                     let uri = otpauth_uri(&realm.name, &stored_user.user.username, &secret, params);
                     return Ok(NewTotpKey {
@@ -397,7 +397,7 @@ impl Mfa {
                 )
                 .await?;
             match self.ctx().store.commit(batch).await {
-                Ok(()) => return Ok(key),
+                Ok(_) => return Ok(key),
                 Err(e @ StorageError::Conflict { .. }) => last = Some(e),
                 Err(e) => return Err(e.into()),
             }
@@ -526,7 +526,7 @@ impl Mfa {
                 Precondition::Any,
             )?;
             match self.ctx().store.commit(batch).await {
-                Ok(()) => return Ok(step),
+                Ok(_) => return Ok(step),
                 Err(e @ StorageError::Conflict { .. }) => last = Some(e),
                 Err(e) => return Err(e.into()),
             }
@@ -570,7 +570,7 @@ impl Mfa {
             // Every trusted device of the user stops working with this batch.
             self.bump_trust(&mut batch, user).await?;
             match self.ctx().store.commit(batch).await {
-                Ok(()) => return Ok(()),
+                Ok(_) => return Ok(()),
                 Err(e @ StorageError::Conflict { .. }) => last = Some(e),
                 Err(e) => return Err(e.into()),
             }

@@ -246,7 +246,7 @@ impl Mfa {
                 Precondition::Any,
             )?;
         match self.ctx().store.commit(batch).await {
-            Ok(()) => Ok(()),
+            Ok(_) => Ok(()),
             Err(StorageError::Conflict { .. }) => Err(MfaError::TrustedDeviceNotFound.into()),
             Err(e) => Err(e.into()),
         }

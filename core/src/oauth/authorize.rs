@@ -530,7 +530,7 @@ impl OAuth {
         let mut batch = Batch::new();
         batch.delete(key, Precondition::Version(version))?;
         match self.ctx.store.commit(batch).await {
-            Ok(()) => Ok(ErrorRedirect {
+            Ok(_) => Ok(ErrorRedirect {
                 redirect_uri: tx.redirect_uri,
                 error: OAuthError::AccessDenied.into(),
                 state: tx.state,
@@ -591,7 +591,7 @@ impl OAuth {
                 }
             };
             match self.ctx.store.commit(batch).await {
-                Ok(()) => return Ok(step),
+                Ok(_) => return Ok(step),
                 Err(e @ StorageError::Conflict { .. }) => last = Some(e),
                 Err(e) => return Err(e.into()),
             }

@@ -539,7 +539,7 @@ impl OAuth {
             Precondition::Absent,
         )?;
         match self.ctx.store.commit(batch).await {
-            Ok(()) => Ok(NewClientSecret { client, secret }),
+            Ok(_) => Ok(NewClientSecret { client, secret }),
             Err(StorageError::Conflict { .. }) => Err(OAuthError::ClientExists.into()),
             Err(e) => Err(e.into()),
         }
@@ -659,7 +659,7 @@ impl OAuth {
                 Precondition::Version(version),
             )?;
             match self.ctx.store.commit(batch).await {
-                Ok(()) => return Ok((stored, version)),
+                Ok(_) => return Ok((stored, version)),
                 Err(e @ StorageError::Conflict { .. }) => last = Some(e),
                 Err(e) => return Err(e.into()),
             }
@@ -680,7 +680,7 @@ impl OAuth {
             Precondition::Version(version),
         )?;
         match self.ctx.store.commit(batch).await {
-            Ok(()) => {}
+            Ok(_) => {}
             // Deleted or changed meanwhile: whoever won, it is not ours to
             // delete blindly; report what is there now.
             Err(StorageError::Conflict { .. }) => return Err(OAuthError::ClientNotFound.into()),

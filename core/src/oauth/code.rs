@@ -202,7 +202,7 @@ impl OAuth {
                     Precondition::Version(session_version),
                 )?;
             match self.ctx.store.commit(batch).await {
-                Ok(()) => {}
+                Ok(_) => {}
                 Err(e @ StorageError::Conflict { .. }) => {
                     last = Some(e);
                     continue;

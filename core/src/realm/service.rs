@@ -125,7 +125,7 @@ impl Realms {
             .await?;
         tokens.put_keys(&mut batch, &[signing], Precondition::Absent)?;
         match self.ctx.store.commit(batch).await {
-            Ok(()) => Ok(realm),
+            Ok(_) => Ok(realm),
             Err(StorageError::Conflict { key }) if key == index.as_bytes() => {
                 Err(RealmError::NameTaken {
                     name: name.to_owned(),
@@ -228,7 +228,7 @@ impl Realms {
             .delete(realm_key(id), Precondition::Version(version))?
             .delete(name_key(&realm.name), Precondition::Any)?;
         match self.ctx.store.commit(batch).await {
-            Ok(()) => {}
+            Ok(_) => {}
             // Changed meanwhile: deleting is still what the caller wants, but
             // a concurrent delete may have won; let a retry decide.
             Err(StorageError::Conflict { .. }) => return Box::pin(self.delete(id)).await,
@@ -262,7 +262,7 @@ impl Realms {
                 Precondition::Version(version),
             )?;
             match self.ctx.store.commit(batch).await {
-                Ok(()) => return Ok(realm),
+                Ok(_) => return Ok(realm),
                 Err(e @ StorageError::Conflict { .. }) => last_conflict = Some(e),
                 Err(e) => return Err(e.into()),
             }

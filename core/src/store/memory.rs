@@ -1,7 +1,7 @@
 //! The in-memory reference backend.
 
 use super::watch::{Notifier, Watch};
-use super::{Batch, Mutation, StorageError, Store, Versioned};
+use super::{Batch, Committed, Mutation, StorageError, Store, Versioned};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -81,10 +81,10 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn commit(&self, batch: Batch) -> Result<(), StorageError> {
-        self.with_state(|s| apply(s, &batch))?;
+    async fn commit(&self, batch: Batch) -> Result<Committed, StorageError> {
+        let committed = self.with_state(|s| apply(s, &batch))?;
         self.notifier.notify(&batch);
-        Ok(())
+        Ok(committed)
     }
 
     async fn close(&self) -> Result<(), StorageError> {
@@ -102,14 +102,14 @@ impl Store for MemoryStore {
 
 /// Check every precondition, then apply every write under the next commit
 /// number; all or nothing.
-fn apply(s: &mut State, batch: &Batch) -> Result<(), StorageError> {
+fn apply(s: &mut State, batch: &Batch) -> Result<Committed, StorageError> {
     for (key, pre, _) in batch.iter() {
         if !pre.holds(s.entries.get(key).map(|v| v.version)) {
             return Err(StorageError::Conflict { key: key.to_vec() });
         }
     }
     if !batch.has_writes() {
-        return Ok(());
+        return Ok(Committed::default());
     }
     s.last_commit += 1;
     let version = s.last_commit;
@@ -130,5 +130,7 @@ fn apply(s: &mut State, batch: &Batch) -> Result<(), StorageError> {
             Mutation::Check => {}
         }
     }
-    Ok(())
+    Ok(Committed {
+        version: Some(version),
+    })
 }

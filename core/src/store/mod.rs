@@ -11,7 +11,9 @@
 //! * [`Store::commit`] — a [`Batch`] of puts, deletes and pure checks, each
 //!   with a [`Precondition`]. Either every precondition holds and every write
 //!   applies, or nothing applies and the error is [`StorageError::Conflict`]
-//!   naming the first (smallest) key whose precondition failed.
+//!   naming the first (smallest) key whose precondition failed. `Ok` carries
+//!   the commit number the batch took ([`Committed`]), i.e. the version of
+//!   everything it put.
 //!
 //! # Versions
 //!
@@ -64,6 +66,21 @@ pub struct Versioned {
     pub value: Vec<u8>,
     /// The number of the commit that last wrote this key (≥ 1).
     pub version: u64,
+}
+
+/// What a successful [`Store::commit`] did: the commit number it took.
+///
+/// Why callers want it: a caller that keeps what it wrote (a refresh
+/// remembering the family it just rotated) can later write again with
+/// `Precondition::Version(version)` without reading the key first — the
+/// precondition, checked by the store, is what proves nothing changed in
+/// between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Committed {
+    /// The commit number the batch took, which is the version every key it
+    /// put now has; `None` when it wrote nothing (an empty batch, or only
+    /// checks), since such a batch takes no number.
+    pub version: Option<u64>,
 }
 
 /// What must be true of a key for a batch to apply.
@@ -329,8 +346,9 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Apply `batch` atomically, or nothing with [`StorageError::Conflict`].
-    /// `Ok` means durable (see the adapter's docs for power loss).
-    async fn commit(&self, batch: Batch) -> Result<(), StorageError>;
+    /// `Ok` means durable (see the adapter's docs for power loss) and says
+    /// which commit number the batch took ([`Committed`]).
+    async fn commit(&self, batch: Batch) -> Result<Committed, StorageError>;
 
     /// Flush and release the backend. Every later call, except `close`
     /// itself, fails with [`StorageError::Backend`] ([`StoreClosed`]).
@@ -371,7 +389,7 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         (**self).get_many(keys).await
     }
 
-    async fn commit(&self, batch: Batch) -> Result<(), StorageError> {
+    async fn commit(&self, batch: Batch) -> Result<Committed, StorageError> {
         (**self).commit(batch).await
     }
 

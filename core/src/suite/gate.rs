@@ -1,7 +1,7 @@
 //! A store wrapper that forces races instead of hoping for them.
 
 use crate::StorageError;
-use crate::store::{Batch, Mutation, Store, Versioned};
+use crate::store::{Batch, Committed, Mutation, Store, Versioned};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -53,7 +53,7 @@ impl Store for GatedStore {
         self.inner.scan(prefix, after, limit).await
     }
 
-    async fn commit(&self, batch: Batch) -> Result<(), StorageError> {
+    async fn commit(&self, batch: Batch) -> Result<Committed, StorageError> {
         let touches = batch.iter().any(|(key, _, m)| {
             !matches!(m, Mutation::Check)
                 && key.windows(self.needle.len()).any(|w| w == self.needle)

@@ -330,7 +330,7 @@ impl Tokens {
                 Precondition::Version(session_version),
             )?;
             match self.ctx.store.commit(batch).await {
-                Ok(()) => {
+                Ok(_) => {
                     let grant = AccessGrant {
                         client_id: &one.client_id,
                         audience: &one.audience,
@@ -533,7 +533,7 @@ impl Tokens {
                 .next_step(&mut batch, &realm, &user, vec![AuthMethod::MagicLink], now)
                 .await?;
             match self.ctx.store.commit(batch).await {
-                Ok(()) => return Ok(outcome),
+                Ok(_) => return Ok(outcome),
                 Err(e) if is_conflict(&e) => last = Some(e),
                 Err(e) => return Err(e.into()),
             }

@@ -252,7 +252,8 @@ impl Tokens {
     ) -> Result<(), Error> {
         let mut batch = Batch::new();
         self.put_keys(&mut batch, keys, precondition)?;
-        Ok(self.ctx.store.commit(batch).await?)
+        self.ctx.store.commit(batch).await?;
+        Ok(())
     }
 
     /// Add the write of the realm's signing-key record to `batch`.

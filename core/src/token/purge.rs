@@ -194,7 +194,7 @@ impl Tokens {
             batch.delete(key.clone(), Precondition::Version(*version))?;
         }
         match self.ctx.store.commit(batch).await {
-            Ok(()) => return Ok(doomed.len() as u64),
+            Ok(_) => return Ok(doomed.len() as u64),
             Err(StorageError::Conflict { .. }) => {}
             Err(e) => return Err(e.into()),
         }
@@ -203,7 +203,7 @@ impl Tokens {
             let mut one = Batch::new();
             one.delete(key, Precondition::Version(version))?;
             match self.ctx.store.commit(one).await {
-                Ok(()) => removed += 1,
+                Ok(_) => removed += 1,
                 Err(StorageError::Conflict { .. }) => {}
                 Err(e) => return Err(e.into()),
             }

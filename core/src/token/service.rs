@@ -12,7 +12,7 @@ use crate::id::{RealmId, SessionId, TokenFamilyId, UserId};
 use crate::keystead::{Context, MAX_RETRIES};
 use crate::realm::Realm;
 use crate::secret::SecretString;
-use crate::store::{Batch, Precondition, StorageError, record};
+use crate::store::{Batch, Committed, Precondition, StorageError, record};
 use crate::user::{Session, Users};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -470,7 +470,7 @@ impl Tokens {
                 .commit_and_sign(batch, &read.signer, &read.realm, &live, &grant, now)
                 .await;
             match committed {
-                Ok(()) => {
+                Ok(_) => {
                     let (access, expires_in) = access?;
                     return Ok(TokenResponse {
                         access_token: access,
@@ -502,7 +502,10 @@ impl Tokens {
         session: &Session,
         grant: &AccessGrant<'_>,
         now: DateTime<Utc>,
-    ) -> (Result<(), StorageError>, Result<(SecretString, u32), Error>) {
+    ) -> (
+        Result<Committed, StorageError>,
+        Result<(SecretString, u32), Error>,
+    ) {
         // `join` polls the commit first, so a backend that hands the work
         // to another thread or to the network has started it before the
         // signature is computed here.
@@ -742,7 +745,7 @@ impl Tokens {
                 .commit_and_sign(batch, &signer, &realm, &stored_session.session, &grant, now)
                 .await;
             match committed {
-                Ok(()) => {
+                Ok(_) => {
                     let (access, expires_in) = access?;
                     return Ok(TokenResponse {
                         access_token: access,
@@ -1030,7 +1033,7 @@ impl Tokens {
                 version.map_or(Precondition::Absent, Precondition::Version),
             )?;
             match self.ctx.store.commit(batch).await {
-                Ok(()) => return Ok(()),
+                Ok(_) => return Ok(()),
                 Err(e) if is_conflict(&e) => last = Some(e),
                 Err(e) => return Err(e.into()),
             }

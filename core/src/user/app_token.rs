@@ -128,7 +128,7 @@ impl Users {
                     Precondition::Absent,
                 )?;
             match self.ctx.store.commit(batch).await {
-                Ok(()) => {
+                Ok(_) => {
                     return Ok(NewAppToken {
                         token,
                         secret: issued.token,
@@ -243,7 +243,7 @@ impl Users {
                 now,
             )?;
             match self.ctx.store.commit(batch).await {
-                Ok(()) => return Ok(session),
+                Ok(_) => return Ok(session),
                 // The user or the token changed meanwhile: look again.
                 Err(e @ StorageError::Conflict { .. }) => last = Some(e),
                 Err(e) => return Err(e.into()),

@@ -169,7 +169,7 @@ impl Users {
                 version.map_or(Precondition::Absent, Precondition::Version),
             )?;
             match self.ctx.store.commit(batch).await {
-                Ok(()) => return Ok(()),
+                Ok(_) => return Ok(()),
                 Err(e @ StorageError::Conflict { .. }) => last = Some(e),
                 Err(e) => return Err(e.into()),
             }

@@ -193,7 +193,7 @@ impl Users {
                 .next_step(&mut batch, &realm, &user, vec![AuthMethod::Pwd], now)
                 .await?;
             match self.ctx.store.commit(batch).await {
-                Ok(()) => return Ok(outcome),
+                Ok(_) => return Ok(outcome),
                 Err(e @ StorageError::Conflict { .. }) => last = Some(e),
                 Err(e) => return Err(e.into()),
             }

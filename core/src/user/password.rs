@@ -274,7 +274,7 @@ impl Users {
                 self.carry_session(&mut batch, keep, &stored).await?;
             }
             match self.ctx.store.commit(batch).await {
-                Ok(()) => {
+                Ok(_) => {
                     self.sweep_sessions(user, keep).await?;
                     return Ok(());
                 }

@@ -176,7 +176,7 @@ impl Users {
             batch.put(index.clone(), id.to_bytes().to_vec(), Precondition::Absent)?;
         }
         match self.ctx.store.commit(batch).await {
-            Ok(()) => Ok(stored.user),
+            Ok(_) => Ok(stored.user),
             Err(StorageError::Conflict { key }) if key == name_index.as_bytes() => {
                 Err(UserError::UsernameTaken.into())
             }
@@ -329,7 +329,7 @@ impl Users {
                 batch.delete(keys::email(self.realm, email), Precondition::Any)?;
             }
             match self.ctx.store.commit(batch).await {
-                Ok(()) => {
+                Ok(_) => {
                     let sessions = self.sweep_sessions(id, None).await?;
                     let tokens = self.sweep_app_tokens(id).await?;
                     // MFA keys, recovery codes and trusted devices.
@@ -371,7 +371,7 @@ impl Users {
                 Precondition::Version(version),
             )?;
             match self.ctx.store.commit(batch).await {
-                Ok(()) => return Ok(user),
+                Ok(_) => return Ok(user),
                 Err(StorageError::Conflict { key: k })
                     if k.starts_with(email_prefix.as_bytes()) =>
                 {

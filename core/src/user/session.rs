@@ -245,7 +245,7 @@ impl Users {
                 Precondition::Version(version),
             )?;
             match self.ctx.store.commit(batch).await {
-                Ok(()) => return Ok(stored.session),
+                Ok(_) => return Ok(stored.session),
                 Err(e @ StorageError::Conflict { .. }) => last = Some(e),
                 Err(e) => return Err(e.into()),
             }

@@ -239,7 +239,7 @@ impl Webauthn {
                 self.users
                     .add_session(&mut batch, &owner, vec![method], Vec::new(), None, now)?;
             match self.ctx().store.commit(batch).await {
-                Ok(()) => return Ok(session),
+                Ok(_) => return Ok(session),
                 Err(e @ StorageError::Conflict { .. }) => last = Some(e),
                 Err(e) => return Err(e.into()),
             }
@@ -340,7 +340,7 @@ impl Webauthn {
                 .assertion_writes(&mut batch, challenge, &response, purpose, true, now)
                 .await?;
             match self.ctx().store.commit(batch).await {
-                Ok(()) => return Ok(assertion),
+                Ok(_) => return Ok(assertion),
                 Err(e @ StorageError::Conflict { .. }) => last = Some(e),
                 Err(e) => return Err(e.into()),
             }
@@ -414,7 +414,7 @@ impl Webauthn {
                     Precondition::Version(credential_version),
                 )?;
                 match self.ctx().store.commit(flag).await {
-                    Ok(()) => return Err(WebauthnError::SignCountRegression.into()),
+                    Ok(_) => return Err(WebauthnError::SignCountRegression.into()),
                     Err(e @ StorageError::Conflict { .. }) => {
                         last = Some(e);
                         continue;

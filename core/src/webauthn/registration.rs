@@ -183,7 +183,7 @@ impl Webauthn {
                 )?;
             self.put_credential(&mut batch, &stored, Precondition::Absent)?;
             match self.ctx().store.commit(batch).await {
-                Ok(()) => return Ok(stored.credential),
+                Ok(_) => return Ok(stored.credential),
                 Err(e @ StorageError::Conflict { .. }) => last = Some(e),
                 Err(e) => return Err(e.into()),
             }

@@ -274,7 +274,7 @@ impl Webauthn {
             let mut batch = Batch::new();
             self.put_credential(&mut batch, &stored, Precondition::Version(version))?;
             match self.ctx().store.commit(batch).await {
-                Ok(()) => return Ok(stored.credential),
+                Ok(_) => return Ok(stored.credential),
                 Err(e @ StorageError::Conflict { .. }) => last = Some(e),
                 Err(e) => return Err(e.into()),
             }
@@ -306,7 +306,7 @@ impl Webauthn {
                 )?;
             }
             match self.ctx().store.commit(batch).await {
-                Ok(()) => return Ok(()),
+                Ok(_) => return Ok(()),
                 Err(e @ StorageError::Conflict { .. }) => last = Some(e),
                 Err(e) => return Err(e.into()),
             }
@@ -351,7 +351,7 @@ impl Webauthn {
                 }
             }
             match self.ctx().store.commit(batch).await {
-                Ok(()) => removed += page.len() as u64,
+                Ok(_) => removed += page.len() as u64,
                 // A concurrent change: rescan and try again, boundedly.
                 Err(e @ StorageError::Conflict { .. }) => {
                     conflicts += 1;

@@ -80,7 +80,7 @@ pub async fn claim_issuer(
             Precondition::Absent,
         )
         .map_err(StorageError::backend)?;
-    store.commit(batch).await
+    store.commit(batch).await.map(drop)
 }
 
 /// Make `user` a member of `group` (idempotent).
@@ -167,7 +167,7 @@ async fn put_marker(store: &dyn Store, key: Key) -> Result<(), StorageError> {
     batch
         .put(key, Vec::new(), Precondition::Any)
         .map_err(StorageError::backend)?;
-    store.commit(batch).await
+    store.commit(batch).await.map(drop)
 }
 
 fn corrupt(key: &Key, reason: &str) -> StorageError {

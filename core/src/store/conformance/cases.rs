@@ -15,7 +15,7 @@ async fn version(store: &dyn Store, key: &[u8]) -> Option<u64> {
     store.get(key).await.expect("get").map(|v| v.version)
 }
 
-fn assert_conflict(result: Result<(), StorageError>, expected_key: &[u8]) {
+fn assert_conflict<T: std::fmt::Debug>(result: Result<T, StorageError>, expected_key: &[u8]) {
     match result {
         Err(StorageError::Conflict { key }) => {
             assert_eq!(key, expected_key, "conflict names the failing key");
@@ -43,8 +43,8 @@ pub async fn get_put_delete_round_trip(h: Harness) {
     let mut again = Batch::new();
     again.delete(b"k".to_vec(), Precondition::Absent).unwrap();
     store.commit(again).await.unwrap();
-    // An empty batch is a no-op.
-    store.commit(Batch::new()).await.unwrap();
+    // An empty batch is a no-op and takes no number.
+    assert_eq!(store.commit(Batch::new()).await.unwrap().version, None);
 }
 
 /// Every commit with writes takes the next number; its keys share it; a
@@ -56,14 +56,19 @@ pub async fn versions_come_from_a_commit_counter(h: Harness) {
         .unwrap();
     both.put(b"b".to_vec(), b"1".to_vec(), Precondition::Absent)
         .unwrap();
-    store.commit(both).await.unwrap();
+    assert_eq!(
+        store.commit(both).await.unwrap().version,
+        Some(1),
+        "commit reports the number its puts got"
+    );
     assert_eq!(version(&*store, b"a").await, Some(1));
     assert_eq!(version(&*store, b"b").await, Some(1));
 
-    store
+    let second = store
         .commit(put(b"a", b"2", Precondition::Version(1)))
         .await
         .unwrap();
+    assert_eq!(second.version, Some(2));
     assert_eq!(version(&*store, b"a").await, Some(2));
     assert_eq!(
         version(&*store, b"b").await,
@@ -75,17 +80,22 @@ pub async fn versions_come_from_a_commit_counter(h: Harness) {
     checks
         .check(b"a".to_vec(), Precondition::Version(2))
         .unwrap();
-    store.commit(checks).await.unwrap();
+    assert_eq!(
+        store.commit(checks).await.unwrap().version,
+        None,
+        "a batch of checks takes no number"
+    );
 
     let mut delete = Batch::new();
     delete
         .delete(b"a".to_vec(), Precondition::Version(2))
         .unwrap();
-    store.commit(delete).await.unwrap();
-    store
+    assert_eq!(store.commit(delete).await.unwrap().version, Some(3));
+    let recreated = store
         .commit(put(b"a", b"3", Precondition::Absent))
         .await
         .unwrap();
+    assert_eq!(recreated.version, Some(4));
     assert_eq!(
         version(&*store, b"a").await,
         Some(4),
@@ -508,7 +518,7 @@ pub async fn absent_race_has_exactly_one_winner(h: Harness) {
                 .commit(put(b"unique/name", &[i], Precondition::Absent))
                 .await
             {
-                Ok(()) => Some(i),
+                Ok(_) => Some(i),
                 Err(StorageError::Conflict { .. }) => None,
                 Err(e) => panic!("unexpected error: {e}"),
             }

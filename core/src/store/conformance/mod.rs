@@ -117,7 +117,7 @@ pub async fn increment(store: &dyn Store, key: &[u8]) -> u32 {
             .commit(put(key, &(count + 1).to_be_bytes(), pre))
             .await
         {
-            Ok(()) => return conflicts,
+            Ok(_) => return conflicts,
             Err(StorageError::Conflict { .. }) => conflicts += 1,
             Err(e) => panic!("counter commit failed: {e}"),
         }

@@ -88,8 +88,8 @@ impl Model {
     }
 
     /// The contract in its plainest words: all preconditions hold or nothing
-    /// changes; writes share the next commit number.
-    fn commit(&mut self, ops: &[(Vec<u8>, Precondition, Mut)]) -> Result<(), Vec<u8>> {
+    /// changes; writes share the next commit number, which is returned.
+    fn commit(&mut self, ops: &[(Vec<u8>, Precondition, Mut)]) -> Result<Option<u64>, Vec<u8>> {
         let mut sorted: Vec<_> = ops.iter().collect();
         sorted.sort_by(|a, b| a.0.cmp(&b.0));
         for (key, pre, _) in &sorted {
@@ -98,7 +98,7 @@ impl Model {
             }
         }
         if ops.iter().all(|(_, _, m)| matches!(m, Mut::Check)) {
-            return Ok(());
+            return Ok(None);
         }
         self.last_commit += 1;
         for (key, _, m) in ops {
@@ -118,7 +118,7 @@ impl Model {
                 Mut::Check => {}
             }
         }
-        Ok(())
+        Ok(Some(self.last_commit))
     }
 
     fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Vec<(Vec<u8>, Versioned)> {
@@ -171,7 +171,9 @@ pub fn check(open: Opener) {
                         let expected = model.commit(&ops);
                         let actual = store.commit(batch).await;
                         match (&expected, actual) {
-                            (Ok(()), Ok(())) => {}
+                            (Ok(version), Ok(committed)) => {
+                                prop_assert_eq!(*version, committed.version, "commit number");
+                            }
                             (Err(key), Err(StorageError::Conflict { key: got })) => {
                                 prop_assert_eq!(key, &got, "conflict key");
                             }
