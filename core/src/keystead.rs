@@ -159,7 +159,37 @@ pub(crate) struct Context {
     pub(crate) verifiers: crate::token::keys::VerifierCache,
     /// Decoded realm, session and user records by their stored bytes.
     pub(crate) records: crate::store::decoded::Decoded,
+    /// The last rotation this instance made of each refresh family, by the
+    /// digest of the token it handed out (see `token::service`).
+    pub(crate) rotations: crate::store::decoded::Decoded,
 }
+
+impl Context {
+    fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        blocking: Arc<dyn BlockingRunner>,
+        breached: Option<Arc<dyn BreachedPasswords>>,
+        keys: Arc<dyn KeyProvider>,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            blocking,
+            breached,
+            keys,
+            signers: crate::token::keys::SignerCache::default(),
+            verifiers: crate::token::keys::VerifierCache::default(),
+            records: crate::store::decoded::Decoded::default(),
+            rotations: crate::store::decoded::Decoded::with_capacity(ROTATIONS_PER_SHARD),
+        }
+    }
+}
+
+/// Remembered refresh rotations per shard of [`Context::rotations`]: 16 ×
+/// 1,024 families, about a kilobyte each. A family beyond that is refreshed
+/// on a fresh read, as every family is after a restart.
+const ROTATIONS_PER_SHARD: usize = 1024;
 
 /// The keystead library instance; cheap to clone and share across tasks.
 #[derive(Clone)]
@@ -241,6 +271,24 @@ impl Keystead {
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.ctx.store
     }
+
+    /// Another instance on the same store, clock and keys with nothing
+    /// cached: what a second process of the same deployment is, for tests
+    /// of what one instance must see of another's writes.
+    #[cfg(any(test, feature = "conformance"))]
+    #[must_use]
+    pub fn second_instance(&self) -> Keystead {
+        let ctx = &self.ctx;
+        Keystead {
+            ctx: Arc::new(Context::new(
+                Arc::clone(&ctx.store),
+                Arc::clone(&ctx.clock),
+                Arc::clone(&ctx.blocking),
+                ctx.breached.clone(),
+                Arc::clone(&ctx.keys),
+            )),
+        }
+    }
 }
 
 /// Builder for [`Keystead`].
@@ -307,16 +355,13 @@ impl KeysteadBuilder {
             ValidationError::new("keys", "Keystead::builder() needs a key provider")
         })?;
         Ok(Keystead {
-            ctx: Arc::new(Context {
+            ctx: Arc::new(Context::new(
                 store,
-                clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
-                blocking: self.blocking.unwrap_or_else(|| Arc::new(BlockingPool)),
-                breached: self.breached,
+                self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+                self.blocking.unwrap_or_else(|| Arc::new(BlockingPool)),
+                self.breached,
                 keys,
-                signers: crate::token::keys::SignerCache::default(),
-                verifiers: crate::token::keys::VerifierCache::default(),
-                records: crate::store::decoded::Decoded::default(),
-            }),
+            )),
         })
     }
 }

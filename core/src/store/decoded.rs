@@ -15,6 +15,11 @@
 //! The cache is bounded ([`MAX_ENTRIES`] per shard); when a shard is full an
 //! arbitrary entry makes room, so a deployment with more live records than
 //! that decodes some of them again — never wrongly.
+//!
+//! The same bounded map, through [`Decoded::remember`] and
+//! [`Decoded::take`], keeps the last rotation of each refresh family this
+//! instance made, checked by the digest of the family's live token instead
+//! of stored bytes (see `token::service`).
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -37,19 +42,27 @@ struct Entry {
 /// Decoded records by store key; see the [module docs](self).
 pub(crate) struct Decoded {
     hasher: RandomState,
+    /// Entries per shard before an arbitrary one makes room.
+    capacity: usize,
     shards: [Mutex<HashMap<Vec<u8>, Entry>>; SHARDS],
 }
 
 impl Default for Decoded {
     fn default() -> Self {
-        Self {
-            hasher: RandomState::new(),
-            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
-        }
+        Self::with_capacity(MAX_ENTRIES)
     }
 }
 
 impl Decoded {
+    /// An empty cache holding at most `capacity` entries per shard.
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        Self {
+            hasher: RandomState::new(),
+            capacity: capacity.max(1),
+            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+        }
+    }
+
     fn shard(&self, key: &[u8]) -> &Mutex<HashMap<Vec<u8>, Entry>> {
         // Truncation is fine: only the low bits pick a shard.
         #[allow(clippy::cast_possible_truncation)]
@@ -81,8 +94,38 @@ impl Decoded {
         }
         // Decoded outside the lock: other keys of the shard stay readable.
         let value = Arc::new(decode(bytes)?);
-        let mut entries = shard.lock().unwrap_or_else(PoisonError::into_inner);
-        if entries.len() >= MAX_ENTRIES
+        self.insert(key, bytes, Arc::clone(&value) as Arc<dyn Any + Send + Sync>);
+        Ok(value)
+    }
+
+    /// Keep `value` at `key`, to be handed out once by [`take`](Self::take)
+    /// with the same `check` bytes.
+    pub(crate) fn remember<T: Any + Send + Sync>(&self, key: &[u8], check: &[u8], value: T) {
+        self.insert(key, check, Arc::new(value));
+    }
+
+    /// Remove and return the value at `key` if it was kept with exactly
+    /// `check` and is a `T`; otherwise leave the entry and return `None`.
+    /// Taking (rather than reading) hands an entry to one caller only.
+    pub(crate) fn take<T: Any + Send + Sync>(&self, key: &[u8], check: &[u8]) -> Option<Arc<T>> {
+        let mut entries = self
+            .shard(key)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let entry = entries
+            .get(key)
+            .filter(|entry| entry.bytes == check && entry.value.is::<T>())?;
+        let value = Arc::clone(&entry.value).downcast::<T>().ok();
+        entries.remove(key);
+        value
+    }
+
+    fn insert(&self, key: &[u8], bytes: &[u8], value: Arc<dyn Any + Send + Sync>) {
+        let mut entries = self
+            .shard(key)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if entries.len() >= self.capacity
             && !entries.contains_key(key)
             && let Some(victim) = entries.keys().next().cloned()
         {
@@ -92,10 +135,9 @@ impl Decoded {
             key.to_vec(),
             Entry {
                 bytes: bytes.to_vec(),
-                value: Arc::clone(&value) as Arc<dyn Any + Send + Sync>,
+                value,
             },
         );
-        Ok(value)
     }
 
     /// Entries held, over all shards (for tests).
@@ -177,7 +219,32 @@ mod tests {
     }
 
     #[test]
+    fn a_remembered_value_is_taken_once_and_only_with_its_check() {
+        let cache = Decoded::with_capacity(4);
+        cache.remember(b"family", b"digest-1", 7u32);
+        assert!(cache.take::<u32>(b"family", b"digest-2").is_none());
+        assert!(
+            cache.take::<u64>(b"family", b"digest-1").is_none(),
+            "another type"
+        );
+        assert_eq!(
+            cache.take::<u32>(b"family", b"digest-1").as_deref(),
+            Some(&7)
+        );
+        assert!(
+            cache.take::<u32>(b"family", b"digest-1").is_none(),
+            "taken values are gone"
+        );
+    }
+
+    #[test]
     fn the_cache_stays_bounded() {
+        let small = Decoded::with_capacity(2);
+        for i in 0..100u32 {
+            small.remember(&i.to_be_bytes(), b"c", i);
+        }
+        assert!(small.len() <= SHARDS * 2, "{} entries", small.len());
+
         let cache = Decoded::default();
         let total = SHARDS * MAX_ENTRIES + 500;
         for i in 0..total {

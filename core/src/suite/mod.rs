@@ -117,6 +117,8 @@ macro_rules! domain_tests {
             purge_removes_only_dead_records,
             rotation_seen_by_another_instance,
             concurrent_refresh_has_one_winner,
+            remembered_rotation_yields_to_another_instance,
+            remembered_rotation_sees_later_changes,
             refresh_idle_and_absolute_lifetimes,
             expire_all_grace_boundary,
             expire_all_for_one_application,

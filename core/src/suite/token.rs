@@ -718,7 +718,15 @@ pub async fn rotation_seen_by_another_instance(h: Harness) {
 pub async fn concurrent_refresh_has_one_winner(h: Harness) {
     let f = fixture(&h, cheap_settings()).await;
     let (_, pair) = issued(&f, "alice").await;
-    let presented = refresh_of(&pair);
+    one_winner(&f, refresh_of(&pair)).await;
+    // A token this instance handed out itself: one racer uses the
+    // remembered rotation, the others read.
+    let (_, pair) = issued(&f, "bob").await;
+    let rotated = f.tokens.refresh(&refresh_of(&pair), "web").await.unwrap();
+    one_winner(&f, refresh_of(&rotated)).await;
+}
+
+async fn one_winner(f: &Fixture, presented: SecretString) {
     let tasks: Vec<_> = (0..8)
         .map(|_| {
             let tokens = f.tokens.clone();
@@ -744,6 +752,112 @@ pub async fn concurrent_refresh_has_one_winner(h: Harness) {
     } else {
         next.unwrap();
     }
+}
+
+/// An instance remembers the rotation it made last of a family and
+/// refreshes that family's next token without reading. Another instance
+/// rotating the same family in between leaves that memory stale: a replay
+/// of the rotated token at the first instance must still be judged reuse
+/// (family and session revoked), and the live token still refreshes there.
+pub async fn remembered_rotation_yields_to_another_instance(h: Harness) {
+    let f = fixture(&h, cheap_settings()).await;
+    let other = f.ks.second_instance().tokens(f.tokens.realm());
+
+    let (_, pair) = issued(&f, "alice").await;
+    let first = f.tokens.refresh(&refresh_of(&pair), "web").await.unwrap();
+    let second = other.refresh(&refresh_of(&first), "web").await.unwrap();
+    let third = f.tokens.refresh(&refresh_of(&second), "web").await.unwrap();
+    let fourth = f.tokens.refresh(&refresh_of(&third), "web").await.unwrap();
+    f.tokens
+        .verify_access_token(fourth.access_token.expose(), AUD)
+        .await
+        .unwrap();
+
+    let (session, pair) = issued(&f, "bob").await;
+    let first = f.tokens.refresh(&refresh_of(&pair), "web").await.unwrap();
+    let second = other.refresh(&refresh_of(&first), "web").await.unwrap();
+    assert_eq!(
+        token_error(f.tokens.refresh(&refresh_of(&first), "web").await),
+        TokenError::RefreshReused,
+        "a replay at the instance that remembers the token as live"
+    );
+    assert_eq!(
+        token_error(other.refresh(&refresh_of(&second), "web").await),
+        TokenError::InvalidGrant,
+        "the family is dead"
+    );
+    assert!(
+        f.users.get_session(session.id).await.is_err(),
+        "and its session"
+    );
+}
+
+/// What a remembered rotation rests on is checked by the next rotation's
+/// commit: a logout, an expire-all, a disabled user, a disabled realm or a
+/// new signing key made through another instance after the rotation is
+/// honoured by the remembering instance's next refresh.
+#[allow(clippy::too_many_lines)] // one scenario per kind of change
+pub async fn remembered_rotation_sees_later_changes(h: Harness) {
+    let f = fixture(&h, cheap_settings()).await;
+    let ks = f.ks.second_instance();
+    let realm = f.tokens.realm();
+    let other = ks.tokens(realm);
+    let rotated_once = |name: &'static str| {
+        let f = &f;
+        async move {
+            let (session, pair) = issued(f, name).await;
+            let next = f.tokens.refresh(&refresh_of(&pair), "web").await.unwrap();
+            (session, next)
+        }
+    };
+
+    let (session, next) = rotated_once("logout").await;
+    other.logout(session.id).await.unwrap();
+    assert_eq!(
+        token_error(f.tokens.refresh(&refresh_of(&next), "web").await),
+        TokenError::InvalidGrant,
+        "logout"
+    );
+
+    let (session, next) = rotated_once("disabled").await;
+    ks.users(realm).disable(session.user).await.unwrap();
+    assert_eq!(
+        token_error(f.tokens.refresh(&refresh_of(&next), "web").await),
+        TokenError::InvalidGrant,
+        "disabled user"
+    );
+
+    let (_, next) = rotated_once("rekeyed").await;
+    let key = other
+        .rotate_signing_key(JwsAlgorithm::Es256, Duration::minutes(5))
+        .await
+        .unwrap();
+    let after = f.tokens.refresh(&refresh_of(&next), "web").await.unwrap();
+    let header_part = after.access_token.expose().split('.').next().unwrap();
+    let header: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header_part).unwrap()).unwrap();
+    assert_eq!(header["kid"], key.id.to_string(), "signed with the new key");
+    assert_eq!(header["alg"], "ES256");
+
+    let (_, next) = rotated_once("expired").await;
+    f.clock.advance(Duration::seconds(1));
+    other.expire_all(Duration::zero()).await.unwrap();
+    assert_eq!(
+        token_error(f.tokens.refresh(&refresh_of(&next), "web").await),
+        TokenError::InvalidGrant,
+        "expire-all"
+    );
+
+    // Tokens issued in the mark's second are expired too.
+    f.clock.advance(Duration::seconds(1));
+    let (_, next) = rotated_once("realm").await;
+    ks.realms().disable(realm).await.unwrap();
+    assert!(
+        f.tokens.refresh(&refresh_of(&next), "web").await.is_err(),
+        "disabled realm"
+    );
+    ks.realms().enable(realm).await.unwrap();
+    f.tokens.refresh(&refresh_of(&next), "web").await.unwrap();
 }
 
 /// A token unused for `refresh_idle_secs` dies; a family dies

@@ -9,7 +9,7 @@ use crate::clock::ManualClock;
 use crate::crypto::at_rest::StaticKeyProvider;
 use crate::error::Error;
 use crate::secret::SecretString;
-use crate::store::MemoryStore;
+use crate::store::{Batch, Committed, MemoryStore, StorageError, Store, Versioned};
 use crate::user::LoginOutcome;
 use proptest::prelude::*;
 
@@ -92,4 +92,131 @@ proptest! {
     ) {
         futures::executor::block_on(run(picks))?;
     }
+}
+
+/// A memory store that counts the reads made through it.
+struct CountingStore {
+    inner: MemoryStore,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+impl CountingStore {
+    fn reads(&self) -> usize {
+        self.reads.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn count(&self) {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for CountingStore {
+    async fn get(&self, key: &[u8]) -> Result<Option<Versioned>, StorageError> {
+        self.count();
+        self.inner.get(key).await
+    }
+
+    async fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Versioned>>, StorageError> {
+        self.count();
+        self.inner.get_many(keys).await
+    }
+
+    async fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Versioned)>, StorageError> {
+        self.count();
+        self.inner.scan(prefix, after, limit).await
+    }
+
+    async fn commit(&self, batch: Batch) -> Result<Committed, StorageError> {
+        self.inner.commit(batch).await
+    }
+
+    async fn close(&self) -> Result<(), StorageError> {
+        self.inner.close().await
+    }
+}
+
+/// The rotation an instance made last is the starting point of the
+/// family's next refresh: refreshing the token it just handed out reads
+/// nothing, while a token it did not hand out (the first of a family, or
+/// one after another instance's write) is refreshed on a read.
+#[tokio::test]
+async fn refreshing_the_token_just_handed_out_reads_nothing() {
+    let store = std::sync::Arc::new(CountingStore {
+        inner: MemoryStore::new(),
+        reads: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let clock = ManualClock::new(crate::suite::epoch());
+    let ks = Keystead::builder()
+        .shared_store(store.clone())
+        .clock(clock.clone())
+        .keys(StaticKeyProvider::generate().unwrap())
+        .build()
+        .unwrap();
+    let realm = ks
+        .realms()
+        .create("acme", crate::suite::user::cheap_settings())
+        .await
+        .unwrap();
+    let users = ks.users(realm.id);
+    let tokens = ks.tokens(realm.id);
+    let user = users
+        .register("alice", None, SecretString::from("correct horse"))
+        .await
+        .unwrap();
+    let Ok(LoginOutcome::Authenticated(session)) = users
+        .authenticate("alice", SecretString::from("correct horse"))
+        .await
+    else {
+        panic!("login failed");
+    };
+    let request = AccessRequest {
+        client_id: "web".into(),
+        audience: "api".into(),
+        scope: Vec::new(),
+    };
+    let pair = tokens.issue(session.id, &request).await.unwrap();
+    let refresh = |pair: &super::TokenResponse| {
+        let token = SecretString::from(pair.refresh_token.as_ref().unwrap().expose());
+        let tokens = tokens.clone();
+        async move { tokens.refresh(&token, "web").await }
+    };
+
+    let before = store.reads();
+    let first = refresh(&pair).await.unwrap();
+    assert!(store.reads() > before, "the family's first token is read");
+    let before = store.reads();
+    let second = refresh(&first).await.unwrap();
+    let third = refresh(&second).await.unwrap();
+    assert_eq!(store.reads(), before, "remembered rotations read nothing");
+
+    // A write the memory does not know about — here a profile update made
+    // through another instance — fails the remembered commit's check of
+    // the user record; the refresh then reads and still succeeds.
+    ks.second_instance()
+        .users(realm.id)
+        .update_profile(
+            user.id,
+            crate::user::ProfileUpdate {
+                email: None,
+                display_name: Some(Some("Alice".into())),
+            },
+        )
+        .await
+        .unwrap();
+    let before = store.reads();
+    let fourth = refresh(&third).await.unwrap();
+    assert!(
+        store.reads() > before,
+        "a changed record sends it to a read"
+    );
+    tokens
+        .verify_access_token(fourth.access_token.expose(), "api")
+        .await
+        .unwrap();
 }

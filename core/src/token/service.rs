@@ -222,18 +222,79 @@ impl StateKeys {
     }
 }
 
-/// Everything a refresh decides on, read in one `get_many`.
-struct RefreshRead {
-    /// The signing-key record, for the new access token.
-    signing: Option<crate::store::Versioned>,
+/// The versions (`None`: absent) of the records besides the family and
+/// its session that a refresh decides on. A rotation commits only if each
+/// is still at its version, so what the refresh decided on still held when
+/// it rotated — which is also what lets a remembered rotation be used again
+/// without reading them.
+#[derive(Debug, Clone, Copy)]
+struct BasisVersions {
+    realm: Option<u64>,
+    realm_marks: Option<u64>,
+    client_marks: Option<u64>,
+    user: Option<u64>,
+    signing: Option<u64>,
+    client: Option<u64>,
+}
+
+/// What a refresh decides on besides the family and its session.
+#[derive(Clone)]
+struct RefreshBasis {
     realm: Arc<Realm>,
-    family: Option<(StoredFamily, u64)>,
     realm_marks: Arc<Vec<ExpireMark>>,
     client_marks: Arc<Vec<ExpireMark>>,
-    /// The family's session if it is still valid.
-    session: Result<(crate::user::StoredSession, u64), Error>,
     /// The OAuth client's access-token lifetime, if it sets one.
     access_secs: Option<u32>,
+    versions: BasisVersions,
+}
+
+/// Everything a refresh decides on, read in one `get_many`.
+struct RefreshRead {
+    basis: RefreshBasis,
+    /// The signing-key record, for the new access token.
+    signing: Option<crate::store::Versioned>,
+    family: Option<(StoredFamily, u64)>,
+    /// The family's session if it is still valid.
+    session: Result<(crate::user::StoredSession, u64), Error>,
+}
+
+/// A rotation about to be made: the family at `version`, its live session
+/// at `session_version`, and the rest it rests on. Kept in
+/// `Context::rotations` after it is made (with the rotated family and its
+/// new version), it is the starting point of the family's next refresh.
+#[derive(Clone)]
+struct Rotation {
+    basis: RefreshBasis,
+    signing: Option<crate::store::Versioned>,
+    family: StoredFamily,
+    version: u64,
+    session: crate::user::StoredSession,
+    session_version: u64,
+}
+
+impl Rotation {
+    /// The read this rotation would have been decided on.
+    fn as_read(&self) -> RefreshRead {
+        RefreshRead {
+            basis: self.basis.clone(),
+            signing: self.signing.clone(),
+            family: Some((self.family.clone(), self.version)),
+            session: Ok((self.session.clone(), self.session_version)),
+        }
+    }
+}
+
+/// What a refresh read says about the presented token.
+enum Judgement {
+    /// Unknown family, or a token of another session, user or client.
+    Invalid,
+    /// The token names a family but is not its live one.
+    NotCurrent(StoredFamily),
+    /// The family is past its lifetimes, expired by expire-all, or its
+    /// session ended: it dies.
+    Dead(StoredFamily),
+    /// The token is live and all around it valid.
+    Rotate(Box<Rotation>),
 }
 
 impl Tokens {
@@ -553,6 +614,14 @@ impl Tokens {
                 client_key.as_bytes(),
             ])
             .await?;
+        let versions = BasisVersions {
+            realm: realm.as_ref().map(|r| r.version),
+            realm_marks: realm_marks.as_ref().map(|r| r.version),
+            client_marks: client_marks.as_ref().map(|r| r.version),
+            user: user.as_ref().map(|r| r.version),
+            signing: signing.as_ref().map(|r| r.version),
+            client: client.as_ref().map(|r| r.version),
+        };
         let access_secs = match client {
             None => None,
             Some(stored) => {
@@ -580,14 +649,224 @@ impl Tokens {
             Err(e) => Err(e),
         };
         Ok(RefreshRead {
+            basis: RefreshBasis {
+                realm,
+                realm_marks: decode_marks(&self.ctx.records, &realm_marks_key, realm_marks)?,
+                client_marks: decode_marks(&self.ctx.records, &client_marks_key, client_marks)?,
+                access_secs,
+                versions,
+            },
             signing,
-            realm,
             family,
-            realm_marks: decode_marks(&self.ctx.records, &realm_marks_key, realm_marks)?,
-            client_marks: decode_marks(&self.ctx.records, &client_marks_key, client_marks)?,
             session,
-            access_secs,
         })
+    }
+
+    /// What `read` says about the presented token (`at`, `digest`) for
+    /// `client_id` at `now`. Pure: the caller acts on the judgement.
+    fn judge(
+        read: RefreshRead,
+        at: &RefreshLocator,
+        digest: &TokenDigest,
+        client_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Judgement, Error> {
+        let Some((family, version)) = read.family else {
+            return Ok(Judgement::Invalid);
+        };
+        if family.session != at.session || family.user != at.user {
+            return Ok(Judgement::Invalid);
+        }
+        if !TokenDigest(family.current).matches(digest) {
+            return Ok(Judgement::NotCurrent(family));
+        }
+        if family.client_id != client_id {
+            return Ok(Judgement::Invalid);
+        }
+        let basis = read.basis;
+        let issued = family.issued_at.timestamp();
+        if Self::family_expired(&basis.realm, &family, now)
+            || expired_under(&basis.realm_marks, Some(&basis.client_marks), issued, now)
+        {
+            return Ok(Judgement::Dead(family));
+        }
+        let (session, session_version) = match read.session {
+            Ok(found) => found,
+            Err(Error::Auth(crate::user::AuthError::SessionNotFound)) => {
+                return Ok(Judgement::Dead(family));
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Judgement::Rotate(Box::new(Rotation {
+            basis,
+            signing: read.signing,
+            family,
+            version,
+            session,
+            session_version,
+        })))
+    }
+
+    /// Require of `batch` that every record of a refresh's basis is still
+    /// at the version it was read at (or still absent).
+    fn check_basis(
+        &self,
+        batch: &mut Batch,
+        versions: &BasisVersions,
+        user: UserId,
+        client_id: &str,
+    ) -> Result<(), Error> {
+        let held =
+            |version: Option<u64>| version.map_or(Precondition::Absent, Precondition::Version);
+        batch
+            .check(
+                crate::realm::service::realm_key(self.realm),
+                held(versions.realm),
+            )?
+            .check(
+                layout::expire_all(self.realm, None),
+                held(versions.realm_marks),
+            )?
+            .check(
+                layout::expire_all(self.realm, Some(client_id)),
+                held(versions.client_marks),
+            )?
+            .check(
+                crate::user::keys::user(self.realm, user),
+                held(versions.user),
+            )?
+            .check(layout::signing_keys(self.realm), held(versions.signing))?
+            .check(
+                crate::oauth::layout::client(self.realm, client_id),
+                held(versions.client),
+            )?;
+        Ok(())
+    }
+
+    /// Make `rotation`: one commit that moves the family to a new token if
+    /// the family, its session and every record of the basis are still at
+    /// the versions it was decided on, with the access token signed while
+    /// the commit is in flight. `Ok(Err(conflict))` when something changed.
+    /// A rotation that commits is remembered for the family's next refresh.
+    async fn rotate(
+        &self,
+        rotation: Rotation,
+        client_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Result<TokenResponse, StorageError>, Error> {
+        // Opened before the commit, so a committed rotation always gets its
+        // access token.
+        let signer = self.signer_from(rotation.signing.clone()).await?;
+        let next = new_refresh_token(&rotation.family)?;
+        let mut rotated = rotation.family.clone();
+        rotated.current = next.digest.0;
+        rotated.generation += 1;
+        rotated.issued_at = now;
+        let family_key = layout::family(self.realm, rotated.id);
+        let mut batch = Batch::new();
+        batch
+            .put(
+                family_key.clone(),
+                record::encode(family_key.as_bytes(), &FamilyRecord::V1(rotated.clone()))?,
+                Precondition::Version(rotation.version),
+            )?
+            .put(
+                layout::refresh_token(self.realm, &next.digest.0),
+                rotated.id.to_bytes().to_vec(),
+                Precondition::Absent,
+            )?
+            .check(
+                crate::user::keys::session(self.realm, rotated.session),
+                Precondition::Version(rotation.session_version),
+            )?;
+        self.check_basis(
+            &mut batch,
+            &rotation.basis.versions,
+            rotated.user,
+            client_id,
+        )?;
+        let grant = AccessGrant {
+            client_id: &rotated.client_id,
+            audience: &rotated.audience,
+            scope: &rotated.scope,
+            lifetime_secs: rotation.basis.access_secs,
+            name: None,
+        };
+        let (committed, access) = self
+            .commit_and_sign(
+                batch,
+                &signer,
+                &rotation.basis.realm,
+                &rotation.session.session,
+                &grant,
+                now,
+            )
+            .await;
+        let committed = match committed {
+            Ok(committed) => committed,
+            Err(e) if is_conflict(&e) => return Ok(Err(e)),
+            Err(e) => return Err(e.into()),
+        };
+        let (access, expires_in) = access?;
+        let response = TokenResponse {
+            access_token: access,
+            token_type: "Bearer",
+            expires_in,
+            refresh_token: Some(next.token),
+            scope: rotated.scope.clone(),
+            session: rotated.session,
+            id_token: None,
+        };
+        // A session that came from an application token lives only while
+        // that token's record exists, which no precondition here covers:
+        // such families are always refreshed on a read.
+        if rotation.session.app_token.is_none()
+            && let Some(version) = committed.version
+        {
+            let remembered = Rotation {
+                family: rotated,
+                version,
+                ..rotation
+            };
+            self.ctx
+                .rotations
+                .remember(family_key.as_bytes(), &next.digest.0, remembered);
+        }
+        Ok(Ok(response))
+    }
+
+    /// Refresh on the rotation this instance made last of the token's
+    /// family, without reading, if the presented token is the one that
+    /// rotation handed out. `None` when there is no such rotation, when it
+    /// no longer leads to a rotation, or when the commit finds that
+    /// anything it rests on changed: the caller then decides on a fresh
+    /// read.
+    async fn refresh_remembered(
+        &self,
+        at: &RefreshLocator,
+        digest: &TokenDigest,
+        client_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<TokenResponse>, Error> {
+        let family_key = layout::family(self.realm, at.family);
+        let Some(last) = self
+            .ctx
+            .rotations
+            .take::<Rotation>(family_key.as_bytes(), &digest.0)
+        else {
+            return Ok(None);
+        };
+        // The same judgement as on a read, but only a rotation is acted on:
+        // no refusal — above all no reuse verdict — rests on remembered
+        // state; anything else is judged again on a fresh read.
+        let Judgement::Rotate(rotation) = Self::judge(last.as_read(), at, digest, client_id, now)?
+        else {
+            return Ok(None);
+        };
+        // A conflict is not a lost race: another instance may have rotated
+        // the family long ago, and a replay of this token must then still
+        // count as reuse. The fresh read decides.
+        Ok(self.rotate(*rotation, client_id, now).await?.ok())
     }
 
     /// The family of a presented refresh token, if the token is its live
@@ -654,7 +933,6 @@ impl Tokens {
     /// another client, or a lost concurrent rotation) or
     /// `REFRESH_TOKEN_REUSED` (an already-rotated token: family and session
     /// are now revoked).
-    #[allow(clippy::too_many_lines)] // one retry loop: read, decide, rotate, sign
     pub async fn refresh(
         &self,
         refresh_token: &SecretString,
@@ -668,100 +946,42 @@ impl Tokens {
             return Err(TokenError::InvalidGrant.into());
         }
         let now = self.now();
+        if let Some(response) = self
+            .refresh_remembered(&at, &digest, client_id, now)
+            .await?
+        {
+            return Ok(response);
+        }
         let mut lost_race = false;
         let mut last = None;
         for _ in 0..MAX_RETRIES {
             let read = self.read_for_refresh(&at, client_id).await?;
-            let realm = read.realm;
-            let Some((family, version)) = read.family else {
-                return Err(TokenError::InvalidGrant.into());
-            };
-            if family.session != at.session || family.user != at.user {
-                return Err(TokenError::InvalidGrant.into());
-            }
-            if !TokenDigest(family.current).matches(&digest) {
-                if lost_race {
-                    // Another request rotated this very token while we
-                    // tried: a concurrent use, not evidence of theft.
+            let rotation = match Self::judge(read, &at, &digest, client_id, now)? {
+                Judgement::Rotate(rotation) => rotation,
+                Judgement::Invalid => return Err(TokenError::InvalidGrant.into()),
+                Judgement::NotCurrent(family) => {
+                    if lost_race {
+                        // Another request rotated this very token while we
+                        // tried: a concurrent use, not evidence of theft.
+                        return Err(TokenError::InvalidGrant.into());
+                    }
+                    if self.issued_by(&digest, family.id).await? {
+                        self.kill_family(&family, true).await?;
+                        return Err(TokenError::RefreshReused.into());
+                    }
                     return Err(TokenError::InvalidGrant.into());
                 }
-                if self.issued_by(&digest, family.id).await? {
-                    self.kill_family(&family, true).await?;
-                    return Err(TokenError::RefreshReused.into());
-                }
-                return Err(TokenError::InvalidGrant.into());
-            }
-            if family.client_id != client_id {
-                return Err(TokenError::InvalidGrant.into());
-            }
-            let issued = family.issued_at.timestamp();
-            if Self::family_expired(&realm, &family, now)
-                || expired_under(&read.realm_marks, Some(&read.client_marks), issued, now)
-            {
-                self.kill_family(&family, false).await?;
-                return Err(TokenError::InvalidGrant.into());
-            }
-            let (stored_session, session_version) = match read.session {
-                Ok(found) => found,
-                Err(Error::Auth(crate::user::AuthError::SessionNotFound)) => {
+                Judgement::Dead(family) => {
                     self.kill_family(&family, false).await?;
                     return Err(TokenError::InvalidGrant.into());
                 }
-                Err(e) => return Err(e),
             };
-            // Opened before the commit, so a committed rotation always
-            // gets its access token.
-            let signer = self.signer_from(read.signing).await?;
-            let next = new_refresh_token(&family)?;
-            let mut rotated = family.clone();
-            rotated.current = next.digest.0;
-            rotated.generation += 1;
-            rotated.issued_at = now;
-            let family_key = layout::family(self.realm, family.id);
-            let mut batch = Batch::new();
-            batch
-                .put(
-                    family_key.clone(),
-                    record::encode(family_key.as_bytes(), &FamilyRecord::V1(rotated.clone()))?,
-                    Precondition::Version(version),
-                )?
-                .put(
-                    layout::refresh_token(self.realm, &next.digest.0),
-                    family.id.to_bytes().to_vec(),
-                    Precondition::Absent,
-                )?
-                .check(
-                    crate::user::keys::session(self.realm, family.session),
-                    Precondition::Version(session_version),
-                )?;
-            let grant = AccessGrant {
-                client_id: &rotated.client_id,
-                audience: &rotated.audience,
-                scope: &rotated.scope,
-                lifetime_secs: read.access_secs,
-                name: None,
-            };
-            let (committed, access) = self
-                .commit_and_sign(batch, &signer, &realm, &stored_session.session, &grant, now)
-                .await;
-            match committed {
-                Ok(_) => {
-                    let (access, expires_in) = access?;
-                    return Ok(TokenResponse {
-                        access_token: access,
-                        token_type: "Bearer",
-                        expires_in,
-                        refresh_token: Some(next.token),
-                        scope: rotated.scope,
-                        session: rotated.session,
-                        id_token: None,
-                    });
-                }
-                Err(e) if is_conflict(&e) => {
+            match self.rotate(*rotation, client_id, now).await? {
+                Ok(response) => return Ok(response),
+                Err(conflict) => {
                     lost_race = true;
-                    last = Some(e);
+                    last = Some(conflict);
                 }
-                Err(e) => return Err(e.into()),
             }
         }
         Err(last.map_or_else(|| TokenError::InvalidGrant.into(), Error::from))
