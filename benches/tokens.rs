@@ -9,17 +9,20 @@
 //!   realm and key-record reads, signature, claims, expire-all and session
 //!   checks; vs `raw_ring_verify` of the same signature and vs
 //!   `jsonwebtoken` decoding the same token from the JWKS.
-//! * `refresh_rotation/keystead_sqlite`: `Tokens::refresh` on SQLite (reads,
-//!   the family compare-and-swap commit, a new access token) vs
-//!   `sqlite_refresh_commit_raw`, the refresh's own commit made raw on the
-//!   same store (the family's record rewritten at its key, a new index
-//!   entry at a random digest under the index's prefix, the session's
-//!   record checked), and vs
-//!   `sqlite_single_commit`, one fsynced batch of three sequential
-//!   150-byte records (the baseline of earlier runs).
-//!   `sqlite_read_then_commit_raw` is the storage a refresh needs without
-//!   keystead (one read, then that commit) and `sqlite_get_many_7` one
-//!   read of seven keys alone.
+//! * `refresh_rotation/keystead_sqlite`: `Tokens::refresh` on SQLite of the
+//!   token the same instance handed out — it starts from the rotation it
+//!   remembers, so it makes one store call, the commit (which checks family,
+//!   session, realm, expire-all marks, user, signing keys and client), and
+//!   signs the new access token while the commit is in flight.
+//!   `keystead_sqlite_read`: the same with two instances taking turns, so
+//!   every refresh is of a token the other handed out and reads first.
+//!   Raw sides on the same store: `sqlite_refresh_commit_raw`, the
+//!   refresh's own commit replayed (recorded from a real refresh: the same
+//!   keys and preconditions, the family rewritten beside itself, a new
+//!   index entry each time); `sqlite_read_then_commit_raw`, one read of every
+//!   record that commit checks, then the commit; `sqlite_single_commit`, one
+//!   fsynced batch of three 150-byte records (the baseline of earlier runs).
+//!   The run ends with paired medians of the same comparisons.
 #![allow(missing_docs)] // criterion_group! generates an undocumented fn
 
 use base64::Engine as _;
@@ -27,17 +30,19 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Duration as ChronoDuration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use keystead::Keystead;
+use keystead::StorageError;
 use keystead::crypto::at_rest::StaticKeyProvider;
 use keystead::crypto::jws::{JwsAlgorithm, SigningKey};
 use keystead::secret::SecretString;
 use keystead::store::key::Key;
-use keystead::store::{Batch, MemoryStore, Precondition, Store};
+use keystead::store::{Batch, Committed, MemoryStore, Mutation, Precondition, Store, Versioned};
 use keystead::token::{AccessRequest, NewScopedToken, Tokens};
 use keystead::user::LoginOutcome;
 use keystead_benches::{paired_medians, runtime};
 use keystead_sqlite::SqliteStore;
 use std::hint::black_box;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::runtime::Runtime;
 
@@ -52,9 +57,9 @@ fn request() -> AccessRequest {
     }
 }
 
-/// A realm with one logged-in user on `store`; returns the token handle and
-/// the session id.
-fn fixture(rt: &Runtime, store: Arc<dyn Store>) -> (Tokens, keystead::id::SessionId) {
+/// A realm with one logged-in user on `store`; returns the instance, its
+/// token handle and the session id.
+fn fixture(rt: &Runtime, store: Arc<dyn Store>) -> (Keystead, Tokens, keystead::id::SessionId) {
     rt.block_on(async {
         let ks = Keystead::builder()
             .shared_store(store)
@@ -83,13 +88,13 @@ fn fixture(rt: &Runtime, store: Arc<dyn Store>) -> (Tokens, keystead::id::Sessio
             .ensure_signing_key(JwsAlgorithm::EdDsa)
             .await
             .unwrap();
-        (tokens, session.id)
+        (ks, tokens, session.id)
     })
 }
 
 fn access_tokens(c: &mut Criterion) {
     let rt = runtime();
-    let (tokens, session) = fixture(&rt, Arc::new(MemoryStore::new()));
+    let (_, tokens, session) = fixture(&rt, Arc::new(MemoryStore::new()));
     let scoped = NewScopedToken {
         name: "bench".into(),
         request: request(),
@@ -183,30 +188,48 @@ fn access_tokens(c: &mut Criterion) {
 fn refresh_rotation(c: &mut Criterion) {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(
-        rt.block_on(SqliteStore::open(dir.path().join("tokens.db")))
-            .unwrap(),
-    );
-    let (tokens, session) = fixture(&rt, Arc::clone(&store));
+    let sqlite = rt
+        .block_on(SqliteStore::open(dir.path().join("tokens.db")))
+        .unwrap();
+    let recording = Arc::new(Recording::new(sqlite));
+    let store: Arc<dyn Store> = recording.clone();
+    let (ks, tokens, session) = fixture(&rt, Arc::clone(&store));
+    // A second instance on the same store: a token one instance handed out
+    // is refreshed by the other on a read.
+    let twin = ks.second_instance().tokens(tokens.realm());
     let mut current = rt
         .block_on(tokens.issue(session, &request()))
         .unwrap()
         .refresh_token
         .unwrap();
+    let refresh = |by: &Tokens, token: &mut SecretString| {
+        let pair = rt.block_on(by.refresh(token, "web")).unwrap();
+        *token = pair.refresh_token.unwrap();
+    };
+    // The family's first refresh reads; the second starts from the
+    // remembered rotation and its commit is recorded for the raw side.
+    refresh(&tokens, &mut current);
+    recording.record_next();
+    refresh(&tokens, &mut current);
+    let recorded = recording.recorded();
+    let raw = RawRefresh::of(&recorded);
+
     let mut g = c.benchmark_group("refresh_rotation");
     g.sample_size(30).measurement_time(Duration::from_secs(6));
     g.bench_function("keystead_sqlite", |b| {
+        b.iter(|| refresh(&tokens, &mut current));
+    });
+    let mut by_twin = false;
+    g.bench_function("keystead_sqlite_read", |b| {
         b.iter(|| {
-            let pair = rt.block_on(tokens.refresh(&current, "web")).unwrap();
-            current = pair.refresh_token.unwrap();
+            by_twin = !by_twin;
+            refresh(if by_twin { &twin } else { &tokens }, &mut current);
         });
     });
-    let (family_key, family_value, index_prefix) = last_refresh_commit(&rt, store.as_ref());
-    // The raw side writes a family-sized record beside the real family
-    // (same prefix, another id): rewriting the real one with old bytes
-    // would roll its live digest back and make the next refresh a reuse.
-    let decoy_key = sibling(&family_key, [0xAB; 16]);
-    let session_key = find_key_containing(&rt, store.as_ref(), session.to_bytes().as_slice());
+    if by_twin {
+        // Hand the family back to `tokens` for the paired runs.
+        refresh(&tokens, &mut current);
+    }
     let mut i = 0u64;
     g.bench_function("sqlite_single_commit", |b| {
         b.iter(|| {
@@ -224,89 +247,73 @@ fn refresh_rotation(c: &mut Criterion) {
             rt.block_on(store.commit(batch)).unwrap();
         });
     });
-    // The refresh's own commit, raw: a record of the family's bytes
-    // rewritten beside it, a new index entry at a random digest under the
-    // index's prefix, the session's record checked.
-    let rng = ring::rand::SystemRandom::new();
-    let refresh_batch = || {
-        let digest: [u8; 32] = ring::rand::generate(&rng).unwrap().expose();
-        let mut batch = Batch::new();
-        batch
-            .put(decoy_key.clone(), family_value.clone(), Precondition::Any)
-            .unwrap()
-            .put(
-                index_prefix.clone().push(digest),
-                vec![0x5A; 16],
-                Precondition::Absent,
-            )
-            .unwrap()
-            .check(session_key.clone(), Precondition::Any)
-            .unwrap();
-        batch
-    };
     g.bench_function("sqlite_refresh_commit_raw", |b| {
-        b.iter(|| rt.block_on(store.commit(refresh_batch())).unwrap());
+        b.iter(|| rt.block_on(store.commit(raw.batch())).unwrap());
     });
-    // The storage a refresh needs, raw: one read of the family and
-    // session, then the commit above — without any of keystead's work.
     g.bench_function("sqlite_read_then_commit_raw", |b| {
-        b.iter(|| {
-            let refs: [&[u8]; 2] = [&decoy_key, &session_key];
-            black_box(rt.block_on(store.get_many(&refs)).unwrap());
-            rt.block_on(store.commit(refresh_batch())).unwrap();
-        });
-    });
-    let keys: Vec<Vec<u8>> = (0..7u64)
-        .map(|i| [b"bench/".as_slice(), &(i * 4).to_be_bytes()].concat())
-        .collect();
-    g.bench_function("sqlite_get_many_7", |b| {
-        b.iter(|| {
-            let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-            black_box(rt.block_on(store.get_many(&refs)).unwrap());
-        });
+        b.iter(|| raw.read_then_commit(&rt, store.as_ref()));
     });
     g.finish();
 
-    paired_refresh(
-        &rt,
-        &tokens,
-        &mut current,
-        store.as_ref(),
-        &refresh_batch,
-        [&decoy_key, &session_key],
-    );
+    paired_refresh(&rt, [&tokens, &twin], &mut current, store.as_ref(), &raw);
 }
 
 /// The refresh comparisons again, with the two sides alternating in every
 /// round, so the fsync's drift between criterion's groups cancels out.
+/// `instances[0]` made the last rotation of `current`'s family.
 fn paired_refresh(
     rt: &Runtime,
-    tokens: &Tokens,
+    instances: [&Tokens; 2],
     current: &mut SecretString,
     store: &dyn Store,
-    refresh_batch: &dyn Fn() -> Batch,
-    read: [&[u8]; 2],
+    raw: &RawRefresh,
 ) {
-    let mut refresh = || {
+    let [tokens, twin] = instances;
+    let mut remembered = || {
         let pair = rt.block_on(tokens.refresh(current, "web")).unwrap();
         *current = pair.refresh_token.unwrap();
     };
-    let (keystead_commit, raw_commit) = paired_medians(PAIRED_ROUNDS, &mut refresh, || {
-        rt.block_on(store.commit(refresh_batch())).unwrap();
+    let (ours_remembered, raw_commit) = paired_medians(PAIRED_ROUNDS, &mut remembered, || {
+        rt.block_on(store.commit(raw.batch())).unwrap();
     });
-    let (keystead_read, raw_read) = paired_medians(PAIRED_ROUNDS, &mut refresh, || {
-        black_box(rt.block_on(store.get_many(&read)).unwrap());
-        rt.block_on(store.commit(refresh_batch())).unwrap();
+    // Two instances taking turns: every refresh is of a token the other
+    // one handed out, so every refresh reads. An even number of rounds
+    // ends with the family back at `tokens`.
+    let mut turn = 0usize;
+    let mut on_read = || {
+        turn += 1;
+        let by = if turn % 2 == 1 { twin } else { tokens };
+        let pair = rt.block_on(by.refresh(current, "web")).unwrap();
+        *current = pair.refresh_token.unwrap();
+    };
+    let (ours_read, raw_read) = paired_medians(PAIRED_ROUNDS, &mut on_read, || {
+        raw.read_then_commit(rt, store);
     });
     println!("\npaired medians ({PAIRED_ROUNDS} rounds each, sides alternating):\n");
-    println!("| keystead refresh | raw | raw side | ratio |");
-    println!("| ---: | ---: | --- | ---: |");
-    for (ours, raw, what) in [
-        (keystead_commit, raw_commit, "the refresh's commit"),
-        (keystead_read, raw_read, "read, then the refresh's commit"),
+    println!("| keystead refresh | | raw | raw side | ratio |");
+    println!("| --- | ---: | ---: | --- | ---: |");
+    for (what_ours, ours, raw, what_raw) in [
+        (
+            "remembered (same instance)",
+            ours_remembered,
+            raw_commit,
+            "the refresh's commit",
+        ),
+        (
+            "on a read (other instance)",
+            ours_read,
+            raw_read,
+            "read, then the refresh's commit",
+        ),
+        (
+            "on a read (other instance)",
+            ours_read,
+            raw_commit,
+            "the refresh's commit",
+        ),
     ] {
         println!(
-            "| {ours:.1?} | {raw:.1?} | {what} | {:.2}x |",
+            "| {what_ours} | {ours:.1?} | {raw:.1?} | {what_raw} | {:.2}x |",
             ours.as_secs_f64() / raw.as_secs_f64()
         );
     }
@@ -315,16 +322,122 @@ fn paired_refresh(
 /// Rounds of each paired comparison (about two seconds each on SQLite).
 const PAIRED_ROUNDS: usize = 2000;
 
-/// The two records the store's last commit (a refresh) wrote: the family
-/// (key and value) and the new index entry, whose key minus its last
-/// segment is the index's prefix.
-fn last_refresh_commit(rt: &Runtime, store: &dyn Store) -> (Vec<u8>, Vec<u8>, Key) {
-    let all = rt.block_on(store.scan(b"", None, 1_000_000)).unwrap();
-    let last = all.iter().map(|(_, v)| v.version).max().unwrap();
-    let mut written: Vec<_> = all.into_iter().filter(|(_, v)| v.version == last).collect();
-    written.sort_by_key(|(_, v)| std::cmp::Reverse(v.value.len()));
-    let [(family_key, family), (index_key, _)] = <[_; 2]>::try_from(written).unwrap();
-    (family_key, family.value, parent(&index_key))
+/// A SQLite store that, when asked, keeps a copy of the next batch
+/// committed through it, so the raw side can replay exactly the keys and
+/// preconditions of a refresh's commit.
+struct Recording {
+    inner: SqliteStore,
+    armed: AtomicBool,
+    last: Mutex<Option<Batch>>,
+}
+
+impl Recording {
+    fn new(inner: SqliteStore) -> Self {
+        Self {
+            inner,
+            armed: AtomicBool::new(false),
+            last: Mutex::new(None),
+        }
+    }
+
+    fn record_next(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    fn recorded(&self) -> Batch {
+        self.last.lock().unwrap().take().expect("a recorded commit")
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for Recording {
+    async fn get(&self, key: &[u8]) -> Result<Option<Versioned>, StorageError> {
+        self.inner.get(key).await
+    }
+
+    async fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Versioned>>, StorageError> {
+        self.inner.get_many(keys).await
+    }
+
+    async fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Versioned)>, StorageError> {
+        self.inner.scan(prefix, after, limit).await
+    }
+
+    async fn commit(&self, batch: Batch) -> Result<Committed, StorageError> {
+        if self.armed.load(Ordering::Relaxed) && self.armed.swap(false, Ordering::SeqCst) {
+            *self.last.lock().unwrap() = Some(batch.clone());
+        }
+        self.inner.commit(batch).await
+    }
+
+    async fn close(&self) -> Result<(), StorageError> {
+        self.inner.close().await
+    }
+}
+
+/// A refresh's commit made raw: the same keys and preconditions, except
+/// that the family's record is rewritten beside the real one (rewriting
+/// the real one with old bytes would roll its live digest back and make
+/// the next refresh a reuse) and each commit adds its index entry at a new
+/// random digest.
+struct RawRefresh {
+    ops: Vec<(Vec<u8>, Precondition, Mutation)>,
+    rng: ring::rand::SystemRandom,
+}
+
+impl RawRefresh {
+    fn of(recorded: &Batch) -> Self {
+        let ops = recorded
+            .iter()
+            .map(|(key, pre, mutation)| match (mutation, pre) {
+                (Mutation::Put(_), Precondition::Version(_)) => (
+                    sibling(key, [0xAB; 16]),
+                    Precondition::Any,
+                    mutation.clone(),
+                ),
+                _ => (key.to_vec(), pre, mutation.clone()),
+            })
+            .collect();
+        Self {
+            ops,
+            rng: ring::rand::SystemRandom::new(),
+        }
+    }
+
+    fn batch(&self) -> Batch {
+        let mut batch = Batch::new();
+        for (key, pre, mutation) in &self.ops {
+            match mutation {
+                Mutation::Put(value) if *pre == Precondition::Absent => {
+                    let digest: [u8; 32] = ring::rand::generate(&self.rng).unwrap().expose();
+                    batch.put(parent(key).push(digest), value.clone(), *pre)
+                }
+                Mutation::Put(value) => batch.put(key.clone(), value.clone(), *pre),
+                Mutation::Delete => batch.delete(key.clone(), *pre),
+                Mutation::Check => batch.check(key.clone(), *pre),
+            }
+            .unwrap();
+        }
+        batch
+    }
+
+    /// One read of every record the commit checks, then the commit: the
+    /// storage a refresh on a read needs, without keystead.
+    fn read_then_commit(&self, rt: &Runtime, store: &dyn Store) {
+        let keys: Vec<&[u8]> = self
+            .ops
+            .iter()
+            .filter(|(_, pre, _)| *pre != Precondition::Absent)
+            .map(|(key, _, _)| key.as_slice())
+            .collect();
+        black_box(rt.block_on(store.get_many(&keys)).unwrap());
+        rt.block_on(store.commit(self.batch())).unwrap();
+    }
 }
 
 /// `key` without its last segment.
@@ -337,22 +450,6 @@ fn parent(key: &[u8]) -> Key {
 /// `key` with its last segment replaced by `last`.
 fn sibling(key: &[u8], last: [u8; 16]) -> Vec<u8> {
     parent(key).push(last).into_bytes()
-}
-
-/// The key of the record whose key contains `id` as a segment and whose
-/// value is largest (a session's record, not its index entries).
-fn find_key_containing(rt: &Runtime, store: &dyn Store, id: &[u8]) -> Vec<u8> {
-    let all = rt.block_on(store.scan(b"", None, 1_000_000)).unwrap();
-    all.into_iter()
-        .filter(|(k, _)| {
-            keystead::store::key::segments(k)
-                .unwrap()
-                .iter()
-                .any(|s| s == id)
-        })
-        .max_by_key(|(_, v)| v.value.len())
-        .unwrap()
-        .0
 }
 
 criterion_group!(benches, access_tokens, refresh_rotation);

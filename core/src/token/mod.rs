@@ -54,6 +54,16 @@
 //! dies [`TokenLifetimes::refresh_absolute_secs`](crate::realm::TokenLifetimes)
 //! after it was created, and a token unused for `refresh_idle_secs` dies.
 //!
+//! A rotation commits only if every record it decided on — family, session,
+//! realm, expire-all marks, user, signing keys, OAuth client — is unchanged
+//! since it was read. The instance that made a rotation keeps what it decided
+//! on, and the family's next refresh through that instance starts from it
+//! without reading: the commit's preconditions prove nothing changed. Only a
+//! rotation is ever made from that memory; every other outcome, and any
+//! conflict, is judged again on a fresh read (docs/architecture.md, "Refresh
+//! without a read"). Of overlapping uses, one that tried the remembered
+//! rotation and lost is judged like a use that started after the winner.
+//!
 //! # Storage
 //!
 //! Under the realm's prefix `realm/<realm>/`:
