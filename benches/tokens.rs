@@ -19,7 +19,10 @@
 //!   Raw sides on the same store: `sqlite_refresh_commit_raw`, the
 //!   refresh's own commit replayed (recorded from a real refresh: the same
 //!   keys and preconditions, the family rewritten beside itself, a new
-//!   index entry each time); `sqlite_read_then_commit_raw`, one read of every
+//!   index entry each time); `sqlite_refresh_commit_and_sign_raw`, that
+//!   commit with a ring Ed25519 signature of an access token's signing input
+//!   made while it is in flight (the two primitives a remembered refresh
+//!   combines); `sqlite_read_then_commit_raw`, one read of every
 //!   record that commit checks, then the commit; `sqlite_single_commit`, one
 //!   fsynced batch of three 150-byte records (the baseline of earlier runs).
 //!   The run ends with paired medians of the same comparisons.
@@ -210,9 +213,19 @@ fn refresh_rotation(c: &mut Criterion) {
     // remembered rotation and its commit is recorded for the raw side.
     refresh(&tokens, &mut current);
     recording.record_next();
-    refresh(&tokens, &mut current);
-    let recorded = recording.recorded();
-    let raw = RawRefresh::of(&recorded);
+    let pair = rt.block_on(tokens.refresh(&current, "web")).unwrap();
+    current = pair.refresh_token.unwrap();
+    let raw = RawRefresh {
+        signing_input: pair
+            .access_token
+            .expose()
+            .rsplit_once('.')
+            .unwrap()
+            .0
+            .to_owned(),
+        signer: SigningKey::generate(JwsAlgorithm::EdDsa).unwrap(),
+        ..RawRefresh::of(&recording.recorded())
+    };
 
     let mut g = c.benchmark_group("refresh_rotation");
     g.sample_size(30).measurement_time(Duration::from_secs(6));
@@ -250,6 +263,9 @@ fn refresh_rotation(c: &mut Criterion) {
     g.bench_function("sqlite_refresh_commit_raw", |b| {
         b.iter(|| rt.block_on(store.commit(raw.batch())).unwrap());
     });
+    g.bench_function("sqlite_refresh_commit_and_sign_raw", |b| {
+        b.iter(|| raw.commit_and_sign(&rt, store.as_ref()));
+    });
     g.bench_function("sqlite_read_then_commit_raw", |b| {
         b.iter(|| raw.read_then_commit(&rt, store.as_ref()));
     });
@@ -276,6 +292,9 @@ fn paired_refresh(
     let (ours_remembered, raw_commit) = paired_medians(PAIRED_ROUNDS, &mut remembered, || {
         rt.block_on(store.commit(raw.batch())).unwrap();
     });
+    let (ours_signing, raw_signing) = paired_medians(PAIRED_ROUNDS, &mut remembered, || {
+        raw.commit_and_sign(rt, store);
+    });
     // Two instances taking turns: every refresh is of a token the other
     // one handed out, so every refresh reads. An even number of rounds
     // ends with the family back at `tokens`.
@@ -298,6 +317,12 @@ fn paired_refresh(
             ours_remembered,
             raw_commit,
             "the refresh's commit",
+        ),
+        (
+            "remembered (same instance)",
+            ours_signing,
+            raw_signing,
+            "the refresh's commit ∥ a ring Ed25519 signature",
         ),
         (
             "on a read (other instance)",
@@ -388,6 +413,9 @@ impl Store for Recording {
 struct RawRefresh {
     ops: Vec<(Vec<u8>, Precondition, Mutation)>,
     rng: ring::rand::SystemRandom,
+    /// What `commit_and_sign` signs: an access token's signing input.
+    signing_input: String,
+    signer: SigningKey,
 }
 
 impl RawRefresh {
@@ -406,7 +434,22 @@ impl RawRefresh {
         Self {
             ops,
             rng: ring::rand::SystemRandom::new(),
+            signing_input: String::new(),
+            signer: SigningKey::generate(JwsAlgorithm::EdDsa).unwrap(),
         }
+    }
+
+    /// The commit with an Ed25519 signature made on the calling thread
+    /// while it is in flight: the two primitives a remembered refresh
+    /// combines, without keystead.
+    fn commit_and_sign(&self, rt: &Runtime, store: &dyn Store) {
+        let (committed, signature) = rt.block_on(async {
+            futures::join!(store.commit(self.batch()), async {
+                self.signer.sign_raw(self.signing_input.as_bytes())
+            })
+        });
+        committed.unwrap();
+        black_box(signature.unwrap());
     }
 
     fn batch(&self) -> Batch {
