@@ -793,9 +793,9 @@ pub async fn remembered_rotation_yields_to_another_instance(h: Harness) {
 }
 
 /// What a remembered rotation rests on is checked by the next rotation's
-/// commit: a logout, an expire-all, a disabled user, a disabled realm or a
-/// new signing key made through another instance after the rotation is
-/// honoured by the remembering instance's next refresh.
+/// commit: a logout, a revoked family, an expire-all, a disabled user, a
+/// disabled realm or a new signing key made through another instance after
+/// the rotation is honoured by the remembering instance's next refresh.
 #[allow(clippy::too_many_lines)] // one scenario per kind of change
 pub async fn remembered_rotation_sees_later_changes(h: Harness) {
     let f = fixture(&h, cheap_settings()).await;
@@ -817,6 +817,14 @@ pub async fn remembered_rotation_sees_later_changes(h: Harness) {
         token_error(f.tokens.refresh(&refresh_of(&next), "web").await),
         TokenError::InvalidGrant,
         "logout"
+    );
+
+    let (_, next) = rotated_once("revoked").await;
+    other.revoke(&refresh_of(&next)).await.unwrap();
+    assert_eq!(
+        token_error(f.tokens.refresh(&refresh_of(&next), "web").await),
+        TokenError::InvalidGrant,
+        "revoked family"
     );
 
     let (session, next) = rotated_once("disabled").await;
