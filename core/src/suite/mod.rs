@@ -153,6 +153,7 @@ macro_rules! domain_tests {
             reused_code_revokes_the_first_tokens,
             concurrent_redemption_one_winner,
             transactions_and_codes_expire,
+            purge_keeps_redeemed_codes_until_their_tokens_are_dead,
             realms_are_isolated,
             clients_and_secrets,
             client_credentials_grant,

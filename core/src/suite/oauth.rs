@@ -839,6 +839,69 @@ pub async fn transactions_and_codes_expire(h: Harness) {
     assert_eq!(oauth_error(&garbage), OAuthError::TransactionNotFound);
 }
 
+/// The purge removes an unredeemed code once it expired, and keeps a
+/// redeemed one — a late replay must still find it and revoke what it
+/// issued — until its refresh family is gone and the longest any of its
+/// tokens could live (absolute refresh lifetime, then one last access
+/// token of at most 24 h) has passed.
+pub async fn purge_keeps_redeemed_codes_until_their_tokens_are_dead(h: Harness) {
+    let f = fixture(&h, settings()).await;
+    let absolute = i64::from(settings().tokens.refresh_absolute_secs);
+    let redeemed = code_for(&f, &request()).await;
+    let first = redeem(&f, redeem_grant(&redeemed, "spa", Some(VERIFIER)))
+        .await
+        .unwrap();
+    let replayed = code_for(&f, &request()).await;
+    redeem(&f, redeem_grant(&replayed, "spa", Some(VERIFIER)))
+        .await
+        .unwrap();
+    let unused = code_for(&f, &request()).await;
+    f.clock.advance(Duration::seconds(60));
+    let purged = f.tokens.purge_expired().await.unwrap();
+    assert_eq!(
+        purged.authorization_codes, 1,
+        "only the expired unused code"
+    );
+    assert_eq!(
+        oauth_error(&redeem(&f, redeem_grant(&unused, "spa", Some(VERIFIER))).await),
+        OAuthError::InvalidGrant {
+            reason: "unknown authorization code"
+        }
+    );
+
+    // Up to the bound, both redeemed codes stay, although their families
+    // died with the absolute lifetime and are purged.
+    f.clock
+        .advance(Duration::seconds(absolute + 24 * 3600 - 61));
+    let purged = f.tokens.purge_expired().await.unwrap();
+    assert_eq!(
+        (purged.refresh_families, purged.authorization_codes),
+        (2, 0)
+    );
+    assert!(
+        f.tokens
+            .refresh(first.refresh_token.as_ref().unwrap(), "spa")
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        oauth_error(&redeem(&f, redeem_grant(&replayed, "spa", Some(VERIFIER))).await),
+        OAuthError::CodeReused,
+        "a replay at the last second is still reuse"
+    );
+    f.clock.advance(Duration::seconds(1));
+    assert_eq!(
+        f.tokens.purge_expired().await.unwrap().authorization_codes,
+        2
+    );
+    assert_eq!(
+        oauth_error(&redeem(&f, redeem_grant(&redeemed, "spa", Some(VERIFIER))).await),
+        OAuthError::InvalidGrant {
+            reason: "unknown authorization code"
+        }
+    );
+}
+
 /// Nothing crosses realms: clients, transactions and codes of one realm
 /// are unknown in another, even under the same `client_id`.
 pub async fn realms_are_isolated(h: Harness) {

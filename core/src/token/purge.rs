@@ -16,8 +16,9 @@ use super::{FamilyRecord, layout};
 use crate::error::Error;
 use crate::id::TokenFamilyId;
 use crate::keystead::SWEEP_PAGE;
+use crate::realm::Realm;
 use crate::store::{Batch, Precondition, StorageError, Versioned, record};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 
 /// What one [`Tokens::purge_expired`] pass removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -35,9 +36,14 @@ pub struct Purged {
     /// Expired WebAuthn registration and authentication ceremonies.
     pub webauthn_ceremonies: u64,
     /// Expired OAuth login transactions (authorization requests never
-    /// finished). Redeemed and expired authorization codes stay: a late
-    /// replay of a code must still find it to revoke what it issued.
+    /// finished).
     pub login_transactions: u64,
+    /// Authorization codes that can never matter again: unredeemed ones
+    /// past their expiry, and redeemed ones once everything the redemption
+    /// issued is dead (see [`Tokens::purge_expired`]). Until then a
+    /// redeemed code stays, so that a late replay still finds it and
+    /// revokes what it issued.
+    pub authorization_codes: u64,
 }
 
 impl Tokens {
@@ -45,8 +51,12 @@ impl Tokens {
     /// [module docs](self)): expired refresh families, index entries of
     /// families that are gone, expired one-time tokens and magic links,
     /// expired login challenges, WebAuthn ceremonies and OAuth login
-    /// transactions. Reads the
-    /// records page by page; run it from a periodic job.
+    /// transactions, and authorization codes: unredeemed ones past their
+    /// expiry, redeemed ones once the refresh family they issued is gone
+    /// and the longest any token of that redemption could live has passed
+    /// (the realm's absolute refresh lifetime, then one last access token
+    /// of at most [`MAX_ACCESS_TOKEN_SECS`](crate::oauth::client::MAX_ACCESS_TOKEN_SECS)).
+    /// Reads the records page by page; run it from a periodic job.
     pub async fn purge_expired(&self) -> Result<Purged, Error> {
         let realm = self.active_realm().await?;
         let now = self.now();
@@ -96,6 +106,7 @@ impl Tokens {
                 Ok(expired(tx.expires_at, now))
             })
             .await?;
+        let authorization_codes = self.purge_codes(&realm, now).await?;
         Ok(Purged {
             refresh_families,
             refresh_tokens,
@@ -104,14 +115,16 @@ impl Tokens {
             login_challenges,
             webauthn_ceremonies,
             login_transactions,
+            authorization_codes,
         })
     }
 
-    /// Delete every record under `prefix` that `dead` says can go.
-    async fn purge_where(
+    /// Scan `prefix` page by page and delete, unless changed meanwhile,
+    /// what `doomed` picks from each page.
+    async fn purge_pages(
         &self,
         prefix: &[u8],
-        dead: impl Fn(&[u8], &Versioned) -> Result<bool, Error>,
+        mut doomed: impl AsyncFnMut(&[(Vec<u8>, Versioned)]) -> Result<Vec<(Vec<u8>, u64)>, Error>,
     ) -> Result<u64, Error> {
         let mut removed = 0;
         let mut after: Option<Vec<u8>> = None;
@@ -125,34 +138,59 @@ impl Tokens {
                 return Ok(removed);
             };
             after = Some(last.clone());
+            let picked = doomed(&page).await?;
+            removed += self.delete_unchanged(picked).await?;
+        }
+    }
+
+    /// Delete every record under `prefix` that `dead` says can go.
+    async fn purge_where(
+        &self,
+        prefix: &[u8],
+        dead: impl Fn(&[u8], &Versioned) -> Result<bool, Error>,
+    ) -> Result<u64, Error> {
+        self.purge_pages(prefix, async |page| {
             let mut doomed = Vec::new();
-            for (key, stored) in &page {
+            for (key, stored) in page {
                 if dead(key, stored)? {
                     doomed.push((key.clone(), stored.version));
                 }
             }
-            removed += self.delete_unchanged(doomed).await?;
-        }
+            Ok(doomed)
+        })
+        .await
+    }
+
+    /// The entries of `candidates` — `(key, version, family)` — whose
+    /// family record no longer exists, read in one `get_many`.
+    async fn without_family(
+        &self,
+        candidates: Vec<(Vec<u8>, u64, TokenFamilyId)>,
+    ) -> Result<Vec<(Vec<u8>, u64)>, Error> {
+        let family_keys: Vec<_> = candidates
+            .iter()
+            .map(|(_, _, family)| layout::family(self.realm, *family))
+            .collect();
+        let refs: Vec<&[u8]> = family_keys
+            .iter()
+            .map(crate::store::key::Key::as_bytes)
+            .collect();
+        let families = self.ctx.store.get_many(&refs).await?;
+        Ok(candidates
+            .into_iter()
+            .zip(families)
+            .filter(|(_, family)| family.is_none())
+            .map(|((key, version, _), _)| (key, version))
+            .collect())
     }
 
     /// Delete index entries (`refresh-token/<digest>` → family id) whose
     /// family no longer exists.
     async fn purge_orphaned_index(&self) -> Result<u64, Error> {
         let prefix = crate::realm::service::data_prefix(self.realm).push("refresh-token");
-        let mut removed = 0;
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = self
-                .ctx
-                .store
-                .scan(prefix.as_bytes(), after.as_deref(), SWEEP_PAGE)
-                .await?;
-            let Some((last, _)) = page.last() else {
-                return Ok(removed);
-            };
-            after = Some(last.clone());
-            let mut family_keys = Vec::with_capacity(page.len());
-            for (key, stored) in &page {
+        self.purge_pages(prefix.as_bytes(), async |page| {
+            let mut candidates = Vec::with_capacity(page.len());
+            for (key, stored) in page {
                 let bytes: [u8; 16] =
                     stored
                         .value
@@ -166,21 +204,47 @@ impl Tokens {
                     key: key.clone(),
                     reason: e.to_string(),
                 })?;
-                family_keys.push(layout::family(self.realm, id));
+                candidates.push((key.clone(), stored.version, id));
             }
-            let refs: Vec<&[u8]> = family_keys
-                .iter()
-                .map(crate::store::key::Key::as_bytes)
-                .collect();
-            let families = self.ctx.store.get_many(&refs).await?;
-            let doomed = page
-                .iter()
-                .zip(families)
-                .filter(|(_, family)| family.is_none())
-                .map(|((key, stored), _)| (key.clone(), stored.version))
-                .collect();
-            removed += self.delete_unchanged(doomed).await?;
-        }
+            self.without_family(candidates).await
+        })
+        .await
+    }
+
+    /// Delete authorization codes that can never matter again (see
+    /// [`purge_expired`](Self::purge_expired)).
+    async fn purge_codes(&self, realm: &Realm, now: DateTime<Utc>) -> Result<u64, Error> {
+        // A redemption's tokens all die within the family's absolute
+        // lifetime plus one access token refreshed at its last moment
+        // (realm and client access lifetimes are both capped at
+        // MAX_ACCESS_TOKEN_SECS). ID tokens are not revocable anyway.
+        let issued_life = Duration::seconds(i64::from(realm.settings.tokens.refresh_absolute_secs))
+            + Duration::seconds(i64::from(crate::oauth::client::MAX_ACCESS_TOKEN_SECS));
+        let prefix = crate::realm::service::data_prefix(self.realm).push("oauth-code");
+        self.purge_pages(prefix.as_bytes(), async |page| {
+            let mut doomed = Vec::new();
+            let mut candidates = Vec::new();
+            for (key, stored) in page {
+                let crate::oauth::code::CodeRecord::V1(code) = record::decode(key, &stored.value)?;
+                match code.redeemed {
+                    None if expired(code.expires_at, now) => {
+                        doomed.push((key.clone(), stored.version));
+                    }
+                    // Its family must be gone too: a family that outlives
+                    // the bound (a raised lifetime) keeps its code.
+                    Some(redemption) if expired(redemption.at + issued_life, now) => {
+                        match redemption.family {
+                            None => doomed.push((key.clone(), stored.version)),
+                            Some(family) => candidates.push((key.clone(), stored.version, family)),
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            doomed.extend(self.without_family(candidates).await?);
+            Ok(doomed)
+        })
+        .await
     }
 
     /// Delete `(key, version)` pairs that still have that version, in one
