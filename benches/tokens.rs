@@ -17,7 +17,8 @@
 //!   `keystead_sqlite_read`: the same with two instances taking turns, so
 //!   every refresh is of a token the other handed out and reads first.
 //!   Raw sides on the same store: `sqlite_refresh_commit_raw`, the
-//!   refresh's own commit replayed (recorded from a real refresh: the same
+//!   refresh's own commit replayed (recorded from a real refresh through
+//!   `keystead::suite::probe::ProbeStore`: the same
 //!   keys and preconditions, the family rewritten beside itself, a new
 //!   index entry each time); `sqlite_refresh_commit_and_sign_raw`, that
 //!   commit with a ring Ed25519 signature of an access token's signing input
@@ -33,19 +34,18 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Duration as ChronoDuration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use keystead::Keystead;
-use keystead::StorageError;
 use keystead::crypto::at_rest::StaticKeyProvider;
 use keystead::crypto::jws::{JwsAlgorithm, SigningKey};
 use keystead::secret::SecretString;
 use keystead::store::key::Key;
-use keystead::store::{Batch, Committed, MemoryStore, Mutation, Precondition, Store, Versioned};
+use keystead::store::{Batch, MemoryStore, Mutation, Precondition, Store};
+use keystead::suite::probe::ProbeStore;
 use keystead::token::{AccessRequest, NewScopedToken, Tokens};
 use keystead::user::LoginOutcome;
 use keystead_benches::{paired_medians, runtime};
 use keystead_sqlite::SqliteStore;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::runtime::Runtime;
 
@@ -194,7 +194,8 @@ fn refresh_rotation(c: &mut Criterion) {
     let sqlite = rt
         .block_on(SqliteStore::open(dir.path().join("tokens.db")))
         .unwrap();
-    let recording = Arc::new(Recording::new(sqlite));
+    // Keeps one real refresh's batch for the raw side to replay.
+    let recording = ProbeStore::new(Arc::new(sqlite));
     let store: Arc<dyn Store> = recording.clone();
     let (ks, tokens, session) = fixture(&rt, Arc::clone(&store));
     // A second instance on the same store: a token one instance handed out
@@ -224,7 +225,7 @@ fn refresh_rotation(c: &mut Criterion) {
             .0
             .to_owned(),
         signer: SigningKey::generate(JwsAlgorithm::EdDsa).unwrap(),
-        ..RawRefresh::of(&recording.recorded())
+        ..RawRefresh::of(&recording.recorded().expect("a recorded refresh"))
     };
 
     let mut g = c.benchmark_group("refresh_rotation");
@@ -346,64 +347,6 @@ fn paired_refresh(
 
 /// Rounds of each paired comparison (about two seconds each on SQLite).
 const PAIRED_ROUNDS: usize = 2000;
-
-/// A SQLite store that, when asked, keeps a copy of the next batch
-/// committed through it, so the raw side can replay exactly the keys and
-/// preconditions of a refresh's commit.
-struct Recording {
-    inner: SqliteStore,
-    armed: AtomicBool,
-    last: Mutex<Option<Batch>>,
-}
-
-impl Recording {
-    fn new(inner: SqliteStore) -> Self {
-        Self {
-            inner,
-            armed: AtomicBool::new(false),
-            last: Mutex::new(None),
-        }
-    }
-
-    fn record_next(&self) {
-        self.armed.store(true, Ordering::SeqCst);
-    }
-
-    fn recorded(&self) -> Batch {
-        self.last.lock().unwrap().take().expect("a recorded commit")
-    }
-}
-
-#[async_trait::async_trait]
-impl Store for Recording {
-    async fn get(&self, key: &[u8]) -> Result<Option<Versioned>, StorageError> {
-        self.inner.get(key).await
-    }
-
-    async fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Versioned>>, StorageError> {
-        self.inner.get_many(keys).await
-    }
-
-    async fn scan(
-        &self,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Versioned)>, StorageError> {
-        self.inner.scan(prefix, after, limit).await
-    }
-
-    async fn commit(&self, batch: Batch) -> Result<Committed, StorageError> {
-        if self.armed.load(Ordering::Relaxed) && self.armed.swap(false, Ordering::SeqCst) {
-            *self.last.lock().unwrap() = Some(batch.clone());
-        }
-        self.inner.commit(batch).await
-    }
-
-    async fn close(&self) -> Result<(), StorageError> {
-        self.inner.close().await
-    }
-}
 
 /// A refresh's commit made raw: the same keys and preconditions, except
 /// that the family's record is rewritten beside the real one (rewriting

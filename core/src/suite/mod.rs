@@ -10,6 +10,7 @@ mod gate;
 pub mod isolation;
 pub mod mfa;
 pub mod oauth;
+pub mod probe;
 pub mod realm;
 pub mod token;
 pub mod user;

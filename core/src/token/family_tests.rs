@@ -11,15 +11,26 @@ use crate::clock::ManualClock;
 use crate::crypto::at_rest::StaticKeyProvider;
 use crate::error::Error;
 use crate::secret::SecretString;
-use crate::store::{Batch, Committed, MemoryStore, StorageError, Store, Versioned};
+use crate::store::{MemoryStore, Store};
+use crate::suite::probe::ProbeStore;
 use crate::user::LoginOutcome;
 use proptest::prelude::*;
+use std::sync::Arc;
 
-async fn run(picks: Vec<(usize, bool)>) -> Result<(), TestCaseError> {
-    let clock = ManualClock::new(crate::suite::epoch());
+/// An instance on `store` with realm `acme` and one logged-in user:
+/// the instance, the user and token handles, the user's id and session.
+async fn setup(
+    store: Arc<dyn Store>,
+) -> (
+    Keystead,
+    crate::user::Users,
+    super::Tokens,
+    crate::id::UserId,
+    crate::user::Session,
+) {
     let ks = Keystead::builder()
-        .store(MemoryStore::new())
-        .clock(clock.clone())
+        .shared_store(store)
+        .clock(ManualClock::new(crate::suite::epoch()))
         .keys(StaticKeyProvider::generate().unwrap())
         .build()
         .unwrap();
@@ -30,18 +41,22 @@ async fn run(picks: Vec<(usize, bool)>) -> Result<(), TestCaseError> {
         .unwrap();
     let users = ks.users(realm.id);
     let tokens = ks.tokens(realm.id);
-    let twin = ks.second_instance().tokens(realm.id);
-    users
+    let user = users
         .register("alice", None, SecretString::from("correct horse"))
         .await
         .unwrap();
-    let LoginOutcome::Authenticated(session) = users
+    let Ok(LoginOutcome::Authenticated(session)) = users
         .authenticate("alice", SecretString::from("correct horse"))
         .await
-        .unwrap()
     else {
-        return Err(TestCaseError::fail("unexpected MFA"));
+        panic!("unexpected MFA");
     };
+    (ks, users, tokens, user.id, session)
+}
+
+async fn run(picks: Vec<(usize, bool)>) -> Result<(), TestCaseError> {
+    let (ks, users, tokens, _, session) = setup(Arc::new(MemoryStore::new())).await;
+    let twin = ks.second_instance().tokens(tokens.realm());
     let request = AccessRequest {
         client_id: "web".into(),
         audience: "api".into(),
@@ -98,87 +113,14 @@ proptest! {
     }
 }
 
-/// A memory store that counts the reads made through it.
-struct CountingStore {
-    inner: MemoryStore,
-    reads: std::sync::atomic::AtomicUsize,
-}
-
-impl CountingStore {
-    fn reads(&self) -> usize {
-        self.reads.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    fn count(&self) {
-        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-#[async_trait::async_trait]
-impl Store for CountingStore {
-    async fn get(&self, key: &[u8]) -> Result<Option<Versioned>, StorageError> {
-        self.count();
-        self.inner.get(key).await
-    }
-
-    async fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Versioned>>, StorageError> {
-        self.count();
-        self.inner.get_many(keys).await
-    }
-
-    async fn scan(
-        &self,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Versioned)>, StorageError> {
-        self.count();
-        self.inner.scan(prefix, after, limit).await
-    }
-
-    async fn commit(&self, batch: Batch) -> Result<Committed, StorageError> {
-        self.inner.commit(batch).await
-    }
-
-    async fn close(&self) -> Result<(), StorageError> {
-        self.inner.close().await
-    }
-}
-
 /// The rotation an instance made last is the starting point of the
 /// family's next refresh: refreshing the token it just handed out reads
 /// nothing, while a token it did not hand out (the first of a family, or
 /// one after another instance's write) is refreshed on a read.
 #[tokio::test]
 async fn refreshing_the_token_just_handed_out_reads_nothing() {
-    let store = std::sync::Arc::new(CountingStore {
-        inner: MemoryStore::new(),
-        reads: std::sync::atomic::AtomicUsize::new(0),
-    });
-    let clock = ManualClock::new(crate::suite::epoch());
-    let ks = Keystead::builder()
-        .shared_store(store.clone())
-        .clock(clock.clone())
-        .keys(StaticKeyProvider::generate().unwrap())
-        .build()
-        .unwrap();
-    let realm = ks
-        .realms()
-        .create("acme", crate::suite::user::cheap_settings())
-        .await
-        .unwrap();
-    let users = ks.users(realm.id);
-    let tokens = ks.tokens(realm.id);
-    let user = users
-        .register("alice", None, SecretString::from("correct horse"))
-        .await
-        .unwrap();
-    let Ok(LoginOutcome::Authenticated(session)) = users
-        .authenticate("alice", SecretString::from("correct horse"))
-        .await
-    else {
-        panic!("login failed");
-    };
+    let store = ProbeStore::new(Arc::new(MemoryStore::new()));
+    let (ks, _, tokens, user, session) = setup(store.clone()).await;
     let request = AccessRequest {
         client_id: "web".into(),
         audience: "api".into(),
@@ -203,9 +145,9 @@ async fn refreshing_the_token_just_handed_out_reads_nothing() {
     // through another instance — fails the remembered commit's check of
     // the user record; the refresh then reads and still succeeds.
     ks.second_instance()
-        .users(realm.id)
+        .users(tokens.realm())
         .update_profile(
-            user.id,
+            user,
             crate::user::ProfileUpdate {
                 email: None,
                 display_name: Some(Some("Alice".into())),
