@@ -187,7 +187,8 @@ impl Context {
 }
 
 /// Remembered refresh rotations per shard of [`Context::rotations`]: 16 ×
-/// 1,024 families, about a kilobyte each. A family beyond that is refreshed
+/// 1,024 families, one to two kilobytes each (the family, its session and
+/// the signing-key record). A family beyond that is refreshed
 /// on a fresh read, as every family is after a restart.
 const ROTATIONS_PER_SHARD: usize = 1024;
 

@@ -112,12 +112,13 @@ impl Decoded {
             .shard(key)
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let entry = entries
+        if !entries
             .get(key)
-            .filter(|entry| entry.bytes == check && entry.value.is::<T>())?;
-        let value = Arc::clone(&entry.value).downcast::<T>().ok();
-        entries.remove(key);
-        value
+            .is_some_and(|entry| entry.bytes == check && entry.value.is::<T>())
+        {
+            return None;
+        }
+        entries.remove(key)?.value.downcast::<T>().ok()
     }
 
     fn insert(&self, key: &[u8], bytes: &[u8], value: Arc<dyn Any + Send + Sync>) {
