@@ -167,6 +167,10 @@ impl Tokens {
         &self,
         candidates: Vec<(Vec<u8>, u64, TokenFamilyId)>,
     ) -> Result<Vec<(Vec<u8>, u64)>, Error> {
+        // Most pages of codes have none: no read for them.
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
         let family_keys: Vec<_> = candidates
             .iter()
             .map(|(_, _, family)| layout::family(self.realm, *family))
