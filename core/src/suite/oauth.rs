@@ -126,6 +126,17 @@ async fn code_for(f: &Fixture, req: &AuthorizationRequest) -> SecretString {
     authorized(step).code
 }
 
+/// `exp − iat` of the access token of `pair`, verified for the client's
+/// audience.
+async fn access_lifetime(f: &Fixture, pair: &TokenResponse) -> i64 {
+    let claims = f
+        .tokens
+        .verify_access_token(pair.access_token.expose(), "https://api.example")
+        .await
+        .unwrap();
+    claims.exp - claims.iat
+}
+
 fn oauth_error(r: &Result<impl std::fmt::Debug, Error>) -> OAuthError {
     match r {
         Err(Error::OAuth(e)) => e.clone(),
@@ -1044,12 +1055,7 @@ pub async fn clients_and_secrets(h: Harness) {
         .await
         .unwrap();
     assert_eq!(t.expires_in, 60);
-    let claims = f
-        .tokens
-        .verify_access_token(t.access_token.expose(), "https://api.example")
-        .await
-        .unwrap();
-    assert_eq!(claims.exp - claims.iat, 60);
+    assert_eq!(access_lifetime(&f, &t).await, 60);
     // ... and in the access tokens its refresh tokens are exchanged for.
     let refreshed = f
         .tokens
@@ -1057,12 +1063,7 @@ pub async fn clients_and_secrets(h: Harness) {
         .await
         .unwrap();
     assert_eq!(refreshed.expires_in, 60);
-    let claims = f
-        .tokens
-        .verify_access_token(refreshed.access_token.expose(), "https://api.example")
-        .await
-        .unwrap();
-    assert_eq!(claims.exp - claims.iat, 60);
+    assert_eq!(access_lifetime(&f, &refreshed).await, 60);
     let t = TokenResponse {
         refresh_token: refreshed.refresh_token.clone(),
         ..t
