@@ -139,11 +139,7 @@ fn redeem(rt: &Runtime, f: &Fixture, code: SecretString) {
 fn code_redemption(c: &mut Criterion) {
     let rt = runtime();
     let f = fixture(&rt);
-    let request = AccessRequest {
-        client_id: "spa".into(),
-        audience: "spa".into(),
-        scope: vec!["read".into()],
-    };
+    let request = AccessRequest::public("spa", vec!["read".into()]);
     let scoped = NewScopedToken {
         name: "bench".into(),
         request: request.clone(),

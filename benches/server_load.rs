@@ -285,6 +285,13 @@ impl Fixture {
             .id;
         let mut owner = None;
         for realm in [default_realm, cheap_realm] {
+            ks.oauth(realm)
+                .create_client(keystead::oauth::NewClient::first_party(
+                    CLIENT_ID,
+                    server::DEFAULT_AUDIENCE,
+                    Vec::new(),
+                ))
+                .await?;
             let users = ks.users(realm);
             for i in 0..CONCURRENCY {
                 let user = users
@@ -517,11 +524,7 @@ fn password_grant(i: usize, scope: Vec<String>) -> Grant {
     Grant::Password {
         username: username(i),
         password: SecretString::new(password(i)),
-        request: AccessRequest {
-            client_id: CLIENT_ID.into(),
-            audience: server::DEFAULT_AUDIENCE.into(),
-            scope,
-        },
+        request: AccessRequest::public(CLIENT_ID, scope),
     }
 }
 
@@ -685,7 +688,8 @@ impl Op for LibraryRefresh {
         Box::pin(async move {
             let grant = Grant::RefreshToken {
                 refresh_token: self.token.take().ok_or("the refresh chain broke")?,
-                client_id: CLIENT_ID.into(),
+                client: keystead::token::ClientAuth::public(CLIENT_ID),
+                scope: Vec::new(),
             };
             let next = issued(self.tokens.exchange(grant).await?)?;
             self.token = Some(refresh_token_of(next)?);
@@ -795,7 +799,8 @@ impl Op for HandlerGrant {
                 GrantOf::Password(user) => password_grant(*user, Vec::new()),
                 GrantOf::Refresh(token) => Grant::RefreshToken {
                     refresh_token: token.take().ok_or("the refresh chain broke")?,
-                    client_id: CLIENT_ID.into(),
+                    client: keystead::token::ClientAuth::public(CLIENT_ID),
+                    scope: Vec::new(),
                 },
             };
             let tokens = issued(self.state.ks.tokens(realm).exchange(grant).await?)?;

@@ -53,11 +53,7 @@ const ISSUER: &str = "https://id.example/realms/bench";
 const AUDIENCE: &str = "https://api.example";
 
 fn request() -> AccessRequest {
-    AccessRequest {
-        client_id: "web".into(),
-        audience: AUDIENCE.into(),
-        scope: vec!["read".into(), "write".into()],
-    }
+    AccessRequest::public("web", vec!["read".into(), "write".into()])
 }
 
 /// A realm with one logged-in user on `store`; returns the instance, its
@@ -74,6 +70,14 @@ fn fixture(rt: &Runtime, store: Arc<dyn Store>) -> (Keystead, Tokens, keystead::
             ..keystead::suite::user::cheap_settings()
         };
         let realm = ks.realms().create("bench", settings).await.unwrap();
+        ks.oauth(realm.id)
+            .create_client(keystead::oauth::NewClient::first_party(
+                "web",
+                AUDIENCE,
+                vec!["read".into(), "write".into()],
+            ))
+            .await
+            .unwrap();
         let users = ks.users(realm.id);
         users
             .register("alice", None, SecretString::from("correct horse"))

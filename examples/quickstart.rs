@@ -121,16 +121,27 @@ async fn main() -> Result<(), Error> {
         session.id, session.methods
     );
 
-    // Tokens: a signed access token and a rotating refresh token.
+    // Tokens: a signed access token and a rotating refresh token, for a
+    // registered client only, and never more than it registered.
+    let api = "https://api.example.com";
+    ks.oauth(realm.id)
+        .create_client(keystead::oauth::NewClient::first_party(
+            "quickstart",
+            api,
+            vec!["profile".into()],
+        ))
+        .await?;
     let tokens = ks.tokens(realm.id);
-    let request = AccessRequest {
-        client_id: "quickstart".into(),
-        audience: "https://api.example.com".into(),
-        scope: vec!["profile".into()],
-    };
+    let request = AccessRequest::public("quickstart", vec!["profile".into()]);
+    let wider = AccessRequest::public("quickstart", vec!["admin".into()]);
+    let refused = tokens.issue(session.id, &wider).await;
+    println!(
+        "token    asking for a scope the client never registered -> {}",
+        refused.err().map_or("UNEXPECTED_SUCCESS", |e| e.code())
+    );
     let issued = tokens.issue(session.id, &request).await?;
     let claims = tokens
-        .verify_access_token(issued.access_token.expose(), &request.audience)
+        .verify_access_token(issued.access_token.expose(), api)
         .await?;
     println!(
         "token    access token for sub {} verified (expires in {} s)",

@@ -94,6 +94,7 @@ impl Error {
             Error::Token(e) => e.oauth_code(),
             Error::OAuth(e) => e.oauth_code(),
             Error::Auth(AuthError::TooManyAttempts { .. }) => "temporarily_unavailable",
+            Error::Auth(AuthError::StepUpRequired { .. }) => "insufficient_user_authentication",
             Error::Auth(_) => "invalid_grant",
             _ => "server_error",
         }

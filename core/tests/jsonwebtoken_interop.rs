@@ -56,11 +56,15 @@ async fn jsonwebtoken_verifies_access_tokens_from_the_jwks_alone() {
         .register("alice", None, SecretString::from("correct horse"))
         .await
         .unwrap();
-    let request = AccessRequest {
-        client_id: "web".into(),
-        audience: AUDIENCE.into(),
-        scope: vec!["read".into()],
-    };
+    ks.oauth(realm.id)
+        .create_client(keystead::oauth::NewClient::first_party(
+            "web",
+            AUDIENCE,
+            vec!["read".into()],
+        ))
+        .await
+        .unwrap();
+    let request = AccessRequest::public("web", vec!["read".into()]);
 
     for (ours, theirs) in [
         (JwsAlgorithm::EdDsa, Algorithm::EdDSA),

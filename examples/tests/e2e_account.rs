@@ -351,7 +351,20 @@ async fn account_flow_with_totp_and_trusted_devices() {
         (400, json!("REFRESH_TOKEN_REUSED"))
     );
 
-    // An application token logs in with its scopes.
+    // An application token logs in with its scopes — those the account
+    // API's client is registered for (an administrator grants them).
+    server
+        .ks()
+        .oauth(users.realm())
+        .update_client(
+            keystead_examples::server::account::ACCOUNT_CLIENT_ID,
+            keystead::oauth::ClientUpdate {
+                scopes: Some(vec!["openid".into(), "read".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     let app = users
         .create_app_token(alice.id, "ci", vec!["read".into()])
         .await

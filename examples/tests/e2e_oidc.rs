@@ -270,24 +270,81 @@ async fn the_whole_oidc_flow() {
     let b_access = s(&recovered["access_token"]);
     let b_refresh = s(&recovered["refresh_token"]);
 
-    // Token exchange: a narrower token for another audience.
-    let (status, exchanged) = grant(
-        &server,
-        "acme",
-        &[
+    // Token exchange (RFC 8693): only an authenticated confidential client
+    // registered for it; without credentials, nothing is issued.
+    let exchange_form = |client_id: &'static str, secret: &str, audience: &'static str| {
+        vec![
             (
-                "grant_type",
-                "urn:ietf:params:oauth:grant-type:token-exchange",
+                "grant_type".to_owned(),
+                "urn:ietf:params:oauth:grant-type:token-exchange".to_owned(),
             ),
-            ("subject_token", &b_access),
+            ("subject_token".to_owned(), b_access.clone()),
             (
-                "subject_token_type",
-                "urn:ietf:params:oauth:token-type:access_token",
+                "subject_token_type".to_owned(),
+                "urn:ietf:params:oauth:token-type:access_token".to_owned(),
             ),
-            ("audience", "https://api.other.test"),
-            ("scope", "openid"),
-        ],
-    )
+            ("audience".to_owned(), audience.to_owned()),
+            ("scope".to_owned(), "openid".to_owned()),
+            ("client_id".to_owned(), client_id.to_owned()),
+            ("client_secret".to_owned(), secret.to_owned()),
+        ]
+    };
+    let token_endpoint = server.url(&format!("{base}/protocol/openid-connect/token"));
+    let (status, anonymous) = call(server.http.post(&token_endpoint).form(&[
+        (
+            "grant_type",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+        ),
+        ("subject_token", b_access.as_str()),
+        ("audience", "https://api.other.test"),
+    ]))
+    .await;
+    assert_eq!(
+        (status, anonymous["error"].clone()),
+        (401, json!("invalid_client"))
+    );
+    let realm_id = server.ks().realms().get_by_name("acme").await.unwrap().id;
+    let registered = server
+        .ks()
+        .oauth(realm_id)
+        .create_client(keystead::oauth::NewClient {
+            kind: keystead::oauth::ClientKind::Confidential,
+            grant_types: vec![keystead::oauth::GrantType::TokenExchange],
+            subject_audiences: vec![server.state.audience.to_string()],
+            ..keystead::oauth::NewClient::first_party(
+                "other-api",
+                "https://api.other.test",
+                vec!["openid".into()],
+            )
+        })
+        .await
+        .unwrap();
+    let secret = registered.secret.unwrap().expose().to_owned();
+    let (status, wrong) = call(server.http.post(&token_endpoint).form(&exchange_form(
+        "other-api",
+        "kscs_wrong",
+        "https://api.other.test",
+    )))
+    .await;
+    assert_eq!(
+        (status, wrong["error"].clone()),
+        (401, json!("invalid_client"))
+    );
+    let (status, target) = call(server.http.post(&token_endpoint).form(&exchange_form(
+        "other-api",
+        &secret,
+        "payments-api",
+    )))
+    .await;
+    assert_eq!(
+        (status, target["error"].clone()),
+        (400, json!("invalid_target"))
+    );
+    let (status, exchanged) = call(server.http.post(&token_endpoint).form(&exchange_form(
+        "other-api",
+        &secret,
+        "https://api.other.test",
+    )))
     .await;
     assert_eq!(status, 200, "{exchanged}");
     assert_eq!(
@@ -304,6 +361,8 @@ async fn the_whole_oidc_flow() {
     .await
     .unwrap();
     assert_eq!(narrow["scope"], "openid");
+    assert_eq!(narrow["client_id"], "other-api");
+    assert_eq!(narrow["act"], json!({"sub": "other-api"}), "RFC 8693 §4.1");
     let (status, wider) = grant(
         &server,
         "acme",
@@ -314,6 +373,8 @@ async fn the_whole_oidc_flow() {
             ),
             ("subject_token", &b_access),
             ("scope", "admin"),
+            ("client_id", "other-api"),
+            ("client_secret", &secret),
         ],
     )
     .await;

@@ -287,16 +287,22 @@ async fn tokens_route_to_their_realm_by_issuer() {
     else {
         panic!("no MFA")
     };
+    server
+        .ks()
+        .oauth(acme)
+        .create_client(keystead::oauth::NewClient::first_party(
+            "elsewhere",
+            "someone-else",
+            Vec::new(),
+        ))
+        .await
+        .unwrap();
     let other_aud = server
         .ks()
         .tokens(acme)
         .issue(
             session.id,
-            &keystead::token::AccessRequest {
-                client_id: "e2e".into(),
-                audience: "someone-else".into(),
-                scope: vec![],
-            },
+            &keystead::token::AccessRequest::public("elsewhere", vec![]),
         )
         .await
         .unwrap();

@@ -34,10 +34,11 @@ use crate::secret::SecretString;
 use crate::store::{Batch, Precondition, StorageError, record};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
 
 /// Longest `client_id`, in bytes.
 pub const MAX_CLIENT_ID_LEN: usize = 128;
+/// Most entries in [`Client::resources`] or [`Client::subject_audiences`].
+pub const MAX_AUDIENCES: usize = 32;
 /// Longest access-token lifetime a client may override to: 24 hours, the
 /// realm-wide bound too.
 pub const MAX_ACCESS_TOKEN_SECS: u32 = 24 * 3600;
@@ -64,6 +65,16 @@ pub enum GrantType {
     /// Tokens for the client itself (RFC 6749 §4.4); confidential clients
     /// only.
     ClientCredentials,
+    /// Direct login at the client's own front-end: the resource-owner
+    /// password grant (RFC 6749 §4.3) and every login that ends in
+    /// [`Tokens::issue`](crate::token::Tokens::issue) — password with a
+    /// second factor, passkey, magic link. Only first-party clients
+    /// should be allowed it: the client sees the user's credentials.
+    Password,
+    /// RFC 8693 token exchange; confidential clients only (the exchange
+    /// must authenticate who asks). Which subject tokens the client may
+    /// present is [`Client::subject_audiences`].
+    TokenExchange,
 }
 
 impl GrantType {
@@ -73,6 +84,8 @@ impl GrantType {
             GrantType::AuthorizationCode => "authorization_code",
             GrantType::RefreshToken => "refresh_token",
             GrantType::ClientCredentials => "client_credentials",
+            GrantType::Password => "password",
+            GrantType::TokenExchange => crate::token::grants::GRANT_TOKEN_EXCHANGE,
         }
     }
 }
@@ -103,12 +116,25 @@ pub struct Client {
     pub created_at: DateTime<Utc>,
     /// When its settings or secret last changed.
     pub updated_at: DateTime<Utc>,
+    /// Further audiences its tokens may be for, besides `audience`, asked
+    /// for with an RFC 8707 `resource` (or token exchange's `audience`).
+    pub resources: Vec<String>,
+    /// Token exchange: the audiences of subject tokens this client may
+    /// present, besides tokens issued to itself (RFC 8693 §2.1 leaves the
+    /// rule to the server; keystead makes it per client and explicit).
+    pub subject_audiences: Vec<String>,
 }
 
 impl Client {
     /// Whether the client may use `grant`.
     pub fn allows(&self, grant: GrantType) -> bool {
         self.grant_types.contains(&grant)
+    }
+
+    /// Whether its tokens may be for `audience`: its own `audience` or one
+    /// of its `resources`.
+    pub fn may_target(&self, audience: &str) -> bool {
+        self.audience == audience || self.resources.iter().any(|r| r == audience)
     }
 }
 
@@ -132,6 +158,10 @@ pub struct NewClient {
     pub access_token_secs: Option<u32>,
     /// Whether PKCE is required; must be `true` for public clients.
     pub require_pkce: bool,
+    /// Further audiences it may ask for ([`Client::resources`]).
+    pub resources: Vec<String>,
+    /// Subject-token audiences it may exchange ([`Client::subject_audiences`]).
+    pub subject_audiences: Vec<String>,
 }
 
 impl NewClient {
@@ -147,6 +177,30 @@ impl NewClient {
             audience: None,
             access_token_secs: None,
             require_pkce: true,
+            resources: Vec::new(),
+            subject_audiences: Vec::new(),
+        }
+    }
+
+    /// A first-party public client whose own front-end logs users in
+    /// ([`GrantType::Password`] and refresh tokens; no redirect URIs), its
+    /// tokens for `audience` with at most `scopes`.
+    pub fn first_party(
+        client_id: impl Into<String>,
+        audience: impl Into<String>,
+        scopes: Vec<String>,
+    ) -> Self {
+        Self {
+            client_id: client_id.into(),
+            kind: ClientKind::Public,
+            redirect_uris: Vec::new(),
+            grant_types: vec![GrantType::Password, GrantType::RefreshToken],
+            scopes,
+            audience: Some(audience.into()),
+            access_token_secs: None,
+            require_pkce: true,
+            resources: Vec::new(),
+            subject_audiences: Vec::new(),
         }
     }
 
@@ -170,6 +224,8 @@ impl NewClient {
             audience: None,
             access_token_secs: None,
             require_pkce: true,
+            resources: Vec::new(),
+            subject_audiences: Vec::new(),
         }
     }
 }
@@ -199,6 +255,10 @@ pub struct ClientUpdate {
     pub access_token_secs: Option<Option<u32>>,
     /// Whether PKCE is required (confidential clients only may turn it off).
     pub require_pkce: Option<bool>,
+    /// New further audiences.
+    pub resources: Option<Vec<String>>,
+    /// New subject-token audiences for token exchange.
+    pub subject_audiences: Option<Vec<String>>,
 }
 
 /// A client as stored.
@@ -209,10 +269,101 @@ pub(crate) struct StoredClient {
     pub(crate) secret_digest: Option<[u8; 32]>,
 }
 
-/// How a client is stored. Never change a released variant: add `V2`.
+/// How a client is stored. Never change a released variant: add a new one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum ClientRecord {
-    V1(StoredClient),
+    /// Before resource indicators and token-exchange settings.
+    V1(legacy::StoredClientV1),
+    /// Current.
+    V2(StoredClient),
+}
+
+impl ClientRecord {
+    /// The client, whatever version it was stored as.
+    pub(crate) fn into_stored(self) -> StoredClient {
+        match self {
+            ClientRecord::V1(old) => old.upgrade(),
+            ClientRecord::V2(current) => current,
+        }
+    }
+}
+
+/// The client in a `get_many` slot read at `key`, decoded once per
+/// distinct bytes (a refresh and an issue read it on every call).
+pub(crate) fn client_in(
+    records: &crate::store::decoded::Decoded,
+    key: &crate::store::key::Key,
+    slot: Option<&crate::store::Versioned>,
+) -> Result<Option<(std::sync::Arc<StoredClient>, u64)>, StorageError> {
+    slot.map(|stored| {
+        records
+            .get_or_decode(key.as_bytes(), &stored.value, |bytes| {
+                decode_client(key.as_bytes(), bytes)
+            })
+            .map(|client| (client, stored.version))
+    })
+    .transpose()
+}
+
+/// Decode a stored client record of any version.
+pub(crate) fn decode_client(key: &[u8], bytes: &[u8]) -> Result<StoredClient, StorageError> {
+    record::decode::<ClientRecord>(key, bytes).map(ClientRecord::into_stored)
+}
+
+/// Released record shapes, kept so old data decodes (postcard is
+/// positional: a field added to a stored struct breaks every old record).
+pub(crate) mod legacy {
+    use super::{Client, ClientKind, GrantType, StoredClient};
+    use crate::id::RealmId;
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Serialize};
+
+    /// `StoredClient` as `ClientRecord::V1` stored it.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub(crate) struct StoredClientV1 {
+        pub(crate) client: ClientV1,
+        pub(crate) secret_digest: Option<[u8; 32]>,
+    }
+
+    /// `Client` without `resources` and `subject_audiences`.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub(crate) struct ClientV1 {
+        pub(crate) client_id: String,
+        pub(crate) realm: RealmId,
+        pub(crate) kind: ClientKind,
+        pub(crate) redirect_uris: Vec<String>,
+        pub(crate) grant_types: Vec<GrantType>,
+        pub(crate) scopes: Vec<String>,
+        pub(crate) audience: String,
+        pub(crate) access_token_secs: Option<u32>,
+        pub(crate) require_pkce: bool,
+        pub(crate) created_at: DateTime<Utc>,
+        pub(crate) updated_at: DateTime<Utc>,
+    }
+
+    impl StoredClientV1 {
+        pub(crate) fn upgrade(self) -> StoredClient {
+            let c = self.client;
+            StoredClient {
+                client: Client {
+                    client_id: c.client_id,
+                    realm: c.realm,
+                    kind: c.kind,
+                    redirect_uris: c.redirect_uris,
+                    grant_types: c.grant_types,
+                    scopes: c.scopes,
+                    audience: c.audience,
+                    access_token_secs: c.access_token_secs,
+                    require_pkce: c.require_pkce,
+                    created_at: c.created_at,
+                    updated_at: c.updated_at,
+                    resources: Vec::new(),
+                    subject_audiences: Vec::new(),
+                },
+                secret_digest: self.secret_digest,
+            }
+        }
+    }
 }
 
 /// Check a `client_id`: 1 to [`MAX_CLIENT_ID_LEN`] of `A-Z a-z 0-9 . _ ~ : -`
@@ -398,10 +549,20 @@ fn validate(client: &Client) -> Result<(), ValidationError> {
             "client_credentials is for confidential clients only",
         ));
     }
-    if client.allows(GrantType::RefreshToken) && !client.allows(GrantType::AuthorizationCode) {
+    if public && client.allows(GrantType::TokenExchange) {
         return Err(ValidationError::new(
             "grant_types",
-            "refresh_token comes with authorization_code",
+            "token exchange is for confidential clients only (RFC 8693 §2.1: the exchange \
+             authenticates the client)",
+        ));
+    }
+    if client.allows(GrantType::RefreshToken)
+        && !client.allows(GrantType::AuthorizationCode)
+        && !client.allows(GrantType::Password)
+    {
+        return Err(ValidationError::new(
+            "grant_types",
+            "refresh_token comes with authorization_code or password",
         ));
     }
     if public && !client.require_pkce {
@@ -431,6 +592,20 @@ fn validate(client: &Client) -> Result<(), ValidationError> {
     }
     crate::token::check_scope(&client.scopes)?;
     check_audience(&client.audience)?;
+    for (field, list) in [
+        ("resources", &client.resources),
+        ("subject_audiences", &client.subject_audiences),
+    ] {
+        if list.len() > MAX_AUDIENCES {
+            return Err(ValidationError::new(
+                field,
+                format!("at most {MAX_AUDIENCES} audiences"),
+            ));
+        }
+        for audience in list {
+            check_audience(audience).map_err(|e| ValidationError::new(field, e.problem))?;
+        }
+    }
     if let Some(secs) = client.access_token_secs
         && (secs == 0 || secs > MAX_ACCESS_TOKEN_SECS)
     {
@@ -492,7 +667,7 @@ impl OAuth {
         match self.ctx.store.get(key.as_bytes()).await? {
             None => Ok(None),
             Some(stored) => {
-                let ClientRecord::V1(client) = record::decode(key.as_bytes(), &stored.value)?;
+                let client = decode_client(key.as_bytes(), &stored.value)?;
                 Ok(Some((client, stored.version)))
             }
         }
@@ -516,9 +691,13 @@ impl OAuth {
             require_pkce: new.require_pkce,
             created_at: now,
             updated_at: now,
+            resources: new.resources,
+            subject_audiences: new.subject_audiences,
         };
         dedup(&mut client.grant_types);
         dedup(&mut client.scopes);
+        dedup(&mut client.resources);
+        dedup(&mut client.subject_audiences);
         validate(&client)?;
         let (secret, secret_digest) = match client.kind {
             ClientKind::Public => (None, None),
@@ -528,7 +707,7 @@ impl OAuth {
             }
         };
         let key = layout::client(self.realm, &client.client_id);
-        let stored = ClientRecord::V1(StoredClient {
+        let stored = ClientRecord::V2(StoredClient {
             client: client.clone(),
             secret_digest,
         });
@@ -567,10 +746,7 @@ impl OAuth {
             &layout::clients(self.realm),
             after.map(|id| layout::client(self.realm, id)),
             limit,
-            |key, value| {
-                let ClientRecord::V1(client) = record::decode(key, value)?;
-                Ok(client.client)
-            },
+            |key, value| Ok(decode_client(key, value)?.client),
             |client| client.client_id.clone(),
         )
         .await
@@ -608,6 +784,14 @@ impl OAuth {
             }
             if let Some(pkce) = update.require_pkce {
                 c.require_pkce = pkce;
+            }
+            if let Some(resources) = &update.resources {
+                c.resources.clone_from(resources);
+                dedup(&mut c.resources);
+            }
+            if let Some(audiences) = &update.subject_audiences {
+                c.subject_audiences.clone_from(audiences);
+                dedup(&mut c.subject_audiences);
             }
             c.updated_at = now;
             validate(c)?;
@@ -655,7 +839,7 @@ impl OAuth {
             let mut batch = Batch::new();
             batch.put(
                 key.clone(),
-                record::encode(key.as_bytes(), &ClientRecord::V1(stored.clone()))?,
+                record::encode(key.as_bytes(), &ClientRecord::V2(stored.clone()))?,
                 Precondition::Version(version),
             )?;
             match self.ctx.store.commit(batch).await {
@@ -714,14 +898,8 @@ impl OAuth {
         let Some((stored, _)) = self.load_client(client_id).await? else {
             return Err(OAuthError::InvalidClient.into());
         };
-        let ok = match (stored.secret_digest, secret) {
-            (None, None) => stored.client.kind == ClientKind::Public,
-            (Some(expected), Some(presented)) => Bearer::ClientSecret
-                .digest(presented.expose())
-                .is_some_and(|digest| bool::from(digest.ct_eq(&expected))),
-            _ => false,
-        };
-        if ok {
+        let proved = super::policy::proves(&stored, secret)?;
+        if proved || stored.client.kind == ClientKind::Public {
             Ok(stored)
         } else {
             Err(OAuthError::InvalidClient.into())
@@ -835,7 +1013,7 @@ mod tests {
     #[test]
     fn client_record_golden_bytes() {
         let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
-        let record = ClientRecord::V1(StoredClient {
+        let record = ClientRecord::V2(StoredClient {
             client: Client {
                 client_id: "web".into(),
                 realm: RealmId::from_bytes([
@@ -851,11 +1029,24 @@ mod tests {
                 require_pkce: true,
                 created_at: at,
                 updated_at: at,
+                resources: vec!["payments".into()],
+                subject_audiences: vec!["web".into()],
             },
             secret_digest: Some([7; 32]),
         });
-        crate::store::record::assert_golden(&record, GOLDEN_CLIENT_V1);
+        crate::store::record::assert_golden(&record, GOLDEN_CLIENT_V2);
+        // A V1 record written by an earlier release still decodes, with no
+        // further audiences.
+        let old = decode_client(b"k", &crate::store::key::unhex(GOLDEN_CLIENT_V1)).unwrap();
+        let ClientRecord::V2(mut current) = record else {
+            unreachable!()
+        };
+        current.client.resources.clear();
+        current.client.subject_audiences.clear();
+        assert_eq!(old, current);
     }
+
+    const GOLDEN_CLIENT_V2: &str = "01010377656210018bcfe568007000800000000000000101011468747470733a2f2f612e6578616d706c652f636202000201066f70656e696403617069013c0114323032332d31312d31345432323a31333a32305a14323032332d31312d31345432323a31333a32305a01087061796d656e74730103776562010707070707070707070707070707070707070707070707070707070707070707";
 
     const GOLDEN_CLIENT_V1: &str = "01000377656210018bcfe568007000800000000000000101011468747470733a2f2f612e6578616d706c652f636202000201066f70656e696403617069013c0114323032332d31312d31345432323a31333a32305a14323032332d31312d31345432323a31333a32305a010707070707070707070707070707070707070707070707070707070707070707";
 }

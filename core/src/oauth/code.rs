@@ -24,6 +24,7 @@
 //! code: the caller who fails it is not the one who holds the verifier.
 
 use super::client::GrantType;
+use super::policy::{self, Ask, Ceiling};
 use super::{Bearer, OAuth, OAuthError, SCOPE_OPENID, layout};
 use crate::crypto::sha256;
 use crate::error::Error;
@@ -31,8 +32,8 @@ use crate::id::{SessionId, TokenFamilyId, UserId};
 use crate::keystead::MAX_RETRIES;
 use crate::secret::SecretString;
 use crate::store::{Batch, Precondition, StorageError, record};
+use crate::token::TokenResponse;
 use crate::token::service::AccessGrant;
-use crate::token::{AccessRequest, TokenResponse};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
@@ -115,6 +116,22 @@ fn check_pkce(challenge: Option<&str>, verifier: Option<&SecretString>) -> Resul
     }
 }
 
+/// What the issuance policy grants a code's redemption now: the code's
+/// scope was checked when it was asked for, but the client may have been
+/// narrowed since (the client authenticated already).
+fn granted_now(client: &super::Client, code: &StoredCode) -> Result<policy::Granted, OAuthError> {
+    policy::decide(
+        client,
+        GrantType::AuthorizationCode,
+        true,
+        Ask {
+            scope: &code.scope,
+            resource: None,
+        },
+        Ceiling::default(),
+    )
+}
+
 /// What [`OAuth::redeem_code`] needs from the token request.
 pub(crate) struct Redeem<'a> {
     pub(crate) code: &'a SecretString,
@@ -125,16 +142,25 @@ pub(crate) struct Redeem<'a> {
 }
 
 impl OAuth {
+    /// The client redeeming a code, admitted by the issuance policy before
+    /// the code is looked at: who asks, and whether it may use the grant.
+    async fn redeeming_client(&self, request: &Redeem<'_>) -> Result<(super::Client, u64), Error> {
+        let loaded = self.load_client(request.client_id).await?;
+        policy::admit(
+            loaded.as_ref().map(|(c, _)| c),
+            request.client_secret,
+            GrantType::AuthorizationCode,
+            Ask::default(),
+            Ceiling::default(),
+        )?;
+        let (stored, version) = loaded.ok_or(OAuthError::InvalidClient)?;
+        Ok((stored.client, version))
+    }
+
     /// Redeem an authorization code; see the [module docs](self).
     pub(crate) async fn redeem_code(&self, request: Redeem<'_>) -> Result<TokenResponse, Error> {
         let realm = self.active_realm().await?;
-        let client = self
-            .authenticated(request.client_id, request.client_secret)
-            .await?
-            .client;
-        if !client.allows(GrantType::AuthorizationCode) {
-            return Err(OAuthError::UnauthorizedClient.into());
-        }
+        let (client, client_version) = self.redeeming_client(&request).await?;
         let grant = |reason| -> Error { OAuthError::InvalidGrant { reason }.into() };
         let digest = Bearer::Code
             .digest(request.code.expose())
@@ -173,14 +199,16 @@ impl OAuth {
                 }
                 Err(e) => return Err(e),
             };
+            let granted = granted_now(&client, &code)?;
             let mut batch = Batch::new();
-            let access = AccessRequest {
-                client_id: client.client_id.clone(),
-                audience: client.audience.clone(),
-                scope: code.scope.clone(),
-            };
             let refresh = if client.allows(GrantType::RefreshToken) {
-                Some(tokens.family_writes(&mut batch, &session.session, &access, now)?)
+                Some(tokens.family_writes(
+                    &mut batch,
+                    &session.session,
+                    &client.client_id,
+                    &granted,
+                    now,
+                )?)
             } else {
                 None
             };
@@ -200,6 +228,10 @@ impl OAuth {
                 .check(
                     crate::user::keys::session(self.realm, code.session),
                     Precondition::Version(session_version),
+                )?
+                .check(
+                    layout::client(self.realm, &client.client_id),
+                    Precondition::Version(client_version),
                 )?;
             match self.ctx.store.commit(batch).await {
                 Ok(_) => {}
@@ -209,6 +241,12 @@ impl OAuth {
                 }
                 Err(e) => return Err(e.into()),
             }
+            // What the policy granted now (the client may have lost a
+            // scope since the code was made); the audience is the client's.
+            let code = StoredCode {
+                scope: granted.scope,
+                ..code
+            };
             return self
                 .sign_redeemed(&realm, &client, &session.session, code, refresh, now)
                 .await;
@@ -235,6 +273,7 @@ impl OAuth {
             scope: &code.scope,
             lifetime_secs: client.access_token_secs,
             name: None,
+            act: None,
         };
         let (access_token, expires_in) = tokens.sign_access(realm, session, &signed, now).await?;
         let id_token = if code.scope.iter().any(|s| s == SCOPE_OPENID) {

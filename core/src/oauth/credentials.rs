@@ -16,8 +16,8 @@
 //! client's expire-all marks. Deleting the client therefore ends its
 //! tokens at once.
 
-use super::client::{ClientKind, GrantType};
-use super::{OAuth, OAuthError, SCOPE_OPENID};
+use super::client::GrantType;
+use super::{OAuth, OAuthError};
 use crate::crypto::jws::{self, HeaderParams};
 use crate::crypto::{CryptoError, random_array};
 use crate::error::Error;
@@ -70,40 +70,28 @@ pub struct ClientToken {
 impl OAuth {
     /// The client-credentials grant: authenticate the confidential client
     /// `client_id` with `client_secret` (`invalid_client`), check that it
-    /// may use the grant (`unauthorized_client`) and the scope
-    /// (`invalid_scope`), and sign its token; see the [module docs](self).
+    /// may use the grant (`unauthorized_client`), the scope
+    /// (`invalid_scope`) and the `resource` (`invalid_target`, one it
+    /// registered; its default audience when `None`) through the issuance
+    /// policy, and sign its token; see the [module docs](self).
     pub async fn client_credentials(
         &self,
         client_id: &str,
         client_secret: &SecretString,
         scope: &[String],
+        resource: Option<&str>,
     ) -> Result<ClientToken, Error> {
         let realm = self.active_realm().await?;
-        let client = self
-            .authenticated(client_id, Some(client_secret))
-            .await?
-            .client;
-        if client.kind != ClientKind::Confidential || !client.allows(GrantType::ClientCredentials) {
-            return Err(OAuthError::UnauthorizedClient.into());
-        }
-        crate::token::check_scope(scope).map_err(|_| OAuthError::InvalidScope)?;
-        let mut granted: Vec<String> = if scope.is_empty() {
-            client
-                .scopes
-                .iter()
-                .filter(|s| *s != SCOPE_OPENID)
-                .cloned()
-                .collect()
-        } else {
-            if scope
-                .iter()
-                .any(|s| s == SCOPE_OPENID || !client.scopes.contains(s))
-            {
-                return Err(OAuthError::InvalidScope.into());
-            }
-            scope.to_vec()
-        };
-        granted.dedup();
+        let loaded = self.load_client(client_id).await?;
+        let stored = loaded.as_ref().map(|(c, _)| c);
+        let granted = super::policy::admit(
+            stored,
+            Some(client_secret),
+            GrantType::ClientCredentials,
+            super::policy::Ask { scope, resource },
+            super::policy::Ceiling::default(),
+        )?;
+        let client = &stored.ok_or(OAuthError::InvalidClient)?.client;
         let now = self.now();
         let lifetime = client
             .access_token_secs
@@ -112,13 +100,13 @@ impl OAuth {
         let claims = ClientClaims {
             iss: issuer(&realm),
             sub: client.client_id.clone(),
-            aud: client.audience.clone(),
+            aud: granted.audience,
             exp: now.timestamp() + i64::from(lifetime),
             iat: now.timestamp(),
             nbf: now.timestamp(),
             jti: URL_SAFE_NO_PAD.encode(jti.as_ref()),
             client_id: client.client_id.clone(),
-            scope: granted.join(" "),
+            scope: granted.scope.join(" "),
         };
         let payload = serde_json::to_vec(&claims).map_err(|e| CryptoError::InvalidInput {
             field: "claims",
@@ -130,7 +118,7 @@ impl OAuth {
             access_token: SecretString::new(token),
             token_type: "Bearer",
             expires_in: lifetime,
-            scope: granted,
+            scope: granted.scope,
         })
     }
 

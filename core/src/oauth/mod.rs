@@ -64,6 +64,7 @@ pub mod authorize;
 pub mod client;
 pub mod code;
 pub mod credentials;
+pub mod policy;
 
 pub use authorize::{
     AuthorizationRequest, AuthorizationResponse, AuthorizeError, ErrorRedirect, LoginStep,
@@ -128,6 +129,11 @@ pub enum OAuthError {
     /// A requested scope value is not allowed for the client.
     #[error("scope not allowed for this client")]
     InvalidScope,
+    /// The requested audience (`resource`, RFC 8707 §2) is not one the
+    /// client registered, or not the one a refresh must keep.
+    #[error("audience not allowed for this client")]
+    InvalidTarget,
+
     /// The user declined, or the login was cancelled.
     #[error("access denied")]
     AccessDenied,
@@ -167,6 +173,8 @@ impl OAuthError {
             OAuthError::UnauthorizedClient => "OAUTH_UNAUTHORIZED_CLIENT",
             OAuthError::UnsupportedResponseType => "OAUTH_UNSUPPORTED_RESPONSE_TYPE",
             OAuthError::InvalidScope => "OAUTH_INVALID_SCOPE",
+            OAuthError::InvalidTarget => "OAUTH_INVALID_TARGET",
+
             OAuthError::AccessDenied => "OAUTH_ACCESS_DENIED",
             OAuthError::InvalidGrant { .. } => "OAUTH_INVALID_GRANT",
             OAuthError::CodeReused => "OAUTH_CODE_REUSED",
@@ -190,6 +198,8 @@ impl OAuthError {
             OAuthError::UnauthorizedClient => "unauthorized_client",
             OAuthError::UnsupportedResponseType => "unsupported_response_type",
             OAuthError::InvalidScope => "invalid_scope",
+            OAuthError::InvalidTarget => "invalid_target",
+
             OAuthError::AccessDenied => "access_denied",
             OAuthError::InvalidGrant { .. } | OAuthError::CodeReused => "invalid_grant",
         }
@@ -363,6 +373,11 @@ mod tests {
                 OAuthError::InvalidScope,
                 "OAUTH_INVALID_SCOPE",
                 "invalid_scope",
+            ),
+            (
+                OAuthError::InvalidTarget,
+                "OAUTH_INVALID_TARGET",
+                "invalid_target",
             ),
             (
                 OAuthError::AccessDenied,

@@ -1114,13 +1114,13 @@ pub async fn client_credentials_grant(h: Harness) {
     let secret = svc.secret.unwrap();
     let all = f
         .oauth
-        .client_credentials("svc", &secret, &[])
+        .client_credentials("svc", &secret, &[], None)
         .await
         .unwrap();
     assert_eq!(all.scope, vec!["read".to_owned(), "write".to_owned()]);
     let t = f
         .oauth
-        .client_credentials("svc", &secret, &["read".into()])
+        .client_credentials("svc", &secret, &["read".into()], None)
         .await
         .unwrap();
     assert_eq!(t.expires_in, 300);
@@ -1159,13 +1159,13 @@ pub async fn client_credentials_grant(h: Harness) {
     // Refusals.
     let wrong = SecretString::from("kscs_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
     assert_eq!(
-        oauth_error(&f.oauth.client_credentials("svc", &wrong, &[]).await),
+        oauth_error(&f.oauth.client_credentials("svc", &wrong, &[], None).await),
         OAuthError::InvalidClient
     );
     assert_eq!(
         oauth_error(
             &f.oauth
-                .client_credentials("svc", &secret, &["admin".into()])
+                .client_credentials("svc", &secret, &["admin".into()], None)
                 .await
         ),
         OAuthError::InvalidScope
@@ -1173,7 +1173,7 @@ pub async fn client_credentials_grant(h: Harness) {
     assert_eq!(
         oauth_error(
             &f.oauth
-                .client_credentials("svc", &secret, &["openid".into()])
+                .client_credentials("svc", &secret, &["openid".into()], None)
                 .await
         ),
         OAuthError::InvalidScope
@@ -1186,7 +1186,7 @@ pub async fn client_credentials_grant(h: Harness) {
     assert_eq!(
         oauth_error(
             &f.oauth
-                .client_credentials("web", web.secret.as_ref().unwrap(), &[])
+                .client_credentials("web", web.secret.as_ref().unwrap(), &[], None)
                 .await
         ),
         OAuthError::UnauthorizedClient

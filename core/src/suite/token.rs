@@ -27,6 +27,7 @@ struct Fixture {
 async fn fixture(h: &Harness, settings: RealmSettings) -> Fixture {
     let (ks, clock) = keystead(h).await;
     let realm = ks.realms().create("acme", settings).await.unwrap();
+    register_clients(&ks.oauth(realm.id)).await;
     let users = ks.users(realm.id);
     let tokens = ks.tokens(realm.id);
     Fixture {
@@ -37,15 +38,63 @@ async fn fixture(h: &Harness, settings: RealmSettings) -> Fixture {
     }
 }
 
+/// The clients the cases issue to: first-party `web` and `mobile` (their
+/// own login pages, tokens for [`AUD`]), `portal` (scoped message tokens),
+/// and `files`, a confidential resource server that may exchange tokens
+/// for [`AUD`] into tokens for [`FILES`]. Its secret is [`files_auth`].
+pub(crate) async fn register_clients(oauth: &crate::oauth::OAuth) {
+    use crate::oauth::{GrantType, NewClient};
+    let scopes = vec!["read".to_owned(), "write".to_owned()];
+    for id in ["web", "mobile"] {
+        oauth
+            .create_client(NewClient::first_party(id, AUD, scopes.clone()))
+            .await
+            .unwrap();
+    }
+    oauth
+        .create_client(NewClient::first_party(
+            "portal",
+            AUD,
+            vec!["messages:create".into()],
+        ))
+        .await
+        .unwrap();
+    let files = oauth
+        .create_client(NewClient {
+            kind: crate::oauth::ClientKind::Confidential,
+            grant_types: vec![GrantType::TokenExchange],
+            subject_audiences: vec![AUD.into()],
+            ..NewClient::first_party("files", FILES, scopes)
+        })
+        .await
+        .unwrap();
+    FILES_SECRET
+        .lock()
+        .unwrap()
+        .insert(oauth.realm(), files.secret.unwrap());
+}
+
+/// Secrets of each realm's `files` client (realm ids are unique, so cases
+/// running in parallel never share one).
+static FILES_SECRET: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<crate::id::RealmId, SecretString>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// The `files` client with its secret, for token exchange.
+fn files_auth(f: &Fixture) -> crate::token::ClientAuth {
+    let secret = FILES_SECRET.lock().unwrap()[&f.tokens.realm()].clone();
+    crate::token::ClientAuth::confidential("files", secret)
+}
+
 fn request() -> AccessRequest {
     AccessRequest {
-        client_id: "web".into(),
-        audience: "https://api.example".into(),
-        scope: vec!["read".into(), "write".into()],
+        resource: Some(AUD.into()),
+        ..AccessRequest::public("web", vec!["read".into(), "write".into()])
     }
 }
 
 const AUD: &str = "https://api.example";
+const FILES: &str = "https://files.example";
 
 async fn login(users: &Users, name: &str) -> Session {
     if users.get_by_username(name).await.is_err() {
@@ -1157,11 +1206,7 @@ pub async fn scoped_tokens(h: Harness) {
     let session = login(&f.users, "alice").await;
     let new = crate::token::NewScopedToken {
         name: "message sender".into(),
-        request: AccessRequest {
-            client_id: "portal".into(),
-            audience: AUD.into(),
-            scope: vec!["messages:create".into()],
-        },
+        request: AccessRequest::public("portal", vec!["messages:create".into()]),
         expires_in: Duration::hours(2),
     };
     let scoped = f
@@ -1349,7 +1394,8 @@ pub async fn exchange_grants(h: Harness) {
         f.tokens
             .exchange(Grant::RefreshToken {
                 refresh_token: refresh_of(&pair),
-                client_id: "web".into(),
+                client: crate::token::ClientAuth::public("web"),
+                scope: Vec::new(),
             })
             .await
             .unwrap(),
@@ -1371,8 +1417,9 @@ pub async fn exchange_grants(h: Harness) {
     let narrow = tokens_of(
         f.tokens
             .exchange(Grant::TokenExchange {
+                client: files_auth(&f),
                 subject_token: SecretString::from(subject.expose()),
-                audience: "https://files.example".into(),
+                audience: None,
                 scope: vec!["read".into()],
             })
             .await
@@ -1389,8 +1436,9 @@ pub async fn exchange_grants(h: Harness) {
     let wider = f
         .tokens
         .exchange(Grant::TokenExchange {
+            client: files_auth(&f),
             subject_token: SecretString::from(subject.expose()),
-            audience: "https://files.example".into(),
+            audience: None,
             scope: vec!["admin".into()],
         })
         .await
@@ -1399,8 +1447,9 @@ pub async fn exchange_grants(h: Harness) {
     let garbage = f
         .tokens
         .exchange(Grant::TokenExchange {
+            client: files_auth(&f),
             subject_token: SecretString::from("not.a.token"),
-            audience: "https://files.example".into(),
+            audience: None,
             scope: Vec::new(),
         })
         .await

@@ -39,6 +39,14 @@ async fn setup(
         .create("acme", crate::suite::user::cheap_settings())
         .await
         .unwrap();
+    ks.oauth(realm.id)
+        .create_client(crate::oauth::NewClient::first_party(
+            "web",
+            "api",
+            Vec::new(),
+        ))
+        .await
+        .unwrap();
     let users = ks.users(realm.id);
     let tokens = ks.tokens(realm.id);
     let user = users
@@ -57,11 +65,7 @@ async fn setup(
 async fn run(picks: Vec<(usize, bool)>) -> Result<(), TestCaseError> {
     let (ks, users, tokens, _, session) = setup(Arc::new(MemoryStore::new())).await;
     let twin = ks.second_instance().tokens(tokens.realm());
-    let request = AccessRequest {
-        client_id: "web".into(),
-        audience: "api".into(),
-        scope: Vec::new(),
-    };
+    let request = AccessRequest::public("web", Vec::new());
     let first = tokens.issue(session.id, &request).await.unwrap();
     let mut issued = vec![first.refresh_token.unwrap()];
     // The model: which issued token is live, if the family lives.
@@ -121,11 +125,7 @@ proptest! {
 async fn refreshing_the_token_just_handed_out_reads_nothing() {
     let store = ProbeStore::new(Arc::new(MemoryStore::new()));
     let (ks, _, tokens, user, session) = setup(store.clone()).await;
-    let request = AccessRequest {
-        client_id: "web".into(),
-        audience: "api".into(),
-        scope: Vec::new(),
-    };
+    let request = AccessRequest::public("web", Vec::new());
     let pair = tokens.issue(session.id, &request).await.unwrap();
     let refresh = |pair: &super::TokenResponse| {
         let token = SecretString::from(pair.refresh_token.as_ref().unwrap().expose());

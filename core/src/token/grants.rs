@@ -21,11 +21,16 @@
 
 use super::layout;
 use super::service::{AccessGrant, Tokens, check_jws_shape, is_conflict};
-use super::{AccessClaims, AccessRequest, TokenError, TokenResponse, check_scope};
+use super::{
+    AccessClaims, AccessRequest, Actor, ClientAuth, TokenError, TokenResponse, check_scope,
+};
 use crate::crypto::secret::{self, TokenDigest, TokenKind};
 use crate::error::{Error, ValidationError};
 use crate::id::{MagicLinkId, SessionId, UserId};
 use crate::keystead::MAX_RETRIES;
+use crate::oauth::OAuthError;
+use crate::oauth::client::GrantType;
+use crate::oauth::policy::{self, Ask, Ceiling};
 use crate::secret::SecretString;
 use crate::store::{Batch, Precondition, record};
 use crate::user::{AuthMethod, Challenge, LoginOutcome, UserError, UserStatus};
@@ -40,6 +45,8 @@ pub const MAGIC_LINK_MAX_TTL_SECS: i64 = 7 * 24 * 3600;
 pub const SCOPED_MAX_TTL_SECS: i64 = 30 * 24 * 3600;
 /// Longest scoped-token name, in characters.
 pub const MAX_TOKEN_NAME_CHARS: usize = 128;
+/// Deepest delegation chain (`act` nesting) token exchange builds.
+pub const MAX_ACT_DEPTH: usize = 4;
 /// Longest portal base URL, in bytes.
 pub const MAX_BASE_URL_LEN: usize = 2048;
 
@@ -125,22 +132,30 @@ pub enum Grant {
     RefreshToken {
         /// The refresh token.
         refresh_token: SecretString,
-        /// The client presenting it.
-        client_id: String,
+        /// The client presenting it, with its secret if confidential.
+        client: ClientAuth,
+        /// A narrower scope for the new access token; empty keeps the
+        /// family's.
+        scope: Vec<String>,
     },
     /// A one-time token.
     OneTime {
         /// The one-time token.
         token: SecretString,
     },
-    /// RFC 8693 token exchange for a narrower access token.
+    /// RFC 8693 token exchange: an authenticated confidential client
+    /// trades a user's access token for a narrower one of its own, for an
+    /// audience it registered, with an `act` claim naming it.
     TokenExchange {
+        /// The exchanging client; it must authenticate.
+        client: ClientAuth,
         /// An active access token of this realm.
         subject_token: SecretString,
-        /// The audience of the new token.
-        audience: String,
+        /// The audience of the new token (`audience` or `resource`); the
+        /// client's default audience when `None`.
+        audience: Option<String>,
         /// The scope of the new token (a subset of the subject's); empty
-        /// keeps the subject's scope.
+        /// keeps the subject's scope (as far as the client may ask it).
         scope: Vec<String>,
     },
     /// Redeem an authorization code (RFC 6749 §4.1.3, RFC 7636 §4.5); see
@@ -240,14 +255,11 @@ fn check_ttl(field: &'static str, ttl: Duration, max_secs: i64) -> Result<(), Va
     Ok(())
 }
 
-/// Whether `requested` is within `allowed` (an empty `allowed` allows all).
-fn within(allowed: &[String], requested: &[String]) -> bool {
-    allowed.is_empty() || requested.iter().all(|s| allowed.contains(s))
-}
-
 impl Tokens {
     /// Create a one-time token for a valid session, exchangeable once for an
-    /// access token described by `request` within `ttl` (1 s to 1 h).
+    /// access token described by `request` within `ttl` (1 s to 1 h). The
+    /// client must be registered; scope and audience are bounded by it
+    /// and the session ([`policy`]'s derived tokens).
     pub async fn create_one_time_token(
         &self,
         session: SessionId,
@@ -256,18 +268,16 @@ impl Tokens {
     ) -> Result<OneTimeToken, Error> {
         request.validate()?;
         check_ttl("ttl", ttl, ONE_TIME_MAX_TTL_SECS)?;
-        self.active_realm().await?;
         let now = self.now();
-        let (stored, version) = self.users().live_session(session).await?;
-        if !within(&stored.session.scopes, &request.scope) {
-            return Err(TokenError::InvalidScope.into());
-        }
+        let read = self.read_for_issue(session, &request.client_id).await?;
+        let granted = policy::derive(read.client(), request.ask(), read.ceiling())?;
+        let version = read.version;
         let issued = secret::generate(TokenKind::OneTime)?;
         let record_value = StoredOneTime {
             session,
             client_id: request.client_id.clone(),
-            audience: request.audience.clone(),
-            scope: request.scope.clone(),
+            audience: granted.audience,
+            scope: granted.scope,
             created_at: now,
             expires_at: now + ttl,
         };
@@ -314,10 +324,25 @@ impl Tokens {
                 Err(Error::Auth(crate::user::AuthError::SessionNotFound)) => None,
                 Err(e) => return Err(e),
             };
+            // The client must still exist and still allow what the token
+            // was made for (it may have been narrowed or deleted since).
+            let client = crate::oauth::OAuth::new(std::sync::Arc::clone(&self.ctx), self.realm)
+                .load_client(&one.client_id)
+                .await?;
+            let still_allowed = policy::derive(
+                client.as_ref().map(|(c, _)| c),
+                Ask {
+                    scope: &one.scope,
+                    resource: Some(&one.audience),
+                },
+                Ceiling::default(),
+            )
+            .is_ok();
             let dead = now >= one.expires_at
                 || session.is_none()
+                || !still_allowed
                 || self
-                    .expired_by_expire_all(None, one.created_at.timestamp(), now)
+                    .expired_by_expire_all(Some(&one.client_id), one.created_at.timestamp(), now)
                     .await?;
             let mut batch = Batch::new();
             batch.delete(key.clone(), Precondition::Version(stored.version))?;
@@ -335,8 +360,9 @@ impl Tokens {
                         client_id: &one.client_id,
                         audience: &one.audience,
                         scope: &one.scope,
-                        lifetime_secs: None,
+                        lifetime_secs: client.and_then(|(c, _)| c.client.access_token_secs),
                         name: None,
+                        act: None,
                     };
                     let (access, expires_in) = self
                         .sign_access(&realm, &session.session, &grant, now)
@@ -379,16 +405,15 @@ impl Tokens {
         let lifetime = u32::try_from(new.expires_in.num_seconds())
             .map_err(|_| ValidationError::new("expires_in", "too long"))?;
         let now = self.now();
-        let read = self.read_for_issue(session).await?;
-        if !within(&read.session.scopes, &new.request.scope) {
-            return Err(TokenError::InvalidScope.into());
-        }
+        let read = self.read_for_issue(session, &new.request.client_id).await?;
+        let granted = policy::derive(read.client(), new.request.ask(), read.ceiling())?;
         let grant = AccessGrant {
             client_id: &new.request.client_id,
-            audience: &new.request.audience,
-            scope: &new.request.scope,
+            audience: &granted.audience,
+            scope: &granted.scope,
             lifetime_secs: Some(lifetime),
             name: Some(&new.name),
+            act: None,
         };
         let (token, _) =
             Self::sign_access_with(&read.signer, &read.realm, &read.session, &grant, now)?;
@@ -565,19 +590,22 @@ impl Tokens {
             }
             Grant::RefreshToken {
                 refresh_token,
-                client_id,
+                client,
+                scope,
             } => Ok(ExchangeOutcome::Tokens(
-                self.refresh(&refresh_token, &client_id).await?,
+                self.refresh_as(&refresh_token, &client, &scope).await?,
             )),
             Grant::OneTime { token } => Ok(ExchangeOutcome::Tokens(
                 self.exchange_one_time_token(&token).await?,
             )),
             Grant::TokenExchange {
+                client,
                 subject_token,
                 audience,
                 scope,
             } => Ok(ExchangeOutcome::Tokens(
-                self.narrow(&subject_token, &audience, scope).await?,
+                self.narrow(&client, &subject_token, audience.as_deref(), &scope)
+                    .await?,
             )),
             Grant::AuthorizationCode {
                 code,
@@ -599,47 +627,94 @@ impl Tokens {
         }
     }
 
-    /// RFC 8693: a new access token for `audience` with `scope` (a subset
-    /// of the subject token's), living no longer than the subject token.
+    /// RFC 8693: `client` (authenticated, confidential, allowed
+    /// [`GrantType::TokenExchange`]) trades `subject_token` — an active
+    /// access token of this realm issued to itself or with an audience it
+    /// registered in [`subject_audiences`](crate::oauth::Client::subject_audiences)
+    /// — for a token of its own: for `audience` (one it registered), with
+    /// `scope` within the subject's and its own, living no longer than the
+    /// subject, and an `act` claim naming it (and the subject's actors).
+    /// Delegation chains are at most [`MAX_ACT_DEPTH`] deep.
     async fn narrow(
         &self,
+        client: &ClientAuth,
         subject_token: &SecretString,
-        audience: &str,
-        scope: Vec<String>,
+        audience: Option<&str>,
+        scope: &[String],
     ) -> Result<TokenResponse, Error> {
         let invalid_subject =
             || ValidationError::new("subject_token", "not an active access token of this realm");
-        super::check_ident("audience", audience)?;
-        check_scope(&scope)?;
+        if let Some(audience) = audience {
+            super::check_ident("audience", audience)?;
+        }
+        check_scope(scope).map_err(|_| OAuthError::InvalidScope)?;
         check_jws_shape(subject_token.expose()).map_err(|_| invalid_subject())?;
         let realm = self.active_realm().await?;
         let now = self.now();
+        // Who asks first: an unauthenticated caller learns nothing about
+        // the subject token.
+        let oauth = crate::oauth::OAuth::new(std::sync::Arc::clone(&self.ctx), self.realm);
+        let stored = oauth.load_client(&client.client_id).await?;
+        let stored_client = stored.as_ref().map(|(c, _)| c);
+        if let Some(found) = stored_client {
+            policy::proves(found, client.secret.as_ref())?;
+        }
         let claims = match self.verify_with(&realm, subject_token.expose(), None).await {
             Ok(claims) => claims,
             Err(Error::Token(_)) => return Err(invalid_subject().into()),
             Err(e) => return Err(e),
         };
         let subject_scope: Vec<String> = claims.scopes().map(str::to_owned).collect();
-        let scope = if scope.is_empty() {
-            subject_scope
-        } else if scope.iter().all(|s| subject_scope.contains(s)) {
-            scope
-        } else {
-            return Err(TokenError::InvalidScope.into());
+        let granted = policy::admit(
+            stored_client,
+            client.secret.as_ref(),
+            GrantType::TokenExchange,
+            Ask {
+                scope,
+                resource: audience,
+            },
+            Ceiling {
+                scope: Some(&subject_scope),
+                audience: None,
+            },
+        )?;
+        let exchanger = &stored_client.ok_or(OAuthError::InvalidClient)?.client;
+        if !policy::may_exchange(exchanger, &claims.client_id, &claims.aud) {
+            return Err(ValidationError::new(
+                "subject_token",
+                "issued to another client for an audience this client may not exchange",
+            )
+            .into());
+        }
+        let act = Actor {
+            sub: exchanger.client_id.clone(),
+            act: claims.act.clone().map(Box::new),
         };
+        if act.depth() > MAX_ACT_DEPTH {
+            return Err(ValidationError::new(
+                "subject_token",
+                format!("delegated more than {MAX_ACT_DEPTH} times"),
+            )
+            .into());
+        }
         let (stored, _) = self
             .users()
             .live_session(claims.sid)
             .await
             .map_err(|_| invalid_subject())?;
         let remaining = u32::try_from((claims.exp - now.timestamp()).max(1)).unwrap_or(1);
-        let lifetime = remaining.min(realm.settings.tokens.access_secs);
+        let lifetime = remaining.min(
+            exchanger
+                .access_token_secs
+                .unwrap_or(realm.settings.tokens.access_secs),
+        );
         let grant = AccessGrant {
-            client_id: &claims.client_id,
-            audience,
-            scope: &scope,
+            client_id: &exchanger.client_id,
+            audience: &granted.audience,
+            scope: &granted.scope,
             lifetime_secs: Some(lifetime),
             name: None,
+            act: Some(&act),
         };
         let (access, expires_in) = self
             .sign_access(&realm, &stored.session, &grant, now)
@@ -649,7 +724,7 @@ impl Tokens {
             token_type: "Bearer",
             expires_in,
             refresh_token: None,
-            scope,
+            scope: granted.scope,
             session: claims.sid,
             id_token: None,
         })

@@ -119,23 +119,82 @@ pub const MAX_CLIENT_ID_LEN: usize = 256;
 /// conservatively (earliest effect, latest cutoff).
 pub const MAX_EXPIRE_MARKS: usize = 32;
 
-/// What a client asks for when tokens are issued.
+/// What a client asks for when tokens are issued. Every field is the
+/// caller's word, untrusted: the issuance policy
+/// ([`crate::oauth::policy`]) bounds the token by the registered client
+/// `client_id` names, whatever is asked here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessRequest {
-    /// The OAuth client the tokens are issued to (`client_id` claim).
+    /// The registered OAuth client the tokens are issued to (`client_id`
+    /// claim).
     pub client_id: String,
-    /// The resource server the access token is for (`aud` claim).
-    pub audience: String,
-    /// Requested scope values (RFC 6749 §3.3 scope tokens).
+    /// A confidential client's secret (`client_secret_basic` after
+    /// decoding, or `client_secret_post`); `None` for public clients. A
+    /// confidential client without it gets `invalid_client`.
+    pub client_secret: Option<SecretString>,
+    /// The audience asked for (RFC 8707 `resource`); the client's default
+    /// audience when `None`. It must be one the client registered.
+    pub resource: Option<String>,
+    /// Requested scope values (RFC 6749 §3.3 scope tokens), each one the
+    /// client registered.
     pub scope: Vec<String>,
 }
 
 impl AccessRequest {
+    /// A request of the public client `client_id` for `scope`, for its
+    /// default audience.
+    pub fn public(client_id: impl Into<String>, scope: Vec<String>) -> Self {
+        Self {
+            client_id: client_id.into(),
+            client_secret: None,
+            resource: None,
+            scope,
+        }
+    }
+
     /// Check the request against the documented bounds.
     pub fn validate(&self) -> Result<(), ValidationError> {
         check_ident("client_id", &self.client_id)?;
-        check_ident("audience", &self.audience)?;
+        if let Some(resource) = &self.resource {
+            check_ident("resource", resource)?;
+        }
         check_scope(&self.scope)
+    }
+
+    /// What the policy is asked for.
+    pub(crate) fn ask(&self) -> crate::oauth::policy::Ask<'_> {
+        crate::oauth::policy::Ask {
+            scope: &self.scope,
+            resource: self.resource.as_deref(),
+        }
+    }
+}
+
+/// A client as a token request names it: its id and, for a confidential
+/// client, the secret it presented (both untrusted until checked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAuth {
+    /// The `client_id`.
+    pub client_id: String,
+    /// The presented secret; `None` for a public client.
+    pub secret: Option<SecretString>,
+}
+
+impl ClientAuth {
+    /// A public client: no secret.
+    pub fn public(client_id: impl Into<String>) -> Self {
+        Self {
+            client_id: client_id.into(),
+            secret: None,
+        }
+    }
+
+    /// A confidential client with the secret it presented.
+    pub fn confidential(client_id: impl Into<String>, secret: SecretString) -> Self {
+        Self {
+            client_id: client_id.into(),
+            secret: Some(secret),
+        }
     }
 }
 
@@ -193,6 +252,24 @@ pub struct TokenResponse {
     pub id_token: Option<SecretString>,
 }
 
+/// Who acts on the subject's behalf (RFC 8693 §4.1): the client that
+/// exchanged a token, and the actors before it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// The acting client's `client_id`.
+    pub sub: String,
+    /// The actor of the token that was exchanged, if it was delegated too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Box<Actor>>,
+}
+
+impl Actor {
+    /// How many actors deep the chain is.
+    pub fn depth(&self) -> usize {
+        1 + self.act.as_ref().map_or(0, |a| a.depth())
+    }
+}
+
 /// The claims of an access token (RFC 9068 §2.2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessClaims {
@@ -225,6 +302,10 @@ pub struct AccessClaims {
     /// on ordinary access tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_name: Option<String>,
+    /// The delegation chain of an exchanged token (RFC 8693 §4.1); absent
+    /// on tokens issued to the user's own client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Actor>,
 }
 
 impl AccessClaims {
@@ -537,9 +618,8 @@ mod tests {
     #[test]
     fn scope_and_ident_rules() {
         let ok = AccessRequest {
-            client_id: "web".into(),
-            audience: "https://api.example".into(),
-            scope: vec!["read".into(), "write:all".into()],
+            resource: Some("https://api.example".into()),
+            ..AccessRequest::public("web", vec!["read".into(), "write:all".into()])
         };
         ok.validate().unwrap();
         for bad in [
@@ -548,7 +628,7 @@ mod tests {
                 ..ok.clone()
             },
             AccessRequest {
-                audience: "a b".into(),
+                resource: Some("a b".into()),
                 ..ok.clone()
             },
             AccessRequest {

@@ -1,8 +1,9 @@
 //! The token service: `ks.tokens(realm)`.
 
 use super::{
-    ACCESS_TOKEN_TYP, AccessClaims, AccessRequest, CLOCK_LEEWAY_SECS, ExpireAllRecord, ExpireMark,
-    FamilyRecord, StoredFamily, TokenError, TokenResponse, add_mark, expired_by_marks, layout,
+    ACCESS_TOKEN_TYP, AccessClaims, AccessRequest, Actor, CLOCK_LEEWAY_SECS, ClientAuth,
+    ExpireAllRecord, ExpireMark, FamilyRecord, StoredFamily, TokenError, TokenResponse, add_mark,
+    expired_by_marks, layout,
 };
 use crate::crypto::jws::{self, HeaderParams, MAX_TOKEN_LEN};
 use crate::crypto::secret::{self, TokenDigest, TokenKind};
@@ -10,6 +11,8 @@ use crate::crypto::{CryptoError, random_array};
 use crate::error::Error;
 use crate::id::{RealmId, SessionId, TokenFamilyId, UserId};
 use crate::keystead::{Context, MAX_RETRIES};
+use crate::oauth::client::{GrantType, StoredClient, client_in};
+use crate::oauth::policy::{self, Ask, Ceiling, Granted};
 use crate::realm::Realm;
 use crate::secret::SecretString;
 use crate::store::{Batch, Committed, Precondition, StorageError, record};
@@ -150,6 +153,8 @@ pub(crate) struct AccessGrant<'a> {
     pub(crate) lifetime_secs: Option<u32>,
     /// The `token_name` claim of scoped tokens.
     pub(crate) name: Option<&'a str>,
+    /// The `act` claim of exchanged tokens.
+    pub(crate) act: Option<&'a Actor>,
 }
 
 pub(crate) fn is_conflict(e: &StorageError) -> bool {
@@ -201,6 +206,24 @@ pub(crate) struct IssueRead {
     /// The session record's version, for the commit's check.
     pub(crate) version: u64,
     pub(crate) signer: Arc<jws::SigningKey>,
+    /// The client the request named, with its version, if registered.
+    pub(crate) client: Option<(Arc<StoredClient>, u64)>,
+}
+
+impl IssueRead {
+    /// The named client, for the policy.
+    pub(crate) fn client(&self) -> Option<&StoredClient> {
+        self.client.as_ref().map(|(c, _)| &**c)
+    }
+
+    /// The session's own scope bound (sessions of application tokens
+    /// carry one), for the policy.
+    pub(crate) fn ceiling(&self) -> Ceiling<'_> {
+        Ceiling {
+            scope: (!self.session.scopes.is_empty()).then_some(self.session.scopes.as_slice()),
+            audience: None,
+        }
+    }
 }
 
 /// Where the revocation state of an access token's claims is stored.
@@ -243,8 +266,8 @@ struct RefreshBasis {
     realm: Arc<Realm>,
     realm_marks: Arc<Vec<ExpireMark>>,
     client_marks: Arc<Vec<ExpireMark>>,
-    /// The OAuth client's access-token lifetime, if it sets one.
-    access_secs: Option<u32>,
+    /// The OAuth client the family was issued to, if it still exists.
+    client: Option<Arc<StoredClient>>,
     versions: BasisVersions,
 }
 
@@ -270,6 +293,9 @@ struct Rotation {
     version: u64,
     session: crate::user::StoredSession,
     session_version: u64,
+    /// What the policy granted the new access token (the family keeps its
+    /// own scope: a narrowed refresh narrows only this token).
+    granted: Granted,
 }
 
 impl Rotation {
@@ -406,6 +432,7 @@ impl Tokens {
             amr: session.methods.clone(),
             auth_time: session.created_at.timestamp(),
             token_name: grant.name.map(str::to_owned),
+            act: grant.act.cloned(),
         };
         let payload = serde_json::to_vec(&claims).map_err(|e| CryptoError::InvalidInput {
             field: "claims",
@@ -415,16 +442,17 @@ impl Tokens {
         Ok((SecretString::new(token), lifetime))
     }
 
-    /// Add a new refresh-token family of `session`, issued as `request`
-    /// describes, to `batch` (the family record and its token's index
-    /// entry, both `Absent`); returns the family and its first refresh
-    /// token. The caller adds the session check and commits (issue here,
-    /// authorization-code redemption in [`crate::oauth`]).
+    /// Add a new refresh-token family of `session` for `client_id`, with
+    /// what the policy `granted`, to `batch` (the family record and its
+    /// token's index entry, both `Absent`); returns the family and its
+    /// first refresh token. The caller adds the session check and commits
+    /// (issue here, authorization-code redemption in [`crate::oauth`]).
     pub(crate) fn family_writes(
         &self,
         batch: &mut Batch,
         session: &Session,
-        request: &AccessRequest,
+        client_id: &str,
+        granted: &Granted,
         now: DateTime<Utc>,
     ) -> Result<(StoredFamily, SecretString), Error> {
         let mut family = StoredFamily {
@@ -432,9 +460,9 @@ impl Tokens {
             realm: self.realm,
             session: session.id,
             user: session.user,
-            client_id: request.client_id.clone(),
-            audience: request.audience.clone(),
-            scope: request.scope.clone(),
+            client_id: client_id.to_owned(),
+            audience: granted.audience.clone(),
+            scope: granted.scope.clone(),
             current: [0; 32],
             generation: 0,
             created_at: now,
@@ -467,21 +495,30 @@ impl Tokens {
         <[_; N]>::try_from(slots).map_err(|_| get_many_miscounted())
     }
 
-    /// What an access token for `session` is made from — the active realm,
-    /// the still-valid session with its version, and the current signer —
-    /// in two reads: realm, session and signing-key record in one
-    /// `get_many`, then the session's user (whose id the session names).
-    pub(crate) async fn read_for_issue(&self, session: SessionId) -> Result<IssueRead, Error> {
+    /// What an access token for `session` issued to `client_id` is made
+    /// from — the active realm, the still-valid session with its version,
+    /// the current signer and the client's record — in two reads: realm,
+    /// session, signing-key and client records in one `get_many` (the
+    /// policy's client lookup costs no round trip), then the session's
+    /// user (whose id the session names).
+    pub(crate) async fn read_for_issue(
+        &self,
+        session: SessionId,
+        client_id: &str,
+    ) -> Result<IssueRead, Error> {
         let realm_key = crate::realm::service::realm_key(self.realm);
         let session_key = crate::user::keys::session(self.realm, session);
         let signing_key = layout::signing_keys(self.realm);
-        let [realm, stored_session, signing] = self
+        let client_key = crate::oauth::layout::client(self.realm, client_id);
+        let [realm, stored_session, signing, client] = self
             .read_many([
                 realm_key.as_bytes(),
                 session_key.as_bytes(),
                 signing_key.as_bytes(),
+                client_key.as_bytes(),
             ])
             .await?;
+        let client = client_in(&self.ctx.records, &client_key, client.as_ref())?;
         let realm = crate::realm::service::active_from(&self.ctx, &realm_key, realm)?;
         let users = self.users();
         let found = users.decode_session(session, stored_session)?;
@@ -494,12 +531,21 @@ impl Tokens {
             session: stored.session,
             version,
             signer,
+            client,
         })
     }
 
-    /// Issue an access token and a new refresh-token family for a valid
-    /// session (after login). `request.scope` must be within the session's
-    /// scopes when the session has any (application-token sessions).
+    /// Issue tokens to the client `request` names for a valid session,
+    /// after a direct login (password, second factor, passkey, magic link:
+    /// [`GrantType::Password`]). The issuance policy
+    /// ([`crate::oauth::policy`]) decides what they carry: the client must
+    /// be registered and allowed the grant, authenticate if confidential,
+    /// and every requested scope and the audience must be ones it
+    /// registered (within the session's scopes for application-token
+    /// sessions) — `OAUTH_INVALID_CLIENT`, `OAUTH_UNAUTHORIZED_CLIENT`,
+    /// `OAUTH_INVALID_SCOPE`, `OAUTH_INVALID_TARGET`, with nothing written.
+    /// A refresh-token family is created only for clients allowed
+    /// [`GrantType::RefreshToken`].
     pub async fn issue(
         &self,
         session: SessionId,
@@ -509,26 +555,56 @@ impl Tokens {
         let now = self.now();
         let mut last = None;
         for _ in 0..MAX_RETRIES {
-            let read = self.read_for_issue(session).await?;
-            let live = read.session;
-            if !live.scopes.is_empty() && !request.scope.iter().all(|s| live.scopes.contains(s)) {
-                return Err(TokenError::InvalidScope.into());
+            let read = self.read_for_issue(session, &request.client_id).await?;
+            let granted = policy::admit(
+                read.client(),
+                request.client_secret.as_ref(),
+                GrantType::Password,
+                request.ask(),
+                read.ceiling(),
+            )?;
+            let (client, client_version) = read
+                .client
+                .clone()
+                .ok_or(crate::oauth::OAuthError::InvalidClient)?;
+            let live = &read.session;
+            let grant = AccessGrant {
+                client_id: &request.client_id,
+                audience: &granted.audience,
+                scope: &granted.scope,
+                lifetime_secs: client.client.access_token_secs,
+                name: None,
+                act: None,
+            };
+            if !client.client.allows(GrantType::RefreshToken) {
+                // Nothing to write: the access token lives and dies with
+                // the session and the client, which verification checks.
+                let (access, expires_in) =
+                    Self::sign_access_with(&read.signer, &read.realm, live, &grant, now)?;
+                return Ok(TokenResponse {
+                    access_token: access,
+                    token_type: "Bearer",
+                    expires_in,
+                    refresh_token: None,
+                    scope: granted.scope,
+                    session: live.id,
+                    id_token: None,
+                });
             }
             let mut batch = Batch::new();
-            let (family, refresh) = self.family_writes(&mut batch, &live, request, now)?;
-            batch.check(
-                crate::user::keys::session(self.realm, live.id),
-                Precondition::Version(read.version),
-            )?;
-            let grant = AccessGrant {
-                client_id: &family.client_id,
-                audience: &family.audience,
-                scope: &family.scope,
-                lifetime_secs: None,
-                name: None,
-            };
+            let (_, refresh) =
+                self.family_writes(&mut batch, live, &request.client_id, &granted, now)?;
+            batch
+                .check(
+                    crate::user::keys::session(self.realm, live.id),
+                    Precondition::Version(read.version),
+                )?
+                .check(
+                    crate::oauth::layout::client(self.realm, &request.client_id),
+                    Precondition::Version(client_version),
+                )?;
             let (committed, access) = self
-                .commit_and_sign(batch, &read.signer, &read.realm, &live, &grant, now)
+                .commit_and_sign(batch, &read.signer, &read.realm, live, &grant, now)
                 .await;
             match committed {
                 Ok(_) => {
@@ -538,7 +614,7 @@ impl Tokens {
                         token_type: "Bearer",
                         expires_in,
                         refresh_token: Some(refresh),
-                        scope: family.scope,
+                        scope: granted.scope,
                         session: live.id,
                         id_token: None,
                     });
@@ -622,19 +698,7 @@ impl Tokens {
             signing: signing.as_ref().map(|r| r.version),
             client: client.as_ref().map(|r| r.version),
         };
-        let access_secs = match client {
-            None => None,
-            Some(stored) => {
-                *self
-                    .ctx
-                    .records
-                    .get_or_decode(client_key.as_bytes(), &stored.value, |bytes| {
-                        record::decode(client_key.as_bytes(), bytes).map(
-                            |crate::oauth::client::ClientRecord::V1(c)| c.client.access_token_secs,
-                        )
-                    })?
-            }
-        };
+        let client = client_in(&self.ctx.records, &client_key, client.as_ref())?.map(|(c, _)| c);
         let realm = crate::realm::service::active_from(&self.ctx, &realm_key, realm)?;
         let family = match family {
             None => None,
@@ -653,7 +717,7 @@ impl Tokens {
                 realm,
                 realm_marks: decode_marks(&self.ctx.records, &realm_marks_key, realm_marks)?,
                 client_marks: decode_marks(&self.ctx.records, &client_marks_key, client_marks)?,
-                access_secs,
+                client,
                 versions,
             },
             signing,
@@ -663,14 +727,20 @@ impl Tokens {
     }
 
     /// What `read` says about the presented token (`at`, `digest`) for
-    /// `client_id` at `now`. Pure: the caller acts on the judgement.
+    /// the `client` asking `scope` at `now`. Pure: the caller acts on the
+    /// judgement. The issuance policy runs last, on a live token: a replay
+    /// of a rotated token is reuse whoever presents it, and a live token
+    /// presented by the wrong client, or without a confidential client's
+    /// secret, or asking a wider scope, is refused without rotating.
     fn judge(
         read: RefreshRead,
         at: &RefreshLocator,
         digest: &TokenDigest,
-        client_id: &str,
+        client: &ClientAuth,
+        scope: &[String],
         now: DateTime<Utc>,
     ) -> Result<Judgement, Error> {
+        let client_id = client.client_id.as_str();
         let Some((family, version)) = read.family else {
             return Ok(Judgement::Invalid);
         };
@@ -697,6 +767,19 @@ impl Tokens {
             }
             Err(e) => return Err(e),
         };
+        let granted = policy::admit(
+            basis.client.as_deref(),
+            client.secret.as_ref(),
+            GrantType::RefreshToken,
+            Ask {
+                scope,
+                resource: None,
+            },
+            Ceiling {
+                scope: Some(&family.scope),
+                audience: Some(&family.audience),
+            },
+        )?;
         Ok(Judgement::Rotate(Box::new(Rotation {
             basis,
             signing: read.signing,
@@ -704,6 +787,7 @@ impl Tokens {
             version,
             session,
             session_version,
+            granted,
         })))
     }
 
@@ -787,10 +871,15 @@ impl Tokens {
         )?;
         let grant = AccessGrant {
             client_id: &rotated.client_id,
-            audience: &rotated.audience,
-            scope: &rotated.scope,
-            lifetime_secs: rotation.basis.access_secs,
+            audience: &rotation.granted.audience,
+            scope: &rotation.granted.scope,
+            lifetime_secs: rotation
+                .basis
+                .client
+                .as_ref()
+                .and_then(|c| c.client.access_token_secs),
             name: None,
+            act: None,
         };
         let (committed, access) = self
             .commit_and_sign(
@@ -813,7 +902,7 @@ impl Tokens {
             token_type: "Bearer",
             expires_in,
             refresh_token: Some(next.token),
-            scope: rotated.scope.clone(),
+            scope: rotation.granted.scope.clone(),
             session: rotated.session,
             id_token: None,
         };
@@ -845,7 +934,8 @@ impl Tokens {
         &self,
         at: &RefreshLocator,
         digest: &TokenDigest,
-        client_id: &str,
+        client: &ClientAuth,
+        scope: &[String],
         now: DateTime<Utc>,
     ) -> Result<Option<TokenResponse>, Error> {
         let family_key = layout::family(self.realm, at.family);
@@ -859,14 +949,15 @@ impl Tokens {
         // The same judgement as on a read, but only a rotation is acted on:
         // no refusal — above all no reuse verdict — rests on remembered
         // state; anything else is judged again on a fresh read.
-        let Judgement::Rotate(rotation) = Self::judge(last.as_read(), at, digest, client_id, now)?
+        let Ok(Judgement::Rotate(rotation)) =
+            Self::judge(last.as_read(), at, digest, client, scope, now)
         else {
             return Ok(None);
         };
         // A conflict is not a lost race: another instance may have rotated
         // the family long ago, and a replay of this token must then still
         // count as reuse. The fresh read decides.
-        Ok(self.rotate(*rotation, client_id, now).await?.ok())
+        Ok(self.rotate(*rotation, &client.client_id, now).await?.ok())
     }
 
     /// The family of a presented refresh token, if the token is its live
@@ -927,27 +1018,45 @@ impl Tokens {
             || now >= family.issued_at + Duration::seconds(i64::from(t.refresh_idle_secs))
     }
 
-    /// Use a refresh token: rotate it and issue a new access token (see the
-    /// [module docs](super)). `client_id` must be the client the family was
-    /// issued to. Fails with `INVALID_GRANT` (unknown, expired, revoked,
-    /// another client, or a lost concurrent rotation) or
-    /// `REFRESH_TOKEN_REUSED` (an already-rotated token: family and session
-    /// are now revoked).
+    /// Use a refresh token of the public client `client_id`: rotate it and
+    /// issue a new access token with the family's scope;
+    /// [`refresh_as`](Self::refresh_as) with no secret and no narrowing.
     pub async fn refresh(
         &self,
         refresh_token: &SecretString,
         client_id: &str,
     ) -> Result<TokenResponse, Error> {
+        self.refresh_as(refresh_token, &ClientAuth::public(client_id), &[])
+            .await
+    }
+
+    /// Use a refresh token: rotate it and issue a new access token (see the
+    /// [module docs](super)). `client` must be the client the family was
+    /// issued to, still registered and allowed refresh tokens, with its
+    /// secret if confidential; `scope` may narrow the new access token's
+    /// scope (RFC 6749 §6), never widen it. Fails with `INVALID_GRANT`
+    /// (unknown, expired, revoked, another client, or a lost concurrent
+    /// rotation), `REFRESH_TOKEN_REUSED` (an already-rotated token: family
+    /// and session are now revoked), or the policy's `OAUTH_INVALID_CLIENT`,
+    /// `OAUTH_UNAUTHORIZED_CLIENT`, `OAUTH_INVALID_SCOPE` (nothing written).
+    pub async fn refresh_as(
+        &self,
+        refresh_token: &SecretString,
+        client: &ClientAuth,
+        scope: &[String],
+    ) -> Result<TokenResponse, Error> {
         let Some((at, digest)) = parse_refresh_token(refresh_token.expose()) else {
             return Err(TokenError::InvalidGrant.into());
         };
+        let client_id = client.client_id.as_str();
         // An over-long or odd client id can't name a family's client.
         if super::check_ident("client_id", client_id).is_err() {
             return Err(TokenError::InvalidGrant.into());
         }
+        super::check_scope(scope).map_err(|_| crate::oauth::OAuthError::InvalidScope)?;
         let now = self.now();
         if let Some(response) = self
-            .refresh_remembered(&at, &digest, client_id, now)
+            .refresh_remembered(&at, &digest, client, scope, now)
             .await?
         {
             return Ok(response);
@@ -956,7 +1065,7 @@ impl Tokens {
         let mut last = None;
         for _ in 0..MAX_RETRIES {
             let read = self.read_for_refresh(&at, client_id).await?;
-            let rotation = match Self::judge(read, &at, &digest, client_id, now)? {
+            let rotation = match Self::judge(read, &at, &digest, client, scope, now)? {
                 Judgement::Rotate(rotation) => rotation,
                 Judgement::Invalid => return Err(TokenError::InvalidGrant.into()),
                 Judgement::NotCurrent(family) => {

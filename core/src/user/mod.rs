@@ -182,6 +182,18 @@ pub enum AuthError {
     /// No application token with that id for that user.
     #[error("application token not found")]
     AppTokenNotFound,
+    /// A credential change needs an authentication more recent than
+    /// `max_age_secs`, or with the factors it needs, and the caller's
+    /// session has neither (RFC 9470: the front-end asks the user to log in
+    /// again, or re-authenticates them, then retries).
+    #[error("a fresh authentication is required for this change")]
+    StepUpRequired {
+        /// The most age, in seconds, the authentication may have.
+        max_age_secs: u32,
+        /// Whether a second factor is needed as well (the user has one, or
+        /// the realm requires one).
+        needs_mfa: bool,
+    },
 }
 
 impl AuthError {
@@ -193,6 +205,7 @@ impl AuthError {
             AuthError::SessionNotFound => "SESSION_NOT_FOUND",
             AuthError::ChallengeNotFound => "CHALLENGE_NOT_FOUND",
             AuthError::AppTokenNotFound => "APP_TOKEN_NOT_FOUND",
+            AuthError::StepUpRequired { .. } => "STEP_UP_REQUIRED",
         }
     }
 }

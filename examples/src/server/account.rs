@@ -201,11 +201,8 @@ async fn header_realm(state: &AppState, headers: &HeaderMap) -> Result<RealmId, 
 }
 
 fn request(state: &AppState, scope: Vec<String>) -> AccessRequest {
-    AccessRequest {
-        client_id: ACCOUNT_CLIENT_ID.into(),
-        audience: state.audience.to_string(),
-        scope,
-    }
+    let _ = state;
+    AccessRequest::public(ACCOUNT_CLIENT_ID, scope)
 }
 
 fn tokens_json(tokens: &TokenResponse, fingerprint: Option<&SecretString>) -> Value {

@@ -119,8 +119,47 @@ async fn create_realm(
             }
         }
     }
+    register_first_party_clients(&state, realm.id).await?;
     tracing::info!(realm = %realm.id, name = %realm.name, "realm created");
     Ok((StatusCode::CREATED, Json(realm_json(&realm))))
+}
+
+/// The scopes the server's own front-ends (login actions, the account
+/// API) may get for a user: identity only. Anything more — `introspect`, an
+/// API's scopes — comes only from a client an administrator registers.
+pub const FIRST_PARTY_SCOPES: [&str; 1] = ["openid"];
+
+/// Register the server's first-party clients in a new realm
+/// ([`keystead::oauth::policy`]'s "which client"): the login actions'
+/// [`DEFAULT_CLIENT_ID`](super::oidc::DEFAULT_CLIENT_ID) and the account
+/// API's [`ACCOUNT_CLIENT_ID`](super::account::ACCOUNT_CLIENT_ID), public,
+/// direct login and refresh, for the server's audience with
+/// [`FIRST_PARTY_SCOPES`]. An administrator narrows or deletes them like
+/// any client.
+pub async fn register_first_party_clients(
+    state: &AppState,
+    realm: keystead::id::RealmId,
+) -> Result<(), keystead::Error> {
+    let oauth = state.ks.oauth(realm);
+    for id in [
+        super::oidc::DEFAULT_CLIENT_ID,
+        super::account::ACCOUNT_CLIENT_ID,
+    ] {
+        let scopes = FIRST_PARTY_SCOPES.iter().map(|s| (*s).to_owned()).collect();
+        match oauth
+            .create_client(NewClient::first_party(
+                id,
+                state.audience.to_string(),
+                scopes,
+            ))
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.code() == "OAUTH_CLIENT_EXISTS" => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn issuer_taken() -> ApiError {
@@ -283,6 +322,12 @@ pub struct NewClientBody {
     pub access_token_secs: Option<u32>,
     /// Default `true` (public clients can't turn it off).
     pub require_pkce: Option<bool>,
+    /// Further audiences it may ask for with `resource` (RFC 8707).
+    #[serde(default)]
+    pub resources: Vec<String>,
+    /// Token exchange: subject-token audiences it may present.
+    #[serde(default)]
+    pub subject_audiences: Vec<String>,
 }
 
 /// Body of `PATCH /admin/realms/{realm}/clients/{client_id}`: absent
@@ -303,6 +348,10 @@ pub struct ClientUpdateBody {
     pub access_token_secs: Option<Option<u32>>,
     /// Whether PKCE is required.
     pub require_pkce: Option<bool>,
+    /// New further audiences.
+    pub resources: Option<Vec<String>>,
+    /// New subject-token audiences.
+    pub subject_audiences: Option<Vec<String>>,
 }
 
 /// A field that may be absent (`None`), `null` (`Some(None)`) or a value
@@ -323,6 +372,8 @@ pub fn client_json(client: &Client) -> Value {
         "audience": client.audience,
         "access_token_secs": client.access_token_secs,
         "require_pkce": client.require_pkce,
+        "resources": client.resources,
+        "subject_audiences": client.subject_audiences,
         "created_at": client.created_at,
         "updated_at": client.updated_at,
     })
@@ -345,6 +396,8 @@ async fn create_client(
         audience: Some(body.audience.unwrap_or_else(|| state.audience.to_string())),
         access_token_secs: body.access_token_secs,
         require_pkce: body.require_pkce.unwrap_or(true),
+        resources: body.resources,
+        subject_audiences: body.subject_audiences,
     };
     let created = state.ks.oauth(realm.id).create_client(new).await?;
     tracing::info!(realm = %realm.id, client_id = %created.client.client_id, "OAuth client registered");
@@ -404,6 +457,8 @@ async fn update_client(
         audience: body.audience,
         access_token_secs: body.access_token_secs,
         require_pkce: body.require_pkce,
+        resources: body.resources,
+        subject_audiences: body.subject_audiences,
     };
     let client = state
         .ks

@@ -131,6 +131,7 @@ pub fn status_for(code: &str) -> StatusCode {
         | "STORAGE_CONFLICT" => StatusCode::CONFLICT,
         c if c.ends_with("_TAKEN") => StatusCode::CONFLICT,
         "TOO_MANY_ATTEMPTS" => StatusCode::TOO_MANY_REQUESTS,
+        "STEP_UP_REQUIRED" => StatusCode::UNAUTHORIZED,
         "STORAGE_BACKEND"
         | "STORAGE_CORRUPT"
         | "CRYPTO_KEY_PROVIDER_FAILED"
@@ -193,6 +194,7 @@ fn oauth_status(code: &str) -> Option<StatusCode> {
         | "OAUTH_UNAUTHORIZED_CLIENT"
         | "OAUTH_UNSUPPORTED_RESPONSE_TYPE"
         | "OAUTH_INVALID_SCOPE"
+        | "OAUTH_INVALID_TARGET"
         | "OAUTH_INVALID_GRANT"
         | "OAUTH_CODE_REUSED"
         | "OAUTH_WRONG_STEP" => StatusCode::BAD_REQUEST,
@@ -422,6 +424,7 @@ mod tests {
                 "unsupported_response_type",
             ),
             (O::InvalidScope, StatusCode::BAD_REQUEST, "invalid_scope"),
+            (O::InvalidTarget, StatusCode::BAD_REQUEST, "invalid_target"),
             (
                 O::InvalidGrant { reason: "x" },
                 StatusCode::BAD_REQUEST,

@@ -91,11 +91,8 @@ fn app_request(
     app_id: &str,
     scope: Vec<String>,
 ) -> Result<AccessRequest, ApiError> {
-    let request = AccessRequest {
-        client_id: app_id.to_owned(),
-        audience: state.audience.to_string(),
-        scope,
-    };
+    let _ = state;
+    let request = AccessRequest::public(app_id, scope);
     request
         .validate()
         .map_err(|e| ApiError::bad_request("app_id", e.problem))?;

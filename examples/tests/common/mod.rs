@@ -162,17 +162,23 @@ impl TestServer {
         else {
             panic!("no MFA in test realms");
         };
+        // The tests' own first-party client, for the server's audience.
+        let registered = self
+            .ks()
+            .oauth(realm)
+            .create_client(keystead::oauth::NewClient::first_party(
+                "e2e",
+                self.state.audience.to_string(),
+                Vec::new(),
+            ))
+            .await;
+        if let Err(e) = registered {
+            assert_eq!(e.code(), "OAUTH_CLIENT_EXISTS", "register the e2e client");
+        }
         let tokens = self
             .ks()
             .tokens(realm)
-            .issue(
-                session.id,
-                &AccessRequest {
-                    client_id: "e2e".into(),
-                    audience: self.state.audience.to_string(),
-                    scope: vec![],
-                },
-            )
+            .issue(session.id, &AccessRequest::public("e2e", vec![]))
             .await
             .expect("issue");
         (user.id, tokens.access_token.expose().to_owned())

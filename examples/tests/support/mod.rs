@@ -48,7 +48,35 @@ pub async fn realm(server: &TestServer, name: &str, mfa: MfaPolicy) -> (RealmId,
         )
         .await
         .expect("cheap settings");
+    register_test_clients(server, id).await;
     (id, issuer)
+}
+
+/// The first-party clients the end-to-end tests log in with, as an
+/// administrator would register them: `web` (its own login page; also
+/// allowed `introspect`, standing in for a resource server's client),
+/// `cli`, and the portal applications `app_1`, `app_2` (message tokens).
+/// Tokens go to registered clients only, bounded by what they registered.
+pub async fn register_test_clients(server: &TestServer, realm: RealmId) {
+    let oauth = server.ks().oauth(realm);
+    let audience = server.state.audience.to_string();
+    for (id, scopes) in [
+        ("web", vec!["openid", "introspect"]),
+        ("cli", vec!["openid"]),
+        ("app_1", vec!["openid", "message:create"]),
+        ("app_2", vec!["openid", "message:create"]),
+        ("portal", vec!["openid"]),
+    ] {
+        let scopes = scopes.into_iter().map(str::to_owned).collect();
+        oauth
+            .create_client(keystead::oauth::NewClient::first_party(
+                id,
+                audience.clone(),
+                scopes,
+            ))
+            .await
+            .expect("register a test client");
+    }
 }
 
 /// A JSON or empty answer: `(status, body or Null)`.

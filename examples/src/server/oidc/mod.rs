@@ -166,17 +166,15 @@ pub fn mfa_pending(challenge: &Challenge, enrollment: bool) -> Response {
 }
 
 /// What tokens issued by a login action are for: the named client (or
-/// [`DEFAULT_CLIENT_ID`]), the server's audience, and the scope asked for.
+/// [`DEFAULT_CLIENT_ID`]) and the scope asked for; the library bounds both
+/// by the registered client (its default audience).
 pub fn access_request(
     state: &AppState,
     client_id: Option<&str>,
     scope: Option<&str>,
 ) -> AccessRequest {
-    AccessRequest {
-        client_id: client_id.unwrap_or(DEFAULT_CLIENT_ID).to_owned(),
-        audience: state.audience.to_string(),
-        scope: split_scope(scope),
-    }
+    let _ = state;
+    AccessRequest::public(client_id.unwrap_or(DEFAULT_CLIENT_ID), split_scope(scope))
 }
 
 /// Space-separated scope values (RFC 6749 §3.3).

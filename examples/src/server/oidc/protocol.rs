@@ -53,7 +53,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
-use keystead::oauth::ClientKind;
 use keystead::oauth::client::form_decode;
 use keystead::secret::SecretString;
 use keystead::token::grants::{GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS};
@@ -104,6 +103,7 @@ pub struct TokenForm {
     refresh_token: Option<String>,
     scope: Option<String>,
     audience: Option<String>,
+    resource: Option<String>,
     subject_token: Option<String>,
     subject_token_type: Option<String>,
     one_time_token: Option<String>,
@@ -151,11 +151,26 @@ fn invalid_client(realm: &str, description: &str) -> Response {
 
 /// The client as it identified itself at the token endpoint.
 #[derive(Debug, Default)]
-struct ClientAuth {
+pub(crate) struct ClientAuth {
     /// From the Basic user name or the form.
     client_id: Option<String>,
     /// From the Basic password or `client_secret`.
     secret: Option<SecretString>,
+}
+
+impl ClientAuth {
+    /// The client the library judges: the one named, or the server's
+    /// first-party client ([`super::DEFAULT_CLIENT_ID`]) for a request that
+    /// names none (a secret without an id names nobody: refused by the
+    /// library as an unknown client).
+    fn or_first_party(self) -> keystead::token::ClientAuth {
+        keystead::token::ClientAuth {
+            client_id: self
+                .client_id
+                .unwrap_or_else(|| super::DEFAULT_CLIENT_ID.to_owned()),
+            secret: self.secret,
+        }
+    }
 }
 
 /// The client credentials of a token request: `Authorization: Basic` or
@@ -203,37 +218,13 @@ fn client_auth(
     })
 }
 
-/// Check the client of a grant that does not authenticate it itself
-/// (`password`, `refresh_token`, …): presented credentials must be right,
-/// and a registered confidential client must present them. An id that
-/// names no registered client passes (first-party public clients).
-async fn check_client(
-    state: &AppState,
-    realm: &keystead::realm::Realm,
-    auth: &ClientAuth,
-) -> Result<(), keystead::Error> {
-    let oauth = state.ks.oauth(realm.id);
-    match (&auth.client_id, &auth.secret) {
-        (None, None) => Ok(()),
-        (None, Some(_)) => Err(keystead::oauth::OAuthError::InvalidClient.into()),
-        (Some(id), Some(secret)) => oauth.authenticate_client(id, Some(secret)).await.map(drop),
-        (Some(id), None) => match oauth.get_client(id).await {
-            Ok(client) if client.kind == ClientKind::Confidential => {
-                Err(keystead::oauth::OAuthError::InvalidClient.into())
-            }
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == "OAUTH_CLIENT_NOT_FOUND" => Ok(()),
-            Err(e) => Err(e),
-        },
-    }
-}
-
 /// The `client_credentials` grant: a confidential client's own token.
 async fn client_credentials(
     state: &AppState,
     realm: &keystead::realm::Realm,
     auth: ClientAuth,
     scope: &[String],
+    resource: Option<&str>,
 ) -> Response {
     let (Some(client_id), Some(secret)) = (auth.client_id, auth.secret) else {
         return invalid_client(
@@ -244,7 +235,7 @@ async fn client_credentials(
     match state
         .ks
         .oauth(realm.id)
-        .client_credentials(&client_id, &secret, scope)
+        .client_credentials(&client_id, &secret, scope, resource)
         .await
     {
         Ok(t) => {
@@ -258,6 +249,38 @@ async fn client_credentials(
         }
         Err(e) => grant_error(e, &realm.name),
     }
+}
+
+/// The RFC 8693 grant of a token request: an access token as the subject,
+/// and the exchanging client's credentials (§2.1: it authenticates), or
+/// the `401 invalid_client` answer.
+fn exchange_grant(
+    realm: &str,
+    auth: ClientAuth,
+    subject_token: Option<String>,
+    subject_token_type: Option<&str>,
+    audience: Option<String>,
+    scope: Vec<String>,
+) -> Result<Result<Grant, Response>, OAuthError> {
+    if subject_token_type.is_some_and(|t| t != ACCESS_TOKEN_TYPE) {
+        return Err(ApiError::bad_request(
+            "subject_token_type",
+            format!("only {ACCESS_TOKEN_TYPE} can be exchanged"),
+        )
+        .oauth());
+    }
+    let (Some(client_id), Some(secret)) = (auth.client_id, auth.secret) else {
+        return Ok(Err(invalid_client(
+            realm,
+            "token exchange needs a confidential client's credentials",
+        )));
+    };
+    Ok(Ok(Grant::TokenExchange {
+        client: keystead::token::ClientAuth::confidential(client_id, secret),
+        subject_token: SecretString::new(required("subject_token", subject_token)?),
+        audience,
+        scope,
+    }))
 }
 
 async fn token(
@@ -285,19 +308,16 @@ async fn token(
         }
         Err(problem) => return Ok(invalid_client(&realm.name, problem)),
     };
+    // RFC 8707 `resource` (RFC 8693's `audience` for an exchange): the
+    // audience asked for; the library allows only registered ones.
+    let resource = form
+        .resource
+        .filter(|r| !r.is_empty())
+        .or(form.audience.filter(|a| !a.is_empty()));
+    let scope = split_scope(form.scope.as_deref());
     if grant_type == GRANT_CLIENT_CREDENTIALS {
-        let scope = split_scope(form.scope.as_deref());
-        return Ok(client_credentials(&state, &realm, auth, &scope).await);
+        return Ok(client_credentials(&state, &realm, auth, &scope, resource.as_deref()).await);
     }
-    if grant_type != GRANT_AUTHORIZATION_CODE
-        && let Err(e) = check_client(&state, &realm, &auth).await
-    {
-        return Ok(grant_error(e, &realm.name));
-    }
-    let audience = form
-        .audience
-        .filter(|a| !a.is_empty())
-        .unwrap_or_else(|| state.audience.to_string());
     let grant = match grant_type.as_str() {
         GRANT_AUTHORIZATION_CODE => Grant::AuthorizationCode {
             code: SecretString::new(required("code", form.code)?),
@@ -309,40 +329,38 @@ async fn token(
                 .map(SecretString::new),
             client_secret: auth.secret,
         },
-        GRANT_PASSWORD => Grant::Password {
-            username: required("username", form.username)?,
-            password: SecretString::new(required("password", form.password)?),
-            request: AccessRequest {
-                client_id: required("client_id", auth.client_id)?,
-                audience,
-                scope: split_scope(form.scope.as_deref()),
-            },
-        },
+        GRANT_PASSWORD => {
+            let client = auth.or_first_party();
+            Grant::Password {
+                username: required("username", form.username)?,
+                password: SecretString::new(required("password", form.password)?),
+                request: AccessRequest {
+                    client_id: client.client_id,
+                    client_secret: client.secret,
+                    resource,
+                    scope,
+                },
+            }
+        }
         GRANT_REFRESH_TOKEN => Grant::RefreshToken {
             refresh_token: SecretString::new(required("refresh_token", form.refresh_token)?),
-            client_id: required("client_id", auth.client_id)?,
+            client: auth.or_first_party(),
+            scope,
         },
         GRANT_ONE_TIME => Grant::OneTime {
             token: SecretString::new(required("one_time_token", form.one_time_token)?),
         },
-        _ => {
-            if form
-                .subject_token_type
-                .as_deref()
-                .is_some_and(|t| t != ACCESS_TOKEN_TYPE)
-            {
-                return Err(ApiError::bad_request(
-                    "subject_token_type",
-                    format!("only {ACCESS_TOKEN_TYPE} can be exchanged"),
-                )
-                .oauth());
-            }
-            Grant::TokenExchange {
-                subject_token: SecretString::new(required("subject_token", form.subject_token)?),
-                audience,
-                scope: split_scope(form.scope.as_deref()),
-            }
-        }
+        _ => match exchange_grant(
+            &realm.name,
+            auth,
+            form.subject_token,
+            form.subject_token_type.as_deref(),
+            resource,
+            scope,
+        )? {
+            Ok(grant) => grant,
+            Err(refused) => return Ok(refused),
+        },
     };
     let exchanged = grant_type == keystead::token::grants::GRANT_TOKEN_EXCHANGE;
     match state.ks.tokens(realm.id).exchange(grant).await {
