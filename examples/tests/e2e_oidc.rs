@@ -642,6 +642,27 @@ async fn magic_links_log_in_once_and_never_reveal_addresses() {
     .await;
     assert_eq!(status, 400);
 
+    // A forged Host (or forwarding header) never steers the link: it is
+    // built from the realm's issuer URL.
+    let (status, _) = call(
+        server
+            .http
+            .post(&send)
+            .header("host", "evil.example")
+            .header("x-forwarded-host", "evil.example")
+            .json(&json!({"email": "dave@example.com"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let forged = mail::take(realm_id, "dave@example.com").expect("a link was sent");
+    assert!(
+        forged
+            .url
+            .expose()
+            .starts_with(&server.url(&format!("{base}/login-actions/verify-magic-link?"))),
+        "the link points at the issuer, not the sender's host"
+    );
+    assert!(!forged.url.expose().contains("evil.example"));
     let mail = mail::take(realm_id, "dave@example.com").expect("a link was sent");
     let url = mail.url.expose().to_owned();
     assert!(url.starts_with(&server.url(&format!("{base}/login-actions/verify-magic-link?"))));

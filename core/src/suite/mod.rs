@@ -10,6 +10,7 @@ mod gate;
 pub mod isolation;
 pub mod mfa;
 pub mod oauth;
+pub mod policy;
 pub mod probe;
 pub mod realm;
 pub mod token;
@@ -129,6 +130,11 @@ macro_rules! domain_tests {
             magic_links,
             exchange_grants,
             mfa_realm_gets_challenges
+        ]);
+        $crate::domain_tests!(@cases $open, policy, [
+            password_grant_is_bounded_by_the_client,
+            refresh_only_narrows,
+            exchange_is_authenticated_and_narrow
         ]);
         $crate::domain_tests!(@cases $open, webauthn, [
             register_list_and_rename,

@@ -576,6 +576,17 @@ impl Tokens {
                 request,
             } => {
                 request.validate()?;
+                // The client first: a request the policy refuses must not
+                // run a login (no password check, no session written).
+                let oauth = crate::oauth::OAuth::new(std::sync::Arc::clone(&self.ctx), self.realm);
+                let client = oauth.load_client(&request.client_id).await?;
+                policy::admit(
+                    client.as_ref().map(|(c, _)| c),
+                    request.client_secret.as_ref(),
+                    GrantType::Password,
+                    request.ask(),
+                    Ceiling::default(),
+                )?;
                 match self.users().authenticate(&username, password).await? {
                     LoginOutcome::Authenticated(session) => Ok(ExchangeOutcome::Tokens(
                         self.issue(session.id, &request).await?,

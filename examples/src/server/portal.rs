@@ -39,12 +39,12 @@
 use super::auth::{Caller, REALM_HEADER, RealmAdmin, authenticate};
 use super::body::JsonBody;
 use super::error::ApiError;
-use super::oidc::public_origin;
+use super::oidc::realm_base;
 use super::state::AppState;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use chrono::Duration;
@@ -110,17 +110,12 @@ async fn app_portal_access(
     caller: Caller,
     State(state): State<AppState>,
     Path(app_id): Path<String>,
-    headers: HeaderMap,
     JsonBody(body): JsonBody<AppPortalAccessIn>,
 ) -> Result<Json<Value>, ApiError> {
     app_request(&state, &app_id, Vec::new())?;
     let ttl = i64::from(body.expiry.unwrap_or(u32::MAX)).min(MAGIC_LINK_MAX_TTL_SECS);
     let realm = state.ks.realms().get(caller.realm).await?;
-    let base = format!(
-        "{}/realms/{}/app-portal/{app_id}",
-        public_origin(&headers)?,
-        realm.name
-    );
+    let base = format!("{}/app-portal/{app_id}", realm_base(&realm)?);
     let access = state
         .ks
         .tokens(caller.realm)
@@ -136,7 +131,6 @@ async fn dashboard_access(
     caller: Caller,
     State(state): State<AppState>,
     Path(app_id): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let request = app_request(&state, &app_id, Vec::new())?;
     let ttl = DASHBOARD_TOKEN_TTL_SECS.min(ONE_TIME_MAX_TTL_SECS);
@@ -147,9 +141,8 @@ async fn dashboard_access(
         .await?;
     let realm = state.ks.realms().get(caller.realm).await?;
     let url = format!(
-        "{}/realms/{}/app-portal/{app_id}#key={}",
-        public_origin(&headers)?,
-        realm.name,
+        "{}/app-portal/{app_id}#key={}",
+        realm_base(&realm)?,
         token.token.expose()
     );
     Ok(Json(json!({ "url": url, "token": token.token.expose() })))

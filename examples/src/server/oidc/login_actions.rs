@@ -32,13 +32,13 @@
 
 use super::mail::{self, Mail};
 use super::{
-    FormOrJson, LoginBearer, access_request, mfa_pending, no_store, public_origin, realm_named,
+    FormOrJson, LoginBearer, access_request, mfa_pending, no_store, realm_base, realm_named,
     token_json, verify_access, wrong_bearer,
 };
 use crate::server::error::{ApiError, OAuthError};
 use crate::server::state::AppState;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -367,11 +367,10 @@ pub struct SendMagicLinkBody {
 async fn send_magic_link(
     State(state): State<AppState>,
     Path(realm_name): Path<String>,
-    headers: HeaderMap,
     FormOrJson(body): FormOrJson<SendMagicLinkBody>,
 ) -> Result<Json<Value>, OAuthError> {
     let realm = realm_named(&state, &realm_name).await?;
-    let origin = public_origin(&headers).map_err(ApiError::oauth)?;
+    let base = realm_base(&realm).map_err(ApiError::oauth)?.to_owned();
     match state.ks.users(realm.id).get_by_email(&body.email).await {
         Ok(user) => {
             let link = state
@@ -380,8 +379,7 @@ async fn send_magic_link(
                 .send_magic_link(user.id, chrono::Duration::seconds(MAGIC_LINK_TTL_SECS))
                 .await?;
             let url = format!(
-                "{origin}/realms/{}/login-actions/verify-magic-link?token_id={}&magic_token={}",
-                realm.name,
+                "{base}/login-actions/verify-magic-link?token_id={}&magic_token={}",
                 link.id,
                 link.token.expose()
             );

@@ -52,9 +52,9 @@ use super::error::{ApiError, OAuthError};
 use super::state::AppState;
 use axum::extract::rejection::{FormRejection, JsonRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, HOST, PRAGMA};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, PRAGMA};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Form, Json, Router};
 use keystead::id::ChallengeId;
@@ -200,29 +200,25 @@ pub async fn verify_access(
         .await?)
 }
 
-/// The `scheme://host` the client reached the server at, for links the
-/// server hands out (magic links, portal URLs): `http` for loopback hosts,
-/// `https` otherwise — the library refuses plain `http` elsewhere.
-pub fn public_origin(headers: &HeaderMap) -> Result<String, ApiError> {
-    let host = headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            !h.is_empty()
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+/// The base of every URL the server hands out for `realm` (magic links,
+/// portal URLs): the realm's configured issuer URL
+/// (`…/realms/{realm_name}` on this server), never a request header — a
+/// `Host` or `X-Forwarded-*` header is the sender's to choose, and a link
+/// built from it would send a victim's secret to the sender's host. A realm
+/// without an issuer URL sends no links (`409 ISSUER_NOT_CONFIGURED`).
+pub fn realm_base(realm: &Realm) -> Result<&str, ApiError> {
+    realm
+        .settings
+        .issuer_url
+        .as_deref()
+        .map(|url| url.trim_end_matches('/'))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "ISSUER_NOT_CONFIGURED",
+                "the realm has no issuer URL, which links are built from; set one first",
+            )
         })
-        .ok_or_else(|| ApiError::bad_request("host", "a Host header is required"))?;
-    let name = host.rsplit_once(':').map_or(host, |(name, port)| {
-        if port.bytes().all(|b| b.is_ascii_digit()) {
-            name
-        } else {
-            host
-        }
-    });
-    let loopback = matches!(name, "localhost" | "127.0.0.1" | "[::1]");
-    let scheme = if loopback { "http" } else { "https" };
-    Ok(format!("{scheme}://{host}"))
 }
 
 /// A request body as `application/x-www-form-urlencoded` or
@@ -307,28 +303,25 @@ pub fn wrong_bearer(expected: &str) -> OAuthError {
 mod tests {
     use super::*;
 
-    fn headers(host: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(HOST, HeaderValue::from_str(host).unwrap());
-        h
-    }
-
     #[test]
-    fn origins_are_https_except_on_loopback() {
+    fn links_come_from_the_issuer_only() {
+        let mut realm = Realm {
+            id: keystead::id::RealmId::from_bytes([
+                0x01, 0x8b, 0xcf, 0xe5, 0x68, 0x00, 0x70, 0x00, 0x80, 0, 0, 0, 0, 0, 0, 1,
+            ])
+            .unwrap(),
+            name: "acme".into(),
+            status: keystead::realm::RealmStatus::Active,
+            settings: keystead::realm::RealmSettings::default(),
+            created_at: chrono::DateTime::from_timestamp(0, 0).unwrap(),
+            updated_at: chrono::DateTime::from_timestamp(0, 0).unwrap(),
+        };
+        assert!(format!("{:?}", realm_base(&realm).unwrap_err()).contains("ISSUER_NOT_CONFIGURED"));
+        realm.settings.issuer_url = Some("https://id.example.com/realms/acme/".into());
         assert_eq!(
-            public_origin(&headers("127.0.0.1:8080")).unwrap(),
-            "http://127.0.0.1:8080"
+            realm_base(&realm).unwrap(),
+            "https://id.example.com/realms/acme"
         );
-        assert_eq!(
-            public_origin(&headers("localhost")).unwrap(),
-            "http://localhost"
-        );
-        assert_eq!(
-            public_origin(&headers("id.example.com")).unwrap(),
-            "https://id.example.com"
-        );
-        assert!(public_origin(&headers("evil.com/path")).is_err());
-        assert!(public_origin(&HeaderMap::new()).is_err());
     }
 
     #[test]

@@ -1,0 +1,395 @@
+//! Issuance-policy cases, written as an attacker would try them: widen a
+//! scope, pick an audience, name another client, use a deleted client,
+//! widen on refresh, exchange an exchanged token for more. Every refusal is
+//! the typed error, and nothing was written (the whole store is compared
+//! before and after).
+
+use super::keystead;
+use super::user::cheap_settings;
+use crate::Error;
+use crate::Keystead;
+use crate::oauth::{ClientKind, GrantType, NewClient, OAuth, OAuthError};
+use crate::secret::SecretString;
+use crate::store::conformance::Harness;
+use crate::token::{AccessRequest, ClientAuth, ExchangeOutcome, Grant, Tokens};
+use crate::user::{LoginOutcome, Session, Users};
+
+const API: &str = "https://api.example";
+const PAYMENTS: &str = "https://payments.example";
+
+struct Fixture {
+    ks: Keystead,
+    oauth: OAuth,
+    users: Users,
+    tokens: Tokens,
+    /// The confidential `backend` client's secret.
+    backend_secret: SecretString,
+    /// The `payments` exchanger's secret.
+    payments_secret: SecretString,
+}
+
+async fn fixture(h: &Harness) -> Fixture {
+    let (ks, _) = keystead(h).await;
+    let realm = ks.realms().create("acme", cheap_settings()).await.unwrap();
+    let oauth = ks.oauth(realm.id);
+    let read = vec!["read".to_owned()];
+    oauth
+        .create_client(NewClient::first_party("web", API, read.clone()))
+        .await
+        .unwrap();
+    let backend = oauth
+        .create_client(NewClient {
+            kind: ClientKind::Confidential,
+            ..NewClient::first_party("backend", API, vec!["read".into(), "write".into()])
+        })
+        .await
+        .unwrap();
+    let payments = oauth
+        .create_client(NewClient {
+            kind: ClientKind::Confidential,
+            grant_types: vec![GrantType::TokenExchange],
+            subject_audiences: vec![API.into()],
+            ..NewClient::first_party("payments", PAYMENTS, read)
+        })
+        .await
+        .unwrap();
+    let users = ks.users(realm.id);
+    users
+        .register("eve", None, SecretString::from("correct horse"))
+        .await
+        .unwrap();
+    Fixture {
+        tokens: ks.tokens(realm.id),
+        ks,
+        oauth,
+        users,
+        backend_secret: backend.secret.unwrap(),
+        payments_secret: payments.secret.unwrap(),
+    }
+}
+
+async fn login(f: &Fixture) -> Session {
+    match f
+        .users
+        .authenticate("eve", SecretString::from("correct horse"))
+        .await
+        .unwrap()
+    {
+        LoginOutcome::Authenticated(s) => s,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Every key and version in the store.
+async fn everything(ks: &Keystead) -> Vec<(Vec<u8>, u64)> {
+    let store = ks.store();
+    let mut all = Vec::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = store.scan(b"", after.as_deref(), 500).await.unwrap();
+        let Some((last, _)) = page.last() else {
+            return all;
+        };
+        after = Some(last.clone());
+        all.extend(page.into_iter().map(|(k, v)| (k, v.version)));
+    }
+}
+
+fn oauth_error<T: std::fmt::Debug>(result: Result<T, Error>) -> OAuthError {
+    match result {
+        Err(Error::OAuth(e)) => e,
+        other => panic!("expected an OAuth error, got {other:?}"),
+    }
+}
+
+fn password(request: AccessRequest) -> Grant {
+    Grant::Password {
+        username: "eve".into(),
+        password: SecretString::from("correct horse"),
+        request,
+    }
+}
+
+/// The password grant (and every direct login through `issue`) never
+/// carries more than the registered client: no unregistered client, no
+/// scope or audience it did not register, no confidential client without
+/// its secret — and nothing is written for a refused request.
+pub async fn password_grant_is_bounded_by_the_client(h: Harness) {
+    let f = fixture(&h).await;
+    let session = login(&f).await;
+    let before = everything(&f.ks).await;
+    let attacks = [
+        // Any client id at all.
+        (
+            AccessRequest::public("anything", vec![]),
+            OAuthError::InvalidClient,
+        ),
+        // A scope the client never registered.
+        (
+            AccessRequest::public("web", vec!["introspect".into(), "payments:write".into()]),
+            OAuthError::InvalidScope,
+        ),
+        // A resource server of the caller's choosing.
+        (
+            AccessRequest {
+                resource: Some("payments-api".into()),
+                ..AccessRequest::public("web", vec![])
+            },
+            OAuthError::InvalidTarget,
+        ),
+        // A public caller naming a confidential client's id.
+        (
+            AccessRequest::public("backend", vec![]),
+            OAuthError::InvalidClient,
+        ),
+        // ... or guessing its secret.
+        (
+            AccessRequest {
+                client_secret: Some(SecretString::from("kscs_guess")),
+                ..AccessRequest::public("backend", vec![])
+            },
+            OAuthError::InvalidClient,
+        ),
+        // A client not allowed the grant.
+        (
+            AccessRequest {
+                client_secret: Some(f.payments_secret.clone()),
+                ..AccessRequest::public("payments", vec![])
+            },
+            OAuthError::UnauthorizedClient,
+        ),
+    ];
+    for (request, want) in attacks {
+        assert_eq!(
+            oauth_error(f.tokens.issue(session.id, &request).await),
+            want,
+            "{request:?}"
+        );
+        assert_eq!(
+            oauth_error(f.tokens.exchange(password(request.clone())).await),
+            want,
+            "password grant {request:?}"
+        );
+    }
+    // Derived tokens are bounded the same way.
+    let wide = AccessRequest::public("web", vec!["admin".into()]);
+    assert_eq!(
+        oauth_error(
+            f.tokens
+                .create_one_time_token(session.id, &wide, chrono::Duration::seconds(60))
+                .await
+        ),
+        OAuthError::InvalidScope
+    );
+    let scoped = crate::token::NewScopedToken {
+        name: "x".into(),
+        request: AccessRequest {
+            resource: Some(PAYMENTS.into()),
+            ..AccessRequest::public("web", vec![])
+        },
+        expires_in: chrono::Duration::days(30),
+    };
+    assert_eq!(
+        oauth_error(f.tokens.create_scoped_token(session.id, &scoped).await),
+        OAuthError::InvalidTarget
+    );
+    assert_eq!(everything(&f.ks).await, before, "a refused request wrote");
+
+    // What the client registered it gets, authenticated where it must be.
+    let ok = f
+        .tokens
+        .issue(
+            session.id,
+            &AccessRequest {
+                client_secret: Some(f.backend_secret.clone()),
+                ..AccessRequest::public("backend", vec!["write".into()])
+            },
+        )
+        .await
+        .unwrap();
+    let claims = f
+        .tokens
+        .verify_access_token(ok.access_token.expose(), API)
+        .await
+        .unwrap();
+    assert_eq!(
+        (claims.client_id.as_str(), claims.scope.as_str()),
+        ("backend", "write")
+    );
+}
+
+/// A refresh only narrows: a wider scope, another client, a confidential
+/// client without its secret, or a deleted client get nothing, and the
+/// family is not rotated by the attempt.
+pub async fn refresh_only_narrows(h: Harness) {
+    let f = fixture(&h).await;
+    let session = login(&f).await;
+    let backend = |secret: Option<SecretString>| ClientAuth {
+        client_id: "backend".into(),
+        secret,
+    };
+    let pair = f
+        .tokens
+        .issue(
+            session.id,
+            &AccessRequest {
+                client_secret: Some(f.backend_secret.clone()),
+                ..AccessRequest::public("backend", vec!["read".into()])
+            },
+        )
+        .await
+        .unwrap();
+    let refresh = SecretString::from(pair.refresh_token.unwrap().expose());
+    let before = everything(&f.ks).await;
+    let wider = f
+        .tokens
+        .refresh_as(
+            &refresh,
+            &backend(Some(f.backend_secret.clone())),
+            &["write".into()],
+        )
+        .await;
+    assert_eq!(oauth_error(wider), OAuthError::InvalidScope);
+    assert_eq!(
+        oauth_error(f.tokens.refresh_as(&refresh, &backend(None), &[]).await),
+        OAuthError::InvalidClient
+    );
+    let wrong = backend(Some(SecretString::from("kscs_guess")));
+    assert_eq!(
+        oauth_error(f.tokens.refresh_as(&refresh, &wrong, &[]).await),
+        OAuthError::InvalidClient
+    );
+    assert_eq!(
+        f.tokens.refresh(&refresh, "web").await.unwrap_err().code(),
+        "INVALID_GRANT",
+        "another client's refresh token"
+    );
+    assert_eq!(everything(&f.ks).await, before, "a refused refresh wrote");
+
+    // Narrowing works, and keeps the family's scope for later refreshes.
+    let narrowed = f
+        .tokens
+        .refresh_as(&refresh, &backend(Some(f.backend_secret.clone())), &[])
+        .await
+        .unwrap();
+    assert_eq!(narrowed.scope, ["read"]);
+
+    // A deleted client's refresh token is dead, on every grant.
+    f.oauth.delete_client("backend").await.unwrap();
+    let next = SecretString::from(narrowed.refresh_token.unwrap().expose());
+    assert!(
+        f.tokens
+            .refresh_as(&next, &backend(Some(f.backend_secret.clone())), &[])
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        oauth_error(
+            f.tokens
+                .issue(
+                    session.id,
+                    &AccessRequest {
+                        client_secret: Some(f.backend_secret.clone()),
+                        ..AccessRequest::public("backend", vec![])
+                    },
+                )
+                .await
+        ),
+        OAuthError::InvalidClient
+    );
+}
+
+/// Token exchange: only an authenticated client registered for it, only
+/// subject tokens it may present, only audiences it registered, never a
+/// wider scope; the new token names it in `act`, and exchanging the
+/// exchanged token again can't widen anything.
+pub async fn exchange_is_authenticated_and_narrow(h: Harness) {
+    let f = fixture(&h).await;
+    let session = login(&f).await;
+    let pair = f
+        .tokens
+        .issue(
+            session.id,
+            &AccessRequest::public("web", vec!["read".into()]),
+        )
+        .await
+        .unwrap();
+    let subject = || SecretString::from(pair.access_token.expose());
+    let exchange =
+        |client: ClientAuth, audience: Option<&str>, scope: Vec<String>| Grant::TokenExchange {
+            client,
+            subject_token: subject(),
+            audience: audience.map(str::to_owned),
+            scope,
+        };
+    let payments = || ClientAuth::confidential("payments", f.payments_secret.clone());
+    let before = everything(&f.ks).await;
+    for (grant, want) in [
+        (
+            exchange(ClientAuth::public("payments"), None, vec![]),
+            OAuthError::InvalidClient,
+        ),
+        (
+            exchange(
+                ClientAuth::confidential("payments", "kscs_guess".into()),
+                None,
+                vec![],
+            ),
+            OAuthError::InvalidClient,
+        ),
+        (
+            exchange(ClientAuth::public("web"), None, vec![]),
+            OAuthError::UnauthorizedClient,
+        ),
+        (
+            exchange(payments(), Some("payments-api"), vec![]),
+            OAuthError::InvalidTarget,
+        ),
+        (
+            exchange(payments(), None, vec!["write".into()]),
+            OAuthError::InvalidScope,
+        ),
+    ] {
+        assert_eq!(oauth_error(f.tokens.exchange(grant).await), want);
+    }
+    assert_eq!(everything(&f.ks).await, before, "a refused exchange wrote");
+
+    let ExchangeOutcome::Tokens(exchanged) = f
+        .tokens
+        .exchange(exchange(payments(), None, vec![]))
+        .await
+        .unwrap()
+    else {
+        panic!("tokens expected")
+    };
+    let claims = f
+        .tokens
+        .verify_access_token(exchanged.access_token.expose(), PAYMENTS)
+        .await
+        .unwrap();
+    assert_eq!(claims.client_id, "payments");
+    assert_eq!(
+        claims.act.as_ref().map(|a| a.sub.as_str()),
+        Some("payments")
+    );
+    assert!(
+        claims.exp
+            <= f.tokens
+                .verify_access_token(pair.access_token.expose(), API)
+                .await
+                .unwrap()
+                .exp
+    );
+    // The exchanged token (aud payments) can't be exchanged back for the
+    // API's audience or by a client that may not present it.
+    let again = Grant::TokenExchange {
+        client: payments(),
+        subject_token: SecretString::from(exchanged.access_token.expose()),
+        audience: Some(API.into()),
+        scope: vec![],
+    };
+    assert_eq!(
+        oauth_error(f.tokens.exchange(again).await),
+        OAuthError::InvalidTarget
+    );
+}
