@@ -666,20 +666,19 @@ impl Tokens {
         // the subject token.
         let oauth = crate::oauth::OAuth::new(std::sync::Arc::clone(&self.ctx), self.realm);
         let stored = oauth.load_client(&client.client_id).await?;
-        let stored_client = stored.as_ref().map(|(c, _)| c);
-        if let Some(found) = stored_client {
-            policy::proves(found, client.secret.as_ref())?;
-        }
+        let exchanger = &stored.as_ref().ok_or(OAuthError::InvalidClient)?.0;
+        let authenticated = policy::proves(exchanger, client.secret.as_ref())?;
+        let exchanger = &exchanger.client;
         let claims = match self.verify_with(&realm, subject_token.expose(), None).await {
             Ok(claims) => claims,
             Err(Error::Token(_)) => return Err(invalid_subject().into()),
             Err(e) => return Err(e),
         };
         let subject_scope: Vec<String> = claims.scopes().map(str::to_owned).collect();
-        let granted = policy::admit(
-            stored_client,
-            client.secret.as_ref(),
+        let granted = policy::decide(
+            exchanger,
             GrantType::TokenExchange,
+            authenticated,
             Ask {
                 scope,
                 resource: audience,
@@ -689,7 +688,6 @@ impl Tokens {
                 audience: None,
             },
         )?;
-        let exchanger = &stored_client.ok_or(OAuthError::InvalidClient)?.client;
         if !policy::may_exchange(exchanger, &claims.client_id, &claims.aud) {
             return Err(ValidationError::new(
                 "subject_token",

@@ -200,8 +200,7 @@ async fn header_realm(state: &AppState, headers: &HeaderMap) -> Result<RealmId, 
     Ok(state.ks.realms().get_by_name(name).await?.id)
 }
 
-fn request(state: &AppState, scope: Vec<String>) -> AccessRequest {
-    let _ = state;
+fn request(scope: Vec<String>) -> AccessRequest {
     AccessRequest::public(ACCOUNT_CLIENT_ID, scope)
 }
 
@@ -334,7 +333,7 @@ async fn finish_login(
     let issued = state
         .ks
         .tokens(realm)
-        .issue(session.id, &request(state, session.scopes.clone()))
+        .issue(session.id, &request(session.scopes.clone()))
         .await?;
     Ok(Json(tokens_json(&issued, fingerprint.as_ref())).into_response())
 }

@@ -86,12 +86,7 @@ pub fn routes() -> Router<AppState> {
 
 /// The request of an application's tokens: client `app_id`, the server's
 /// audience.
-fn app_request(
-    state: &AppState,
-    app_id: &str,
-    scope: Vec<String>,
-) -> Result<AccessRequest, ApiError> {
-    let _ = state;
+fn app_request(app_id: &str, scope: Vec<String>) -> Result<AccessRequest, ApiError> {
     let request = AccessRequest::public(app_id, scope);
     request
         .validate()
@@ -112,7 +107,7 @@ async fn app_portal_access(
     Path(app_id): Path<String>,
     JsonBody(body): JsonBody<AppPortalAccessIn>,
 ) -> Result<Json<Value>, ApiError> {
-    app_request(&state, &app_id, Vec::new())?;
+    app_request(&app_id, Vec::new())?;
     let ttl = i64::from(body.expiry.unwrap_or(u32::MAX)).min(MAGIC_LINK_MAX_TTL_SECS);
     let realm = state.ks.realms().get(caller.realm).await?;
     let base = format!("{}/app-portal/{app_id}", realm_base(&realm)?);
@@ -132,7 +127,7 @@ async fn dashboard_access(
     State(state): State<AppState>,
     Path(app_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let request = app_request(&state, &app_id, Vec::new())?;
+    let request = app_request(&app_id, Vec::new())?;
     let ttl = DASHBOARD_TOKEN_TTL_SECS.min(ONE_TIME_MAX_TTL_SECS);
     let token = state
         .ks
@@ -199,7 +194,7 @@ async fn create_message_token(
     Path(app_id): Path<String>,
     JsonBody(body): JsonBody<CreateMessageTokenIn>,
 ) -> Result<Json<Value>, ApiError> {
-    let request = app_request(&state, &app_id, vec![MESSAGE_SCOPE.into()])?;
+    let request = app_request(&app_id, vec![MESSAGE_SCOPE.into()])?;
     let secs = match body.expiry {
         None | Some(0) => SCOPED_MAX_TTL_SECS,
         Some(secs) => i64::from(secs),
@@ -242,7 +237,7 @@ async fn expire_all(
     Path(app_id): Path<String>,
     JsonBody(body): JsonBody<ApplicationTokenExpireIn>,
 ) -> Result<StatusCode, ApiError> {
-    app_request(&state, &app_id, Vec::new())?;
+    app_request(&app_id, Vec::new())?;
     let grace = body.expiry.unwrap_or(0);
     if grace > MAX_GRACE_SECS {
         return Err(ApiError::bad_request(

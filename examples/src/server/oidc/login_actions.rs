@@ -83,7 +83,7 @@ pub(super) async fn success(
     let tokens = state
         .ks
         .tokens(realm.id)
-        .issue(session.id, &access_request(state, client_id, scope))
+        .issue(session.id, &access_request(client_id, scope))
         .await?;
     let mut body = token_json(&tokens);
     body["status"] = "Success".into();
@@ -522,7 +522,7 @@ async fn registration(
                 .tokens(realm.id)
                 .issue(
                     session.id,
-                    &access_request(&state, body.client_id.as_deref(), body.scope.as_deref()),
+                    &access_request(body.client_id.as_deref(), body.scope.as_deref()),
                 )
                 .await?;
             Ok((StatusCode::CREATED, no_store(), Json(token_json(&tokens))).into_response())

@@ -168,12 +168,7 @@ pub fn mfa_pending(challenge: &Challenge, enrollment: bool) -> Response {
 /// What tokens issued by a login action are for: the named client (or
 /// [`DEFAULT_CLIENT_ID`]) and the scope asked for; the library bounds both
 /// by the registered client (its default audience).
-pub fn access_request(
-    state: &AppState,
-    client_id: Option<&str>,
-    scope: Option<&str>,
-) -> AccessRequest {
-    let _ = state;
+pub fn access_request(client_id: Option<&str>, scope: Option<&str>) -> AccessRequest {
     AccessRequest::public(client_id.unwrap_or(DEFAULT_CLIENT_ID), split_scope(scope))
 }
 
