@@ -20,6 +20,7 @@ use keystead::id::{MfaKeyId, UserId};
 use keystead::mfa::{Mfa, TotpParams};
 use keystead::secret::{SecretBytes, SecretString};
 use keystead::store::{MemoryStore, Store};
+use keystead::user::Authority;
 use keystead_benches::runtime;
 use keystead_sqlite::SqliteStore;
 use std::sync::Arc;
@@ -71,6 +72,7 @@ fn fixture(rt: &Runtime, store: Arc<dyn Store>) -> Fixture {
                 alice,
                 SecretBytes::new(SEED.to_vec()),
                 TotpParams::default(),
+                Authority::Operator,
             )
             .await
             .unwrap();
@@ -110,7 +112,9 @@ fn bench_burn(c: &mut Criterion, rt: &Runtime, name: &str, f: &Fixture) {
                 let mut codes = Vec::new();
                 for _ in 0..iters {
                     if codes.is_empty() {
-                        codes = rt.block_on(f.mfa.generate_recovery_codes(f.alice)).unwrap();
+                        codes = rt
+                            .block_on(f.mfa.generate_recovery_codes(f.alice, Authority::Operator))
+                            .unwrap();
                     }
                     let code = codes.pop().unwrap();
                     let start = Instant::now();

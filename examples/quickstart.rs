@@ -19,7 +19,7 @@ use keystead::mfa::{MfaAnswer, totp_code};
 use keystead::realm::{PasswordPolicy, RealmSettings};
 use keystead::secret::SecretString;
 use keystead::token::AccessRequest;
-use keystead::user::LoginOutcome;
+use keystead::user::{Authority, LoginOutcome};
 use keystead::{Error, Keystead};
 use keystead_sqlite::SqliteStore;
 
@@ -94,8 +94,12 @@ async fn main() -> Result<(), Error> {
 
     // TOTP: the secret and otpauth:// URI are shown once; activating needs a
     // valid code, which this program computes like an authenticator app.
+    // Adding a credential needs a fresh login (step-up): the session that
+    // just proved the password vouches for it.
     let mfa = ks.mfa(realm.id);
-    let enrolment = mfa.create_totp_key(alice.id).await?;
+    let enrolment = mfa
+        .create_totp_key(alice.id, Authority::Session(session.id))
+        .await?;
     let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
     let code = totp_code(enrolment.key.params, enrolment.secret_base32.expose(), now)?;
     mfa.activate(alice.id, enrolment.key.id, &code).await?;

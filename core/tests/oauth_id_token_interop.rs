@@ -15,6 +15,7 @@ use keystead::realm::RealmSettings;
 use keystead::secret::SecretString;
 use keystead::store::MemoryStore;
 use keystead::token::{ExchangeOutcome, Grant};
+use keystead::user::Authority;
 
 const ISSUER: &str = "https://id.example/realms/acme";
 const REDIRECT: &str = "https://app.example.com/cb";
@@ -50,6 +51,26 @@ fn totp(key: &keystead::mfa::NewTotpKey, ahead: u64) -> SecretString {
     keystead::mfa::totp_code(key.key.params, key.secret_base32.expose(), now + ahead).unwrap()
 }
 
+/// An active TOTP key and recovery codes for `user`, set up as the
+/// embedder's operator.
+async fn enrol(
+    mfa: &keystead::mfa::Mfa,
+    user: keystead::id::UserId,
+) -> (keystead::mfa::NewTotpKey, Vec<SecretString>) {
+    let key = mfa
+        .create_totp_key(user, Authority::Operator)
+        .await
+        .unwrap();
+    mfa.activate(user, key.key.id, &totp(&key, 0))
+        .await
+        .unwrap();
+    let recovery = mfa
+        .generate_recovery_codes(user, Authority::Operator)
+        .await
+        .unwrap();
+    (key, recovery)
+}
+
 #[tokio::test]
 async fn jsonwebtoken_verifies_the_code_flow_tokens_from_the_jwks_alone() {
     // The system clock: jsonwebtoken checks `exp` against real time.
@@ -68,12 +89,7 @@ async fn jsonwebtoken_verifies_the_code_flow_tokens_from_the_jwks_alone() {
         .register("alice", None, SecretString::from("correct horse"))
         .await
         .unwrap();
-    let mfa = ks.mfa(realm.id);
-    let key = mfa.create_totp_key(alice.id).await.unwrap();
-    mfa.activate(alice.id, key.key.id, &totp(&key, 0))
-        .await
-        .unwrap();
-    let recovery = mfa.generate_recovery_codes(alice.id).await.unwrap();
+    let (key, recovery) = enrol(&ks.mfa(realm.id), alice.id).await;
     let oauth = ks.oauth(realm.id);
     let tokens = ks.tokens(realm.id);
     oauth

@@ -12,6 +12,7 @@ mod support;
 
 use keystead::realm::MfaPolicy;
 use keystead::secret::SecretString;
+use keystead::user::Authority;
 use keystead_examples::server::auth::REALM_HEADER;
 use serde_json::{Value, json};
 use support::{PASSWORD, call, realm, totp_next, totp_now};
@@ -366,7 +367,7 @@ async fn account_flow_with_totp_and_trusted_devices() {
         .await
         .unwrap();
     let app = users
-        .create_app_token(alice.id, "ci", vec!["read".into()])
+        .create_app_token(alice.id, "ci", vec!["read".into()], Authority::Operator)
         .await
         .unwrap();
     let (status, by_app) = login(

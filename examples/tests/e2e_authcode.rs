@@ -26,6 +26,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use keystead::id::UserId;
 use keystead::realm::MfaPolicy;
 use keystead::secret::SecretString;
+use keystead::user::Authority;
 use openidconnect::url::Url;
 use serde_json::{Value, json};
 use support::{PASSWORD, answer, call, realm, totp_next, totp_now, verify_with_jwks};
@@ -100,7 +101,10 @@ async fn setup() -> Setup {
         .expect("alice")
         .id;
     let mfa = server.ks().mfa(realm_id);
-    let key = mfa.create_totp_key(alice).await.expect("totp key");
+    let key = mfa
+        .create_totp_key(alice, Authority::Operator)
+        .await
+        .expect("totp key");
     let otpauth = key.otpauth_uri.expose().to_owned();
     mfa.activate(alice, key.key.id, &SecretString::new(totp_now(&otpauth)))
         .await

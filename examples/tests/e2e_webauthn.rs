@@ -449,8 +449,16 @@ async fn passkeys_as_second_factor_and_passwordless() {
         401,
         "WEBAUTHN_UNKNOWN_CREDENTIAL",
     );
-    // A new registration excludes the passkey alice has.
-    let (_, options) = f.post("create-options", Some(&access), None).await;
+    // Alice has a passkey now: her password-only login is no longer
+    // enough to add another credential (RFC 9470 step-up) ...
+    let stale = f.post("create-options", Some(&access), None).await;
+    refused(&stale, 401, "STEP_UP_REQUIRED");
+    assert_eq!(stale.1["error"], "insufficient_user_authentication");
+    assert_eq!(stale.1["needs_mfa"], true);
+    // ... the passkey login just made is. A new registration excludes the
+    // passkey alice has.
+    let fresh = s(&tokens["access_token"]);
+    let (_, options) = f.post("create-options", Some(&fresh), None).await;
     assert_eq!(
         options["publicKey"]["excludeCredentials"][0]["id"],
         json!(credential_id)

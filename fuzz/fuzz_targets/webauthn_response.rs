@@ -23,6 +23,7 @@ use keystead::id::{ChallengeId, UserId};
 use keystead::realm::{PasswordPolicy, RealmSettings};
 use keystead::secret::SecretString;
 use keystead::store::MemoryStore;
+use keystead::user::Authority;
 use keystead::webauthn::{RelyingParty, Webauthn};
 use keystead::{Error, Keystead};
 use libfuzzer_sys::fuzz_target;
@@ -103,7 +104,7 @@ static SETUP: LazyLock<Setup> = LazyLock::new(|| {
         let origin = Url::parse(ORIGIN).expect("origin");
         let mut passkey = WebauthnAuthenticator::new(SoftPasskey::new(true));
         let options = webauthn
-            .create_options(alice)
+            .create_options(alice, Authority::Operator)
             .await
             .expect("create options");
         let ccr: CreationChallengeResponse =
@@ -117,7 +118,7 @@ static SETUP: LazyLock<Setup> = LazyLock::new(|| {
             .await
             .expect("create");
         let registration = webauthn
-            .create_options(alice)
+            .create_options(alice, Authority::Operator)
             .await
             .expect("options")
             .challenge_id;

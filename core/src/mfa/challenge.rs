@@ -27,13 +27,13 @@
 use super::service::Mfa;
 use super::{MfaError, MfaFactor, MfaKeyId, MfaKeyStatus, NewTotpKey, StoredKey, keys, parse_code};
 use crate::error::Error;
-use crate::id::{ChallengeId, UserId};
+use crate::id::{ChallengeId, SessionId, UserId};
 use crate::keystead::MAX_RETRIES;
 use crate::realm::MfaPolicy;
 use crate::secret::{SecretBytes, SecretString};
 use crate::store::{Batch, Precondition, StorageError, record};
 use crate::user::login::LiveChallenge;
-use crate::user::{AuthError, AuthMethod, ChallengePurpose, Session};
+use crate::user::{AuthError, AuthMethod, ChallengePurpose, Session, StoredUser};
 use chrono::{DateTime, Utc};
 
 /// A second factor answering an MFA challenge.
@@ -129,13 +129,13 @@ impl Mfa {
     async fn answer_writes(
         &self,
         batch: &mut Batch,
-        live: &LiveChallenge,
+        user: &StoredUser,
         answer: &MfaAnswer,
         required: bool,
         attempt: &mut Attempt,
         now: DateTime<Utc>,
     ) -> Result<AuthMethod, Error> {
-        let user_id = live.user.user.id;
+        let user_id = user.user.id;
         match answer {
             MfaAnswer::Totp(code) => {
                 let active = self.active_keys(user_id).await?;
@@ -156,7 +156,7 @@ impl Mfa {
                     parse_code(code.expose(), digits)?;
                 }
                 if !attempt.reserved {
-                    self.reserve(&live.user, now).await?;
+                    self.reserve(user, now).await?;
                     attempt.reserved = true;
                 }
                 // Open seeds once; reopen only if the set of keys changed.
@@ -188,7 +188,7 @@ impl Mfa {
             MfaAnswer::Recovery(code) => {
                 let normalized = super::recovery::normalize_recovery_code(code.expose())?;
                 if !attempt.reserved {
-                    self.reserve(&live.user, now).await?;
+                    self.reserve(user, now).await?;
                     attempt.reserved = true;
                 }
                 match self.burn_writes(batch, user_id, &normalized, now).await? {
@@ -220,7 +220,7 @@ impl Mfa {
             }
             MfaAnswer::TrustedDevice(token) => {
                 if self
-                    .trusted_writes(batch, &live.user, token.expose(), now)
+                    .trusted_writes(batch, user, token.expose(), now)
                     .await?
                 {
                     Ok(AuthMethod::Pwd)
@@ -267,7 +267,7 @@ impl Mfa {
             let user_id = live.user.user.id;
             let mut batch = Batch::new();
             let method = self
-                .answer_writes(&mut batch, &live, answer, required, &mut attempt, now)
+                .answer_writes(&mut batch, &live.user, answer, required, &mut attempt, now)
                 .await?;
             batch
                 .delete(
@@ -291,6 +291,56 @@ impl Mfa {
                     .add_session(&mut batch, &live.user, methods, Vec::new(), None, now)?;
             match self.ctx().store.commit(batch).await {
                 Ok(_) => return Ok(session),
+                Err(e @ StorageError::Conflict { .. }) => last = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last.map_or_else(|| MfaError::InvalidCode.into(), Error::from))
+    }
+
+    /// Re-authenticate the user of `session` with a second factor (a TOTP
+    /// code, a recovery code — burnt — or a passkey assertion of theirs), so
+    /// the session holds a fresh proof of it for [step-up](crate::user::step_up).
+    /// The factor's own write (TOTP step, burnt code, sign count) and the
+    /// session's new proof are one batch. A trusted-device token proves no
+    /// factor and is refused (`MFA_FACTOR_NOT_ALLOWED`). Other errors are
+    /// those of [`complete_challenge`](Self::complete_challenge) and
+    /// `SESSION_NOT_FOUND`.
+    pub async fn reauthenticate(
+        &self,
+        session: SessionId,
+        answer: &MfaAnswer,
+    ) -> Result<(), Error> {
+        if matches!(answer, MfaAnswer::TrustedDevice(_)) {
+            return Err(MfaError::FactorNotAllowed.into());
+        }
+        self.users.active_realm().await?;
+        let now = self.users.now();
+        let mut attempt = Attempt {
+            reserved: false,
+            seeds: None,
+        };
+        let mut last = None;
+        for _ in 0..MAX_RETRIES {
+            let (stored, version) = self.users.live_session(session).await?;
+            let (user, user_version) = self.active_user(stored.session.user).await?;
+            let mut batch = Batch::new();
+            let method = self
+                .answer_writes(&mut batch, &user, answer, false, &mut attempt, now)
+                .await?;
+            batch
+                .check(
+                    crate::user::keys::user(self.realm(), user.user.id),
+                    Precondition::Version(user_version),
+                )?
+                .delete(
+                    crate::user::keys::lockout(self.realm(), &user.username_key),
+                    Precondition::Any,
+                )?;
+            self.users
+                .proof_writes(&mut batch, stored, version, method, now)?;
+            match self.ctx().store.commit(batch).await {
+                Ok(_) => return Ok(()),
                 Err(e @ StorageError::Conflict { .. }) => last = Some(e),
                 Err(e) => return Err(e.into()),
             }
@@ -328,7 +378,9 @@ impl Mfa {
     ) -> Result<NewTotpKey, Error> {
         let now = self.users.now();
         let live = self.live_enrollment(id, now).await?;
-        self.create_totp_key(live.user.user.id).await
+        let realm = self.users.active_realm().await?;
+        self.new_totp_key(live.user.user.id, realm.settings.totp)
+            .await
     }
 
     /// Finish an enrolment login: activate the challenge user's pending key

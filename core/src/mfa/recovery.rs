@@ -116,9 +116,15 @@ impl Mfa {
     }
 
     /// Generate [`RECOVERY_CODE_COUNT`] new recovery codes for `user`, shown
-    /// once; every earlier code stops working in the same batch.
-    pub async fn generate_recovery_codes(&self, user: UserId) -> Result<Vec<SecretString>, Error> {
+    /// once; every earlier code stops working in the same batch. `by` must
+    /// pass [step-up](crate::user::step_up).
+    pub async fn generate_recovery_codes(
+        &self,
+        user: UserId,
+        by: crate::user::Authority,
+    ) -> Result<Vec<SecretString>, Error> {
         self.users.active_realm().await?;
+        self.users.authorize_change(user, by, &[]).await?;
         let now = self.users.now();
         let mut last = None;
         for _ in 0..MAX_RETRIES {

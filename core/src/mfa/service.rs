@@ -10,7 +10,7 @@ use crate::id::{RealmId, UserId};
 use crate::keystead::{Context, MAX_RETRIES};
 use crate::secret::{SecretBytes, SecretString};
 use crate::store::{Batch, Precondition, StorageError, record};
-use crate::user::{StoredUser, UserRecord, UserStatus, Users};
+use crate::user::{Authority, StoredUser, UserRecord, UserStatus, Users};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
@@ -172,39 +172,56 @@ impl Mfa {
     /// ([`RealmSettings::totp`](crate::realm::RealmSettings::totp): SHA-1,
     /// 6 digits, 30 s unless the realm says otherwise); see
     /// [`create_totp_key_with`](Self::create_totp_key_with).
-    pub async fn create_totp_key(&self, user: UserId) -> Result<NewTotpKey, Error> {
+    pub async fn create_totp_key(&self, user: UserId, by: Authority) -> Result<NewTotpKey, Error> {
         let realm = self.users.active_realm().await?;
-        self.create_totp_key_with(user, realm.settings.totp).await
+        self.create_totp_key_with(user, realm.settings.totp, by)
+            .await
     }
 
     /// Create a TOTP key for `user` with a fresh random seed of the length
     /// RFC 6238 uses for the HMAC (20, 32 or 64 bytes). The key is pending
     /// until [`activate`](Self::activate)d within [`PENDING_TTL_SECS`].
     /// Fails with `MFA_PENDING_KEY_EXISTS` while another key of the user is
-    /// pending, and `MFA_KEY_LIMIT_REACHED` at [`MAX_ACTIVE_KEYS`].
+    /// pending, and `MFA_KEY_LIMIT_REACHED` at [`MAX_ACTIVE_KEYS`]. `by`
+    /// must pass [step-up](crate::user::step_up) (`STEP_UP_REQUIRED`).
     pub async fn create_totp_key_with(
         &self,
         user: UserId,
         params: TotpParams,
+        by: Authority,
     ) -> Result<NewTotpKey, Error> {
         params.validate()?;
+        self.users.authorize_change(user, by, &[]).await?;
+        self.new_totp_key(user, params).await
+    }
+
+    /// [`create_totp_key_with`](Self::create_totp_key_with) once the change
+    /// is authorized.
+    pub(crate) async fn new_totp_key(
+        &self,
+        user: UserId,
+        params: TotpParams,
+    ) -> Result<NewTotpKey, Error> {
         let mut seed = vec![0u8; params.algorithm.seed_len()];
         crate::crypto::fill_random(&mut seed)?;
         self.insert_key(user, params, SecretBytes::new(seed)).await
     }
 
     /// Create a pending TOTP key from an existing seed (migration from
-    /// another system; known-answer tests). The seed must be 16 to 64 bytes.
+    /// another system; known-answer tests). The seed must be 16 to 64 bytes;
+    /// `by` must pass [step-up](crate::user::step_up).
     pub async fn import_totp_key(
         &self,
         user: UserId,
         seed: SecretBytes,
         params: TotpParams,
+        by: Authority,
     ) -> Result<NewTotpKey, Error> {
         params.validate()?;
         if !(16..=64).contains(&seed.len()) {
             return Err(ValidationError::new("seed", "16 to 64 bytes").into());
         }
+        self.users.authorize_change(user, by, &[]).await?;
         self.insert_key(user, params, seed).await
     }
 
@@ -536,9 +553,11 @@ impl Mfa {
 
     /// Delete a key of `user` (pending or active). Deleting an active key
     /// lowers the user's factor count in the same batch; every trusted
-    /// device of the user is revoked in that batch too.
-    pub async fn delete_key(&self, user: UserId, id: MfaKeyId) -> Result<(), Error> {
+    /// device of the user is revoked in that batch too. `by` must pass
+    /// [step-up](crate::user::step_up).
+    pub async fn delete_key(&self, user: UserId, id: MfaKeyId, by: Authority) -> Result<(), Error> {
         self.users.active_realm().await?;
+        self.users.authorize_change(user, by, &[]).await?;
         let now = self.users.now();
         let mut last = None;
         for _ in 0..MAX_RETRIES {

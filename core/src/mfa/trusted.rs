@@ -111,8 +111,11 @@ impl Mfa {
 
     /// Issue a trusted-device token for the user of `session`, which must
     /// be valid and include an MFA step (`otp` or `recovery`); otherwise
-    /// `MFA_STEP_REQUIRED`. `label` (e.g. the user agent) is 1 to
-    /// [`MAX_DEVICE_LABEL_CHARS`] characters without control characters.
+    /// `MFA_STEP_REQUIRED`. That step must be fresh (the realm's step-up
+    /// `max_age`, see [`crate::user::step_up`]): a trusted device is a
+    /// credential, so an old session can't mint one (`STEP_UP_REQUIRED`).
+    /// `label` (e.g. the user agent) is 1 to [`MAX_DEVICE_LABEL_CHARS`]
+    /// characters without control characters.
     pub async fn trust_device(
         &self,
         session: SessionId,
@@ -126,7 +129,9 @@ impl Mfa {
             )
             .into());
         }
-        let session = self.users.get_session(session).await?;
+        let realm = self.users.active_realm().await?;
+        let (stored, _) = self.users.live_session(session).await?;
+        let session = stored.session;
         if !session
             .methods
             .iter()
@@ -135,6 +140,19 @@ impl Mfa {
             return Err(MfaError::MfaStepRequired.into());
         }
         let now = self.users.now();
+        let max_age = realm.settings.step_up.max_age_secs;
+        let oldest = now - chrono::Duration::seconds(i64::from(max_age));
+        if !stored
+            .proofs
+            .iter()
+            .any(|p| matches!(p.method, AuthMethod::Otp | AuthMethod::Recovery) && p.at >= oldest)
+        {
+            return Err(crate::user::AuthError::StepUpRequired {
+                max_age_secs: max_age,
+                needs_mfa: true,
+            }
+            .into());
+        }
         let (user, user_version) = self.active_user(session.user).await?;
         let (generation, gen_version) = self.trust_generation(session.user).await?;
         let issued = bearer::generate(TokenKind::TrustedDevice)?;
@@ -223,13 +241,16 @@ impl Mfa {
         Ok(out)
     }
 
-    /// Delete one trusted device of `user` (its token stops working).
+    /// Delete one trusted device of `user` (its token stops working). `by`
+    /// must pass [step-up](crate::user::step_up).
     pub async fn delete_trusted_device(
         &self,
         user: UserId,
         id: TrustedDeviceId,
+        by: crate::user::Authority,
     ) -> Result<(), Error> {
         self.users.active_realm().await?;
+        self.users.authorize_change(user, by, &[]).await?;
         let key = keys::trusted_device(self.realm(), user, id);
         let stored = self
             .ctx()

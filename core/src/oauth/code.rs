@@ -274,6 +274,7 @@ impl OAuth {
             lifetime_secs: client.access_token_secs,
             name: None,
             act: None,
+            one_time: false,
         };
         let (access_token, expires_in) = tokens.sign_access(realm, session, &signed, now).await?;
         let id_token = if code.scope.iter().any(|s| s == SCOPE_OPENID) {

@@ -80,6 +80,15 @@ pub struct RealmSettings {
     /// default — what every authenticator app supports). Keys keep the
     /// parameters they were created with when this changes.
     pub totp: TotpParams,
+    /// How recent an authentication a credential change needs (see
+    /// [`crate::user::step_up`]).
+    pub step_up: StepUpPolicy,
+    /// Whether anyone may create an account in this realm through a public
+    /// sign-up ([`Users::sign_up`](crate::user::Users::sign_up)). Off by
+    /// default: accounts are made by the embedder
+    /// ([`Users::register`](crate::user::Users::register)) until the realm
+    /// opens sign-up.
+    pub self_registration: bool,
 }
 
 impl Default for RealmSettings {
@@ -92,9 +101,31 @@ impl Default for RealmSettings {
             lockout: LockoutPolicy::default(),
             default_device_limit: 10,
             totp: TotpParams::default(),
+            step_up: StepUpPolicy::default(),
+            self_registration: false,
         }
     }
 }
+
+/// How recent an authentication must be for a change to the user's
+/// credentials (adding or removing a password, TOTP key, passkey, recovery
+/// codes or trusted device); see [`crate::user::step_up`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepUpPolicy {
+    /// The factors a change needs must have been proved within this many
+    /// seconds (default 300, five minutes; 30 s to 1 h). Also the `max_age`
+    /// a server tells the client to ask for (RFC 9470).
+    pub max_age_secs: u32,
+}
+
+impl Default for StepUpPolicy {
+    fn default() -> Self {
+        Self { max_age_secs: 300 }
+    }
+}
+
+/// Bounds of [`StepUpPolicy::max_age_secs`].
+pub const STEP_UP_MAX_AGE_RANGE: std::ops::RangeInclusive<u32> = 30..=3600;
 
 /// Token lifetimes, in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -295,6 +326,12 @@ pub fn validate_settings(s: &RealmSettings) -> Result<(), ValidationError> {
     s.totp
         .validate()
         .map_err(|e| ValidationError::new("settings.totp", e.problem))?;
+    if !STEP_UP_MAX_AGE_RANGE.contains(&s.step_up.max_age_secs) {
+        return Err(ValidationError::new(
+            "settings.step_up.max_age_secs",
+            "30 seconds to 1 hour",
+        ));
+    }
     if s.default_device_limit == 0 || s.default_device_limit > 10_000 {
         return Err(ValidationError::new(
             "settings.default_device_limit",
@@ -309,8 +346,11 @@ pub fn validate_settings(s: &RealmSettings) -> Result<(), ValidationError> {
 pub(crate) enum RealmRecord {
     /// Before realm-wide TOTP parameters; decodes with the defaults.
     V1(legacy::RealmV1),
+    /// Before step-up and the sign-up switch; decodes with the default
+    /// step-up policy and sign-up closed.
+    V2(legacy::RealmV2),
     /// Current.
-    V2(Realm),
+    V3(Realm),
 }
 
 impl RealmRecord {
@@ -318,7 +358,8 @@ impl RealmRecord {
     pub(crate) fn into_realm(self) -> Realm {
         match self {
             RealmRecord::V1(old) => old.upgrade(),
-            RealmRecord::V2(realm) => realm,
+            RealmRecord::V2(old) => old.upgrade(),
+            RealmRecord::V3(realm) => realm,
         }
     }
 }
@@ -328,8 +369,9 @@ impl RealmRecord {
 pub(crate) mod legacy {
     use super::{
         LockoutPolicy, MfaPolicy, PasswordPolicy, Realm, RealmId, RealmSettings, RealmStatus,
-        TokenLifetimes,
+        StepUpPolicy, TokenLifetimes,
     };
+    use crate::mfa::TotpParams;
     use chrono::{DateTime, Utc};
     use serde::{Deserialize, Serialize};
 
@@ -358,6 +400,52 @@ pub(crate) mod legacy {
     impl RealmV1 {
         pub(crate) fn upgrade(self) -> Realm {
             let s = self.settings;
+            RealmV2 {
+                id: self.id,
+                name: self.name,
+                status: self.status,
+                settings: SettingsV2 {
+                    issuer_url: s.issuer_url,
+                    tokens: s.tokens,
+                    password: s.password,
+                    mfa: s.mfa,
+                    lockout: s.lockout,
+                    default_device_limit: s.default_device_limit,
+                    totp: TotpParams::default(),
+                },
+                created_at: self.created_at,
+                updated_at: self.updated_at,
+            }
+            .upgrade()
+        }
+    }
+
+    /// `Realm` as `RealmRecord::V2` stored it.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub(crate) struct RealmV2 {
+        pub(crate) id: RealmId,
+        pub(crate) name: String,
+        pub(crate) status: RealmStatus,
+        pub(crate) settings: SettingsV2,
+        pub(crate) created_at: DateTime<Utc>,
+        pub(crate) updated_at: DateTime<Utc>,
+    }
+
+    /// `RealmSettings` without `step_up` and `self_registration`.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub(crate) struct SettingsV2 {
+        pub(crate) issuer_url: Option<String>,
+        pub(crate) tokens: TokenLifetimes,
+        pub(crate) password: PasswordPolicy,
+        pub(crate) mfa: MfaPolicy,
+        pub(crate) lockout: LockoutPolicy,
+        pub(crate) default_device_limit: u32,
+        pub(crate) totp: TotpParams,
+    }
+
+    impl RealmV2 {
+        pub(crate) fn upgrade(self) -> Realm {
+            let s = self.settings;
             Realm {
                 id: self.id,
                 name: self.name,
@@ -369,7 +457,9 @@ pub(crate) mod legacy {
                     mfa: s.mfa,
                     lockout: s.lockout,
                     default_device_limit: s.default_device_limit,
-                    totp: crate::mfa::TotpParams::default(),
+                    totp: s.totp,
+                    step_up: StepUpPolicy::default(),
+                    self_registration: false,
                 },
                 created_at: self.created_at,
                 updated_at: self.updated_at,
@@ -449,13 +539,17 @@ mod tests {
             created_at: at,
             updated_at: at,
         };
-        crate::store::record::assert_golden(&RealmRecord::V2(realm.clone()), GOLDEN_REALM_V2);
-        // A V1 record written by an earlier release still decodes, with the
-        // default TOTP parameters.
-        let old: RealmRecord =
-            crate::store::record::decode(b"k", &crate::store::key::unhex(GOLDEN_REALM_V1)).unwrap();
-        assert_eq!(old.into_realm(), realm);
+        crate::store::record::assert_golden(&RealmRecord::V3(realm.clone()), GOLDEN_REALM_V3);
+        // V1 and V2 records written by earlier releases still decode, with
+        // the default TOTP parameters, step-up policy and sign-up closed.
+        for old in [GOLDEN_REALM_V1, GOLDEN_REALM_V2] {
+            let old: RealmRecord =
+                crate::store::record::decode(b"k", &crate::store::key::unhex(old)).unwrap();
+            assert_eq!(old.into_realm(), realm);
+        }
     }
+
+    const GOLDEN_REALM_V3: &str = "010210018bcfe56800700080000000000000010461636d650000ac02809a9e0180f52408800880980102010005018407640a00061eac020014323032332d31312d31345432323a31333a32305a14323032332d31312d31345432323a31333a32305a";
 
     const GOLDEN_REALM_V2: &str = "010110018bcfe56800700080000000000000010461636d650000ac02809a9e0180f52408800880980102010005018407640a00061e14323032332d31312d31345432323a31333a32305a14323032332d31312d31345432323a31333a32305a";
 

@@ -108,7 +108,7 @@ impl Realms {
         batch
             .put(
                 key.clone(),
-                record::encode(key.as_bytes(), &RealmRecord::V2(realm.clone()))?,
+                record::encode(key.as_bytes(), &RealmRecord::V3(realm.clone()))?,
                 Precondition::Absent,
             )?
             .put(
@@ -258,7 +258,7 @@ impl Realms {
             let mut batch = Batch::new();
             batch.put(
                 key.clone(),
-                record::encode(key.as_bytes(), &RealmRecord::V2(realm.clone()))?,
+                record::encode(key.as_bytes(), &RealmRecord::V3(realm.clone()))?,
                 Precondition::Version(version),
             )?;
             match self.ctx.store.commit(batch).await {

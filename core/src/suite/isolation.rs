@@ -10,7 +10,7 @@ use crate::id::{SessionId, UserId};
 use crate::realm::{PasswordPolicy, RealmSettings};
 use crate::secret::SecretString;
 use crate::store::conformance::{Harness, Opener};
-use crate::user::{AuthError, LoginOutcome, UserError, Users};
+use crate::user::{AuthError, Authority, LoginOutcome, UserError, Users};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
@@ -73,7 +73,9 @@ async fn apply(users: &Users, issued: &mut Issued, op: &Op) {
         }
         Op::CreateToken(n) => {
             if let Some(id) = id_of(n).await
-                && let Ok(t) = users.create_app_token(id, "t", vec![]).await
+                && let Ok(t) = users
+                    .create_app_token(id, "t", vec![], Authority::Operator)
+                    .await
             {
                 issued.tokens.push(t.secret);
             }
@@ -104,11 +106,13 @@ async fn apply(users: &Users, issued: &mut Issued, op: &Op) {
             if let Some(id) = id_of(n).await {
                 let other = SecretString::from("battery staple");
                 if users
-                    .update_password(id, pw(), other.clone(), None)
+                    .update_password(id, pw(), other.clone(), Authority::Operator)
                     .await
                     .is_ok()
                 {
-                    let _ = users.update_password(id, other, pw(), None).await;
+                    let _ = users
+                        .update_password(id, other, pw(), Authority::Operator)
+                        .await;
                 }
             }
         }
@@ -123,7 +127,9 @@ async fn assert_invisible(other: &Users, mine: &Issued) {
             Err(Error::User(UserError::NotFound))
         ));
         assert!(matches!(
-            other.create_app_token(id, "x", vec![]).await,
+            other
+                .create_app_token(id, "x", vec![], Authority::Operator)
+                .await,
             Err(Error::User(UserError::NotFound))
         ));
     }

@@ -15,7 +15,9 @@ use crate::mfa::{
 use crate::realm::{LockoutPolicy, MfaPolicy, RealmSettings};
 use crate::secret::{SecretBytes, SecretString};
 use crate::store::conformance::Harness;
-use crate::user::{AuthError, AuthMethod, ChallengePurpose, LoginOutcome, UserError, Users};
+use crate::user::{
+    AuthError, AuthMethod, Authority, ChallengePurpose, LoginOutcome, UserError, Users,
+};
 use chrono::{DateTime, Duration, Utc};
 use std::sync::Arc;
 
@@ -115,7 +117,11 @@ fn is_mfa(r: &Result<impl std::fmt::Debug, Error>, e: &MfaError) -> bool {
 
 /// Create and activate a default key; returns it with its seed.
 async fn active_key(f: &Fixture, user: UserId) -> (MfaKeyId, Vec<u8>) {
-    let new = f.mfa.create_totp_key(user).await.unwrap();
+    let new = f
+        .mfa
+        .create_totp_key(user, Authority::Operator)
+        .await
+        .unwrap();
     let seed = seed_of(&new);
     let code = code_at(new.key.params, &seed, now_unix(&f.clock));
     f.mfa.activate(user, new.key.id, &code).await.unwrap();
@@ -126,7 +132,11 @@ async fn active_key(f: &Fixture, user: UserId) -> (MfaKeyId, Vec<u8>) {
 /// statuses, types, at most one pending, delete keeps the factor count.
 pub async fn key_lifecycle(h: Harness) {
     let f = fixture(&h, lenient()).await;
-    let new = f.mfa.create_totp_key(f.alice).await.unwrap();
+    let new = f
+        .mfa
+        .create_totp_key(f.alice, Authority::Operator)
+        .await
+        .unwrap();
     assert_eq!(new.key.status, MfaKeyStatus::ActivationPending);
     assert_eq!(new.key.kind, MfaKeyType::Totp);
     assert_eq!(new.key.params, TotpParams::default());
@@ -163,7 +173,7 @@ pub async fn key_lifecycle(h: Harness) {
 
     // At most one pending key.
     assert!(is_mfa(
-        &f.mfa.create_totp_key(f.alice).await,
+        &f.mfa.create_totp_key(f.alice, Authority::Operator).await,
         &MfaError::PendingKeyExists
     ));
     // Pending keys can't verify; a wrong code doesn't activate.
@@ -210,18 +220,31 @@ pub async fn delete_keys_and_factor_count(h: Harness) {
     let (id, seed) = active_key(&f, f.alice).await;
     let key = f.mfa.get_key(f.alice, id).await.unwrap();
     f.clock.advance(Duration::seconds(30));
-    let second = f.mfa.create_totp_key(f.alice).await.unwrap();
+    let second = f
+        .mfa
+        .create_totp_key(f.alice, Authority::Operator)
+        .await
+        .unwrap();
     let list = f.mfa.list_keys(f.alice).await.unwrap();
     assert_eq!(list.len(), 2);
     // Deleting the pending key leaves the factor; deleting the active one
     // clears it.
-    f.mfa.delete_key(f.alice, second.key.id).await.unwrap();
+    f.mfa
+        .delete_key(f.alice, second.key.id, Authority::Operator)
+        .await
+        .unwrap();
     assert!(f.users.has_active_factor(f.alice).await.unwrap());
-    f.mfa.create_totp_key(f.alice).await.unwrap();
-    f.mfa.delete_key(f.alice, key.id).await.unwrap();
+    f.mfa
+        .create_totp_key(f.alice, Authority::Operator)
+        .await
+        .unwrap();
+    f.mfa
+        .delete_key(f.alice, key.id, Authority::Operator)
+        .await
+        .unwrap();
     assert!(!f.users.has_active_factor(f.alice).await.unwrap());
     assert!(is_mfa(
-        &f.mfa.delete_key(f.alice, key.id).await,
+        &f.mfa.delete_key(f.alice, key.id, Authority::Operator).await,
         &MfaError::KeyNotFound
     ));
     assert!(is_mfa(
@@ -247,7 +270,11 @@ pub async fn delete_keys_and_factor_count(h: Harness) {
 /// A pending key expires; an expired pending key makes room for a new one.
 pub async fn pending_keys_expire(h: Harness) {
     let f = fixture(&h, lenient()).await;
-    let new = f.mfa.create_totp_key(f.alice).await.unwrap();
+    let new = f
+        .mfa
+        .create_totp_key(f.alice, Authority::Operator)
+        .await
+        .unwrap();
     let seed = seed_of(&new);
     f.clock.advance(Duration::seconds(PENDING_TTL_SECS));
     let code = code_at(new.key.params, &seed, now_unix(&f.clock));
@@ -260,11 +287,17 @@ pub async fn pending_keys_expire(h: Harness) {
         &f.mfa.get_key(f.alice, new.key.id).await,
         &MfaError::KeyNotFound
     ));
-    let again = f.mfa.create_totp_key(f.alice).await.unwrap();
+    let again = f
+        .mfa
+        .create_totp_key(f.alice, Authority::Operator)
+        .await
+        .unwrap();
     assert_eq!(f.mfa.list_keys(f.alice).await.unwrap(), vec![again.key]);
     // The expired key's record is gone with the replacement.
     assert!(is_mfa(
-        &f.mfa.delete_key(f.alice, new.key.id).await,
+        &f.mfa
+            .delete_key(f.alice, new.key.id, Authority::Operator)
+            .await,
         &MfaError::KeyNotFound
     ));
 }
@@ -276,7 +309,7 @@ pub async fn active_key_limit(h: Harness) {
         active_key(&f, f.alice).await;
     }
     assert!(is_mfa(
-        &f.mfa.create_totp_key(f.alice).await,
+        &f.mfa.create_totp_key(f.alice, Authority::Operator).await,
         &MfaError::KeyLimitReached
     ));
     assert_eq!(
@@ -340,7 +373,12 @@ pub async fn rfc6238_known_answers(h: Harness) {
                 None => {
                     let new = f
                         .mfa
-                        .import_totp_key(f.alice, SecretBytes::new(seed.clone()), params)
+                        .import_totp_key(
+                            f.alice,
+                            SecretBytes::new(seed.clone()),
+                            params,
+                            Authority::Operator,
+                        )
                         .await
                         .unwrap();
                     assert_eq!(
@@ -377,7 +415,12 @@ pub async fn rfc4226_known_answers(h: Harness) {
             None => {
                 let new = f
                     .mfa
-                    .import_totp_key(f.alice, SecretBytes::new(seed.clone()), params)
+                    .import_totp_key(
+                        f.alice,
+                        SecretBytes::new(seed.clone()),
+                        params,
+                        Authority::Operator,
+                    )
                     .await
                     .unwrap();
                 assert_eq!(
@@ -566,7 +609,11 @@ pub async fn cross_user_and_realm_refused(h: Harness) {
         .await
         .unwrap()
         .id;
-    let new = f.mfa.create_totp_key(f.alice).await.unwrap();
+    let new = f
+        .mfa
+        .create_totp_key(f.alice, Authority::Operator)
+        .await
+        .unwrap();
     let seed = seed_of(&new);
     let code = code_at(new.key.params, &seed, now_unix(&f.clock));
     assert!(is_mfa(
@@ -574,7 +621,7 @@ pub async fn cross_user_and_realm_refused(h: Harness) {
         &MfaError::KeyNotFound
     ));
     assert!(is_mfa(
-        &f.mfa.delete_key(bob, new.key.id).await,
+        &f.mfa.delete_key(bob, new.key.id, Authority::Operator).await,
         &MfaError::KeyNotFound
     ));
     assert!(f.mfa.list_keys(bob).await.unwrap().is_empty());
@@ -591,8 +638,15 @@ pub async fn cross_user_and_realm_refused(h: Harness) {
     // Still activatable by its owner.
     f.mfa.activate(f.alice, new.key.id, &code).await.unwrap();
     // Alice's recovery codes don't work for bob.
-    let codes = f.mfa.generate_recovery_codes(f.alice).await.unwrap();
-    f.mfa.generate_recovery_codes(bob).await.unwrap();
+    let codes = f
+        .mfa
+        .generate_recovery_codes(f.alice, Authority::Operator)
+        .await
+        .unwrap();
+    f.mfa
+        .generate_recovery_codes(bob, Authority::Operator)
+        .await
+        .unwrap();
     assert!(is_mfa(
         &f.mfa.burn_recovery_code(bob, &codes[0]).await,
         &MfaError::InvalidCode
@@ -608,7 +662,11 @@ pub async fn cross_user_and_realm_refused(h: Harness) {
 pub async fn recovery_codes(h: Harness) {
     let f = fixture(&h, lenient()).await;
     assert_eq!(f.mfa.remaining_recovery_codes(f.alice).await.unwrap(), 0);
-    let codes = f.mfa.generate_recovery_codes(f.alice).await.unwrap();
+    let codes = f
+        .mfa
+        .generate_recovery_codes(f.alice, Authority::Operator)
+        .await
+        .unwrap();
     assert_eq!(codes.len(), RECOVERY_CODE_COUNT);
     let mut distinct: Vec<&str> = codes.iter().map(SecretString::expose).collect();
     distinct.sort_unstable();
@@ -675,7 +733,11 @@ pub async fn recovery_codes(h: Harness) {
     assert_eq!(f.mfa.remaining_recovery_codes(f.alice).await.unwrap(), 7);
 
     // Regenerating invalidates every earlier code.
-    let fresh = f.mfa.generate_recovery_codes(f.alice).await.unwrap();
+    let fresh = f
+        .mfa
+        .generate_recovery_codes(f.alice, Authority::Operator)
+        .await
+        .unwrap();
     assert_eq!(f.mfa.remaining_recovery_codes(f.alice).await.unwrap(), 10);
     for old in &codes[3..] {
         assert!(is_mfa(
@@ -747,7 +809,11 @@ pub async fn login_challenge_completion(h: Harness) {
     ));
     // Recovery code path: a challenge made before the user had codes does
     // not list them; one made after does.
-    let codes = f.mfa.generate_recovery_codes(f.alice).await.unwrap();
+    let codes = f
+        .mfa
+        .generate_recovery_codes(f.alice, Authority::Operator)
+        .await
+        .unwrap();
     let recovery = MfaAnswer::Recovery(codes[0].clone());
     assert!(is_mfa(
         &f.mfa.complete_challenge(again.id, &recovery).await,
@@ -784,7 +850,11 @@ pub async fn login_challenge_completion(h: Harness) {
 /// only the winner's code is burnt.
 pub async fn concurrent_challenge_completion(h: Harness) {
     let (f, gate) = gated_fixture(&h, b"challenge").await;
-    let codes = f.mfa.generate_recovery_codes(f.alice).await.unwrap();
+    let codes = f
+        .mfa
+        .generate_recovery_codes(f.alice, Authority::Operator)
+        .await
+        .unwrap();
     active_key(&f, f.alice).await;
     let challenge = challenge_of(&f.users).await;
     gate.arm(RACERS);
@@ -813,7 +883,11 @@ pub async fn concurrent_challenge_completion(h: Harness) {
 /// exactly one wins.
 pub async fn concurrent_burns_one_winner(h: Harness) {
     let (f, gate) = gated_fixture(&h, b"mfa-recovery").await;
-    let codes = f.mfa.generate_recovery_codes(f.alice).await.unwrap();
+    let codes = f
+        .mfa
+        .generate_recovery_codes(f.alice, Authority::Operator)
+        .await
+        .unwrap();
     gate.arm(RACERS);
     let mfa = Arc::new(f.mfa.clone());
     let mut tasks = Vec::new();
@@ -1000,7 +1074,11 @@ pub async fn realm_totp_parameters(h: Harness) {
         },
     )
     .await;
-    let new = f.mfa.create_totp_key(f.alice).await.unwrap();
+    let new = f
+        .mfa
+        .create_totp_key(f.alice, Authority::Operator)
+        .await
+        .unwrap();
     assert_eq!(new.key.params, params);
     let code = code_at(params, &seed_of(&new), now_unix(&f.clock));
     f.mfa.activate(f.alice, new.key.id, &code).await.unwrap();
@@ -1025,7 +1103,11 @@ pub async fn configurable_parameters(h: Harness) {
         digits: 8,
         period_secs: 60,
     };
-    let new = f.mfa.create_totp_key_with(f.alice, params).await.unwrap();
+    let new = f
+        .mfa
+        .create_totp_key_with(f.alice, params, Authority::Operator)
+        .await
+        .unwrap();
     let seed = seed_of(&new);
     assert_eq!(seed.len(), 64);
     assert!(
@@ -1038,7 +1120,7 @@ pub async fn configurable_parameters(h: Harness) {
     f.mfa.activate(f.alice, new.key.id, &code).await.unwrap();
     assert!(matches!(
         f.mfa
-            .create_totp_key_with(f.alice, TotpParams { digits: 9, ..params })
+            .create_totp_key_with(f.alice, TotpParams { digits: 9, ..params }, Authority::Operator)
             .await,
         Err(Error::Validation(v)) if v.field == "totp.digits"
     ));
@@ -1139,7 +1221,7 @@ pub async fn trusted_devices(h: Harness) {
 
     // Delete one device.
     f.mfa
-        .delete_trusted_device(f.alice, trusted.device.id)
+        .delete_trusted_device(f.alice, trusted.device.id, Authority::Operator)
         .await
         .unwrap();
     assert!(is_mfa(
@@ -1148,7 +1230,7 @@ pub async fn trusted_devices(h: Harness) {
     ));
     assert!(is_mfa(
         &f.mfa
-            .delete_trusted_device(f.alice, trusted.device.id)
+            .delete_trusted_device(f.alice, trusted.device.id, Authority::Operator)
             .await,
         &MfaError::TrustedDeviceNotFound
     ));
@@ -1162,8 +1244,15 @@ pub async fn trusted_devices_revoked(h: Harness) {
     // Deleting an MFA key revokes every trusted device.
     let session = otp_session(&f, &seed).await;
     let second = f.mfa.trust_device(session.id, "Safari").await.unwrap();
-    let spare = f.mfa.create_totp_key(f.alice).await.unwrap();
-    f.mfa.delete_key(f.alice, spare.key.id).await.unwrap();
+    let spare = f
+        .mfa
+        .create_totp_key(f.alice, Authority::Operator)
+        .await
+        .unwrap();
+    f.mfa
+        .delete_key(f.alice, spare.key.id, Authority::Operator)
+        .await
+        .unwrap();
     assert!(
         f.mfa
             .list_trusted_devices(f.alice)
@@ -1187,7 +1276,7 @@ pub async fn trusted_devices_revoked(h: Harness) {
             f.alice,
             SecretString::from("correct horse"),
             SecretString::from("battery staple"),
-            None,
+            Authority::Operator,
         )
         .await
         .unwrap();
@@ -1278,7 +1367,11 @@ pub async fn random_sequences_never_accept_a_step_twice(h: Harness) {
         let now = now_unix(&f.clock);
         match rng.below(6) {
             0 if active.len() < MAX_ACTIVE_KEYS => {
-                let new = f.mfa.create_totp_key(f.alice).await.unwrap();
+                let new = f
+                    .mfa
+                    .create_totp_key(f.alice, Authority::Operator)
+                    .await
+                    .unwrap();
                 let seed = seed_of(&new);
                 let off = i64::try_from(rng.below(3)).unwrap() - 1;
                 f.mfa
@@ -1311,7 +1404,10 @@ pub async fn random_sequences_never_accept_a_step_twice(h: Harness) {
             3 if !active.is_empty() => {
                 let i = usize::try_from(rng.below(active.len() as u64)).unwrap();
                 let (id, seed) = active.swap_remove(i);
-                f.mfa.delete_key(f.alice, id).await.unwrap();
+                f.mfa
+                    .delete_key(f.alice, id, Authority::Operator)
+                    .await
+                    .unwrap();
                 deleted.push((id, seed));
             }
             4 if !deleted.is_empty() => {
@@ -1339,10 +1435,16 @@ pub async fn random_sequences_never_accept_a_step_twice(h: Harness) {
 pub async fn delete_user_sweeps_mfa(h: Harness) {
     let f = fixture(&h, lenient()).await;
     let (_, seed) = active_key(&f, f.alice).await;
-    f.mfa.generate_recovery_codes(f.alice).await.unwrap();
+    f.mfa
+        .generate_recovery_codes(f.alice, Authority::Operator)
+        .await
+        .unwrap();
     let session = otp_session(&f, &seed).await;
     f.mfa.trust_device(session.id, "Firefox").await.unwrap();
-    f.mfa.create_totp_key(f.alice).await.unwrap();
+    f.mfa
+        .create_totp_key(f.alice, Authority::Operator)
+        .await
+        .unwrap();
     let mfa_rows = |rows: &[(Vec<u8>, crate::store::Versioned)]| {
         rows.iter()
             .filter(|(k, _)| k.windows(4).any(|w| w == b"mfa-"))

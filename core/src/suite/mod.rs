@@ -13,6 +13,7 @@ pub mod oauth;
 pub mod policy;
 pub mod probe;
 pub mod realm;
+pub mod step_up;
 pub mod token;
 pub mod user;
 pub mod webauthn;
@@ -38,6 +39,22 @@ pub async fn keystead(h: &Harness) -> (Keystead, ManualClock) {
         .build()
         .expect("complete builder");
     (ks, clock)
+}
+
+/// Every key and version in the store: what a refused request must leave
+/// exactly as it was.
+pub(crate) async fn everything(ks: &Keystead) -> Vec<(Vec<u8>, u64)> {
+    let store = ks.store();
+    let mut all = Vec::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = store.scan(b"", after.as_deref(), 500).await.unwrap();
+        let Some((last, _)) = page.last() else {
+            return all;
+        };
+        after = Some(last.clone());
+        all.extend(page.into_iter().map(|(k, v)| (k, v.version)));
+    }
 }
 
 /// Expands to one `#[test]` per domain case for a backend.
@@ -135,6 +152,11 @@ macro_rules! domain_tests {
             password_grant_is_bounded_by_the_client,
             refresh_only_narrows,
             exchange_is_authenticated_and_narrow
+        ]);
+        $crate::domain_tests!(@cases $open, step_up, [
+            credential_changes_need_a_fresh_login,
+            second_factor_users_need_a_fresh_second_factor,
+            handed_on_tokens_never_authorize
         ]);
         $crate::domain_tests!(@cases $open, webauthn, [
             register_list_and_rename,

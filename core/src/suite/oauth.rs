@@ -24,6 +24,7 @@ use crate::secret::SecretString;
 use crate::store::conformance::Harness;
 use crate::token::id_token::{ACR_MFA, ACR_SINGLE_FACTOR, IdTokenClaims};
 use crate::token::{ExchangeOutcome, Grant, TokenError, TokenResponse, Tokens};
+use crate::user::Authority;
 use chrono::Duration;
 use std::sync::Arc;
 
@@ -176,7 +177,10 @@ async fn id_claims(f: &Fixture, token: &SecretString) -> IdTokenClaims {
 pub async fn code_flow_with_password_and_totp(h: Harness) {
     let f = fixture(&h, settings()).await;
     let mfa = f.ks.mfa(f.oauth.realm());
-    let new = mfa.create_totp_key(f.alice).await.unwrap();
+    let new = mfa
+        .create_totp_key(f.alice, Authority::Operator)
+        .await
+        .unwrap();
     let seed = seed_of(&new);
     mfa.activate(f.alice, new.key.id, &totp_now(&f, &new, &seed))
         .await

@@ -4,8 +4,8 @@
 //! the typed error, and nothing was written (the whole store is compared
 //! before and after).
 
-use super::keystead;
 use super::user::cheap_settings;
+use super::{everything, keystead};
 use crate::Error;
 use crate::Keystead;
 use crate::oauth::{ClientKind, GrantType, NewClient, OAuth, OAuthError};
@@ -77,21 +77,6 @@ async fn login(f: &Fixture) -> Session {
     {
         LoginOutcome::Authenticated(s) => s,
         other => panic!("unexpected {other:?}"),
-    }
-}
-
-/// Every key and version in the store.
-async fn everything(ks: &Keystead) -> Vec<(Vec<u8>, u64)> {
-    let store = ks.store();
-    let mut all = Vec::new();
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = store.scan(b"", after.as_deref(), 500).await.unwrap();
-        let Some((last, _)) = page.last() else {
-            return all;
-        };
-        after = Some(last.clone());
-        all.extend(page.into_iter().map(|(k, v)| (k, v.version)));
     }
 }
 

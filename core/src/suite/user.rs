@@ -9,7 +9,8 @@ use crate::realm::{LockoutPolicy, MfaPolicy, PasswordPolicy, RealmError, RealmSe
 use crate::secret::SecretString;
 use crate::store::conformance::Harness;
 use crate::user::{
-    AuthError, AuthMethod, LoginOutcome, ProfileUpdate, Session, UserError, UserStatus, Users,
+    AuthError, AuthMethod, Authority, LoginOutcome, ProfileUpdate, Session, UserError, UserStatus,
+    Users,
 };
 use chrono::Duration;
 use std::time::Duration as StdDuration;
@@ -440,7 +441,12 @@ pub async fn update_password_rules(h: Harness) {
     let elsewhere = login(&users, "alice", "correct horse").await.unwrap();
 
     let change = |current: &str, new: &str, keep: Option<SessionId>| {
-        users.update_password(alice.id, pw(current), pw(new), keep)
+        users.update_password(
+            alice.id,
+            pw(current),
+            pw(new),
+            keep.map_or(Authority::Operator, Authority::Session),
+        )
     };
     assert!(matches!(
         change("wrong horse", "battery staple", None).await,
@@ -573,7 +579,12 @@ pub async fn app_tokens(h: Harness) {
         .await
         .unwrap();
     let created = users
-        .create_app_token(alice.id, "ci", vec!["devices:read".into()])
+        .create_app_token(
+            alice.id,
+            "ci",
+            vec!["devices:read".into()],
+            Authority::Operator,
+        )
         .await
         .unwrap();
     assert!(created.secret.expose().starts_with("ksat_"));
@@ -605,7 +616,9 @@ pub async fn app_tokens(h: Harness) {
         Err(Error::Auth(AuthError::InvalidCredentials))
     ));
     assert!(matches!(
-        users.create_app_token(alice.id, "", vec![]).await,
+        users
+            .create_app_token(alice.id, "", vec![], Authority::Operator)
+            .await,
         Err(Error::Validation(_))
     ));
 
@@ -616,7 +629,9 @@ pub async fn app_tokens(h: Harness) {
         Err(Error::Auth(AuthError::InvalidCredentials))
     ));
     assert!(matches!(
-        users.create_app_token(alice.id, "x", vec![]).await,
+        users
+            .create_app_token(alice.id, "x", vec![], Authority::Operator)
+            .await,
         Err(Error::User(UserError::Disabled))
     ));
     users.enable(alice.id).await.unwrap();
@@ -663,7 +678,7 @@ pub async fn delete_removes_everything(h: Harness) {
     let session = login(&users, "alice", "correct horse").await.unwrap();
     assert!(is_invalid(&login(&users, "alice", "wrong").await));
     let token = users
-        .create_app_token(alice.id, "ci", vec![])
+        .create_app_token(alice.id, "ci", vec![], Authority::Operator)
         .await
         .unwrap();
     let token_session = users.authenticate_app_token(&token.secret).await.unwrap();
@@ -728,7 +743,10 @@ pub async fn realms_are_isolated(h: Harness) {
         .await
         .unwrap();
     let session = login(&a, "alice", "correct horse").await.unwrap();
-    let token = a.create_app_token(alice.id, "ci", vec![]).await.unwrap();
+    let token = a
+        .create_app_token(alice.id, "ci", vec![], Authority::Operator)
+        .await
+        .unwrap();
 
     assert!(matches!(
         b.get(alice.id).await,
@@ -776,9 +794,16 @@ pub async fn realms_are_isolated(h: Harness) {
         b.disable(alice.id).await.map(|_| ()),
         b.delete(alice.id).await.map(|_| ()),
         b.unlock(alice.id).await,
-        b.update_password(alice.id, pw("correct horse"), pw("new password"), None)
-            .await,
-        b.create_app_token(alice.id, "x", vec![]).await.map(|_| ()),
+        b.update_password(
+            alice.id,
+            pw("correct horse"),
+            pw("new password"),
+            Authority::Operator,
+        )
+        .await,
+        b.create_app_token(alice.id, "x", vec![], Authority::Operator)
+            .await
+            .map(|_| ()),
     ] {
         assert!(matches!(r, Err(Error::User(UserError::NotFound))), "{r:?}");
     }
@@ -807,7 +832,7 @@ pub async fn disabled_realm_refuses(h: Harness) {
         .unwrap();
     let session = login(&users, "alice", "correct horse").await.unwrap();
     let token = users
-        .create_app_token(alice.id, "ci", vec![])
+        .create_app_token(alice.id, "ci", vec![], Authority::Operator)
         .await
         .unwrap();
     ks.realms().disable(users.realm()).await.unwrap();
@@ -836,13 +861,18 @@ pub async fn disabled_realm_refuses(h: Harness) {
         users.revoke_session(session.id).await,
         users.revoke_all_sessions(alice.id).await.map(|_| ()),
         users
-            .update_password(alice.id, pw("correct horse"), pw("battery staple"), None)
+            .update_password(
+                alice.id,
+                pw("correct horse"),
+                pw("battery staple"),
+                Authority::Operator,
+            )
             .await,
         users.lockout(alice.id).await.map(|_| ()),
         users.unlock(alice.id).await,
         users.has_active_factor(alice.id).await.map(|_| ()),
         users
-            .create_app_token(alice.id, "x", vec![])
+            .create_app_token(alice.id, "x", vec![], Authority::Operator)
             .await
             .map(|_| ()),
         users.list_app_tokens(alice.id, None, 10).await.map(|_| ()),
@@ -973,7 +1003,7 @@ pub async fn breached_passwords_and_custom_blocking_runner(h: Harness) {
             bob.id,
             pw("correct horse"),
             pw("password123"),
-            Some(session.id),
+            Authority::Session(session.id),
         )
         .await
     {

@@ -12,7 +12,7 @@ use crate::clock::ManualClock;
 use crate::id::UserId;
 use crate::secret::SecretString;
 use crate::store::conformance::Harness;
-use crate::user::{UserError, Users};
+use crate::user::{Authority, UserError, Users};
 use crate::webauthn::{
     CEREMONY_TTL_SECS, CredentialId, MAX_CREDENTIALS, PasskeyAmr, RelyingParty, Webauthn,
     WebauthnCredential, WebauthnError,
@@ -104,7 +104,7 @@ fn browser_get(pk: &mut Passkey, origin: &str, options: &Value) -> String {
 
 /// Register a passkey of `user` under `label`.
 async fn enrol(wa: &Webauthn, pk: &mut Passkey, user: UserId, label: &str) -> WebauthnCredential {
-    let options = wa.create_options(user).await.unwrap();
+    let options = wa.create_options(user, Authority::Operator).await.unwrap();
     let response = browser_create(pk, ORIGIN, &options.options);
     wa.create(user, options.challenge_id, &response, label)
         .await
@@ -215,7 +215,7 @@ pub async fn register_list_and_rename(h: Harness) {
     let wa = ks.webauthn(realm.id);
     let alice = register_user(&users, "alice").await;
     assert_wa(
-        &wa.create_options(alice).await,
+        &wa.create_options(alice, Authority::Operator).await,
         &WebauthnError::NotConfigured,
     );
     assert_eq!(wa.relying_party().await.unwrap(), None);
@@ -232,7 +232,7 @@ pub async fn register_list_and_rename(h: Harness) {
         "VALIDATION_FAILED"
     );
 
-    let options = wa.create_options(alice).await.unwrap();
+    let options = wa.create_options(alice, Authority::Operator).await.unwrap();
     let pk_json = public_key(&options.options);
     assert_eq!(pk_json["rp"]["id"], RP_ID);
     assert_eq!(pk_json["user"]["name"], "alice");
@@ -267,7 +267,7 @@ pub async fn register_list_and_rename(h: Harness) {
     assert_eq!(wa.credential_count(alice).await.unwrap(), 1);
 
     // A second passkey: the first is excluded from the options.
-    let options = wa.create_options(alice).await.unwrap();
+    let options = wa.create_options(alice, Authority::Operator).await.unwrap();
     let excluded: Vec<_> = public_key(&options.options)["excludeCredentials"]
         .as_array()
         .unwrap()
@@ -337,9 +337,11 @@ pub async fn second_factor_and_delete(h: Harness) {
     assert_eq!(wa.get(alice, &cred.id).await.unwrap(), assertion.credential);
 
     // Delete: gone from the list, and its id is unknown.
-    wa.delete(alice, &second.id).await.unwrap();
+    wa.delete(alice, &second.id, Authority::Operator)
+        .await
+        .unwrap();
     assert_wa(
-        &wa.delete(alice, &second.id).await,
+        &wa.delete(alice, &second.id, Authority::Operator).await,
         &WebauthnError::UnknownCredential,
     );
     assert_eq!(wa.list(alice).await.unwrap().len(), 1);
@@ -512,7 +514,10 @@ fn discoverable_get(
 pub async fn replay_is_refused(h: Harness) {
     let f = fixture(&h, true).await;
     let mut pk = passkey();
-    let options = f.wa.create_options(f.alice).await.unwrap();
+    let options =
+        f.wa.create_options(f.alice, Authority::Operator)
+            .await
+            .unwrap();
     let response = browser_create(&mut pk, ORIGIN, &options.options);
     f.wa.create(f.alice, options.challenge_id, &response, "Key")
         .await
@@ -541,7 +546,10 @@ pub async fn replay_is_refused(h: Harness) {
     assert_eq!(now, first.credential, "a replay writes nothing");
     // A registration challenge can't be used to authenticate, nor the
     // reverse.
-    let reg = f.wa.create_options(f.alice).await.unwrap();
+    let reg =
+        f.wa.create_options(f.alice, Authority::Operator)
+            .await
+            .unwrap();
     assert_wa(
         &f.wa.authenticate(reg.challenge_id, &response).await,
         &WebauthnError::ChallengeNotFound,
@@ -576,7 +584,7 @@ pub async fn concurrent_finishes_one_winner(h: Harness) {
     let mut pk = passkey();
 
     // Registration: RACERS finishes of one ceremony, one credential.
-    let options = wa.create_options(alice).await.unwrap();
+    let options = wa.create_options(alice, Authority::Operator).await.unwrap();
     let response = browser_create(&mut pk, ORIGIN, &options.options);
     gate.arm(RACERS);
     let tasks: Vec<_> = (0..RACERS)
@@ -623,7 +631,10 @@ pub async fn concurrent_finishes_one_winner(h: Harness) {
 pub async fn wrong_origin_and_rp_id(h: Harness) {
     let f = fixture(&h, true).await;
     let mut pk = passkey();
-    let options = f.wa.create_options(f.alice).await.unwrap();
+    let options =
+        f.wa.create_options(f.alice, Authority::Operator)
+            .await
+            .unwrap();
     // A sibling subdomain: the browser allows it for rp id example.com,
     // the relying party does not list it.
     let evil = browser_create(&mut pk, "https://evil.example.com", &options.options);
@@ -681,7 +692,10 @@ pub async fn tampered_responses(h: Harness) {
     let cred = enrol(&f.wa, &mut pk, f.alice, "Key").await;
 
     // Registration with tampered client data or attestation.
-    let options = f.wa.create_options(f.alice).await.unwrap();
+    let options =
+        f.wa.create_options(f.alice, Authority::Operator)
+            .await
+            .unwrap();
     let mut other = passkey();
     let response = browser_create(&mut other, ORIGIN, &options.options);
     let other_challenge = edit_client_data(&response, |c| {
@@ -756,7 +770,10 @@ pub async fn other_users_credentials_refused(h: Harness) {
     let f = fixture(&h, true).await;
     let mut alice_pk = passkey();
     let mut bob_pk = passkey();
-    let options = f.wa.create_options(f.alice).await.unwrap();
+    let options =
+        f.wa.create_options(f.alice, Authority::Operator)
+            .await
+            .unwrap();
     let alice_registration = browser_create(&mut alice_pk, ORIGIN, &options.options);
     let alice_cred =
         f.wa.create(f.alice, options.challenge_id, &alice_registration, "A")
@@ -795,11 +812,16 @@ pub async fn other_users_credentials_refused(h: Harness) {
         &WebauthnError::UnknownCredential,
     );
     assert_wa(
-        &f.wa.delete(f.bob, &alice_cred.id).await,
+        &f.wa
+            .delete(f.bob, &alice_cred.id, Authority::Operator)
+            .await,
         &WebauthnError::UnknownCredential,
     );
     // Registration challenges are per user.
-    let options = f.wa.create_options(f.alice).await.unwrap();
+    let options =
+        f.wa.create_options(f.alice, Authority::Operator)
+            .await
+            .unwrap();
     let mut third = passkey();
     let response = browser_create(&mut third, ORIGIN, &options.options);
     assert_wa(
@@ -809,7 +831,10 @@ pub async fn other_users_credentials_refused(h: Harness) {
         &WebauthnError::ChallengeNotFound,
     );
     // Alice's credential registered again — by Bob, or by Alice (excluded).
-    let options = f.wa.create_options(f.bob).await.unwrap();
+    let options =
+        f.wa.create_options(f.bob, Authority::Operator)
+            .await
+            .unwrap();
     let again = reregister(
         &alice_registration,
         &public_key(&options.options)["challenge"],
@@ -818,7 +843,10 @@ pub async fn other_users_credentials_refused(h: Harness) {
         &f.wa.create(f.bob, options.challenge_id, &again, "B").await,
         &WebauthnError::CredentialExists,
     );
-    let options = f.wa.create_options(f.alice).await.unwrap();
+    let options =
+        f.wa.create_options(f.alice, Authority::Operator)
+            .await
+            .unwrap();
     let again = reregister(
         &alice_registration,
         &public_key(&options.options)["challenge"],
@@ -836,7 +864,10 @@ pub async fn other_users_credentials_refused(h: Harness) {
     // index and the exclusion, nothing else.
     let (users2, wa2) = realm_fixture(&f.ks, "beta", true).await;
     let carol = register_user(&users2, "carol").await;
-    let options = wa2.create_options(carol).await.unwrap();
+    let options = wa2
+        .create_options(carol, Authority::Operator)
+        .await
+        .unwrap();
     let again = reregister(
         &alice_registration,
         &public_key(&options.options)["challenge"],
@@ -897,7 +928,10 @@ pub async fn other_realm_refused(h: Harness) {
 pub async fn expired_challenge(h: Harness) {
     let f = fixture(&h, true).await;
     let mut pk = passkey();
-    let options = f.wa.create_options(f.alice).await.unwrap();
+    let options =
+        f.wa.create_options(f.alice, Authority::Operator)
+            .await
+            .unwrap();
     let response = browser_create(&mut pk, ORIGIN, &options.options);
     f.clock.advance(Duration::seconds(CEREMONY_TTL_SECS));
     assert_wa(
@@ -907,7 +941,10 @@ pub async fn expired_challenge(h: Harness) {
         &WebauthnError::ChallengeExpired,
     );
     assert!(f.wa.list(f.alice).await.unwrap().is_empty());
-    let options = f.wa.create_options(f.alice).await.unwrap();
+    let options =
+        f.wa.create_options(f.alice, Authority::Operator)
+            .await
+            .unwrap();
     let response = browser_create(&mut pk, ORIGIN, &options.options);
     f.clock.advance(Duration::seconds(CEREMONY_TTL_SECS - 1));
     f.wa.create(f.alice, options.challenge_id, &response, "Key")
@@ -928,7 +965,9 @@ pub async fn expired_challenge(h: Harness) {
     // it (the first purge clears what the steps above left expired).
     let tokens = f.ks.tokens(f.wa.realm());
     tokens.purge_expired().await.unwrap();
-    f.wa.create_options(f.alice).await.unwrap();
+    f.wa.create_options(f.alice, Authority::Operator)
+        .await
+        .unwrap();
     assert_eq!(tokens.purge_expired().await.unwrap().webauthn_ceremonies, 0);
     f.clock.advance(Duration::seconds(CEREMONY_TTL_SECS));
     assert_eq!(tokens.purge_expired().await.unwrap().webauthn_ceremonies, 1);
@@ -973,7 +1012,9 @@ pub async fn sign_count_regression_flags_the_credential(h: Harness) {
     );
     assert!(f.wa.list(f.alice).await.unwrap()[0].flagged_at.is_some());
     // Deleting it lets the user start over.
-    f.wa.delete(f.alice, &cred.id).await.unwrap();
+    f.wa.delete(f.alice, &cred.id, Authority::Operator)
+        .await
+        .unwrap();
     enrol(&f.wa, &mut pk, f.alice, "Key").await;
 }
 
@@ -982,7 +1023,10 @@ pub async fn sign_count_regression_flags_the_credential(h: Harness) {
 pub async fn credential_limit_and_labels(h: Harness) {
     let f = fixture(&h, true).await;
     let mut pk = passkey();
-    let options = f.wa.create_options(f.alice).await.unwrap();
+    let options =
+        f.wa.create_options(f.alice, Authority::Operator)
+            .await
+            .unwrap();
     let response = browser_create(&mut pk, ORIGIN, &options.options);
     for bad in ["", "   ", &"x".repeat(65)] {
         let e =
@@ -1002,12 +1046,12 @@ pub async fn credential_limit_and_labels(h: Harness) {
     }
     assert_eq!(f.wa.list(f.alice).await.unwrap().len(), MAX_CREDENTIALS);
     assert_wa(
-        &f.wa.create_options(f.alice).await,
+        &f.wa.create_options(f.alice, Authority::Operator).await,
         &WebauthnError::CredentialLimitReached,
     );
     assert!(f.wa.list(f.bob).await.unwrap().is_empty());
     assert!(matches!(
-        f.wa.create_options(UserId::generate(clock_now(&f.clock)))
+        f.wa.create_options(UserId::generate(clock_now(&f.clock)), Authority::Operator)
             .await,
         Err(Error::User(UserError::NotFound))
     ));

@@ -363,6 +363,7 @@ impl Tokens {
                         lifetime_secs: client.and_then(|(c, _)| c.client.access_token_secs),
                         name: None,
                         act: None,
+                        one_time: true,
                     };
                     let (access, expires_in) = self
                         .sign_access(&realm, &session.session, &grant, now)
@@ -414,6 +415,7 @@ impl Tokens {
             lifetime_secs: Some(lifetime),
             name: Some(&new.name),
             act: None,
+            one_time: false,
         };
         let (token, _) =
             Self::sign_access_with(&read.signer, &read.realm, &read.session, &grant, now)?;
@@ -724,6 +726,7 @@ impl Tokens {
             lifetime_secs: Some(lifetime),
             name: None,
             act: Some(&act),
+            one_time: false,
         };
         let (access, expires_in) = self
             .sign_access(&realm, &stored.session, &grant, now)

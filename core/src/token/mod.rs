@@ -306,9 +306,29 @@ pub struct AccessClaims {
     /// on tokens issued to the user's own client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act: Option<Actor>,
+    /// Whether the token was made from a one-time token
+    /// ([`Tokens::exchange_one_time_token`]); absent (false) otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub one_time: bool,
 }
 
 impl AccessClaims {
+    /// The [`Authority`](crate::user::Authority) this verified token
+    /// carries for a change to its user's credentials: its session. A
+    /// scoped token (`token_name`), an exchanged one (`act`) and one made
+    /// from a one-time token never carry one — they were handed to someone
+    /// or something other than the user's own login — and get
+    /// [`Authority::Delegated`](crate::user::Authority::Delegated), which
+    /// every change refuses, whatever their session. The session's
+    /// freshness is judged when the change is made ([`crate::user::step_up`]).
+    pub fn authority(&self) -> crate::user::Authority {
+        if self.token_name.is_some() || self.act.is_some() || self.one_time {
+            crate::user::Authority::Delegated
+        } else {
+            crate::user::Authority::Session(self.sid)
+        }
+    }
+
     /// The scope values.
     pub fn scopes(&self) -> impl Iterator<Item = &str> {
         self.scope.split(' ').filter(|s| !s.is_empty())

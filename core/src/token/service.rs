@@ -155,6 +155,8 @@ pub(crate) struct AccessGrant<'a> {
     pub(crate) name: Option<&'a str>,
     /// The `act` claim of exchanged tokens.
     pub(crate) act: Option<&'a Actor>,
+    /// The `one_time` claim of tokens made from a one-time token.
+    pub(crate) one_time: bool,
 }
 
 pub(crate) fn is_conflict(e: &StorageError) -> bool {
@@ -433,6 +435,7 @@ impl Tokens {
             auth_time: session.created_at.timestamp(),
             token_name: grant.name.map(str::to_owned),
             act: grant.act.cloned(),
+            one_time: grant.one_time,
         };
         let payload = serde_json::to_vec(&claims).map_err(|e| CryptoError::InvalidInput {
             field: "claims",
@@ -575,6 +578,7 @@ impl Tokens {
                 lifetime_secs: client.client.access_token_secs,
                 name: None,
                 act: None,
+                one_time: false,
             };
             if !client.client.allows(GrantType::RefreshToken) {
                 // Nothing to write: the access token lives and dies with
@@ -880,6 +884,7 @@ impl Tokens {
                 .and_then(|c| c.client.access_token_secs),
             name: None,
             act: None,
+            one_time: false,
         };
         let (committed, access) = self
             .commit_and_sign(

@@ -86,15 +86,18 @@ fn index_value(user: UserId, id: AppTokenId) -> Vec<u8> {
 
 impl Users {
     /// Create an application token for an active user. The secret is in the
-    /// result and nowhere else.
+    /// result and nowhere else. An application token opens sessions on its
+    /// own, so `by` must pass [step-up](super::step_up).
     pub async fn create_app_token(
         &self,
         user: UserId,
         name: &str,
         scopes: Vec<String>,
+        by: super::Authority,
     ) -> Result<NewAppToken, Error> {
         self.active_realm().await?;
         validate(name, &scopes)?;
+        self.authorize_change(user, by, &[]).await?;
         let now = self.now();
         let issued = bearer::generate(TokenKind::AppToken)?;
         let token = AppToken {

@@ -59,6 +59,7 @@ pub mod password;
 pub mod reauth;
 pub(crate) mod service;
 pub mod session;
+pub mod step_up;
 
 pub use crate::id::{AppTokenId, ChallengeId};
 pub use app_token::{AppToken, NewAppToken};
@@ -66,6 +67,7 @@ pub use lockout::{Admission, LockoutState};
 pub use login::{Challenge, ChallengePurpose, LoginOutcome};
 pub use service::Users;
 pub use session::{AuthMethod, Session};
+pub use step_up::Authority;
 
 use crate::error::ValidationError;
 use crate::id::{RealmId, UserId};
@@ -308,12 +310,40 @@ pub(crate) struct StoredSession {
     pub(crate) epoch: u64,
     /// The application token the session came from, which must still exist.
     pub(crate) app_token: Option<AppTokenId>,
+    /// When each factor was last proved in this session ([`step_up`]).
+    pub(crate) proofs: Vec<session::Proof>,
 }
 
-/// How a session is stored.
+/// A session as `SessionRecord::V1` stored it: before step-up proofs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StoredSessionV1 {
+    pub(crate) session: Session,
+    pub(crate) epoch: u64,
+    pub(crate) app_token: Option<AppTokenId>,
+}
+
+/// How a session is stored. Never change a released variant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum SessionRecord {
-    V1(StoredSession),
+    /// Before step-up: its login methods count as proved at its creation.
+    V1(StoredSessionV1),
+    /// Current.
+    V2(StoredSession),
+}
+
+impl SessionRecord {
+    /// The session, whatever version it was stored as.
+    pub(crate) fn into_session(self) -> StoredSession {
+        match self {
+            SessionRecord::V1(old) => StoredSession {
+                proofs: session::Proof::at_login(&old.session),
+                session: old.session,
+                epoch: old.epoch,
+                app_token: old.app_token,
+            },
+            SessionRecord::V2(session) => session,
+        }
+    }
 }
 
 /// How a pending MFA challenge is stored.

@@ -36,7 +36,6 @@
 use super::service::Users;
 use super::{AuthError, UserError, UserStatus, keys};
 use crate::error::{Error, ValidationError};
-use crate::id::SessionId;
 use crate::keystead::{BlockingRunner, Context, MAX_RETRIES, run_blocking};
 use crate::realm::{MAX_PASSWORD_LEN, PasswordPolicy};
 use crate::secret::SecretString;
@@ -214,15 +213,20 @@ impl Users {
     /// Change a user's password. Requires the current password (a wrong one
     /// is `INVALID_CREDENTIALS` and counts towards lockout), rejects a new
     /// password equal to the current one or breaking the realm's policy, and
-    /// ends every session of the user except `keep` (typically the session
+    /// ends every session of the user except the one of `by` (the session
     /// the change was made from): their epoch is bumped in the same batch
     /// as the new hash, then their records are swept.
+    ///
+    /// `by` must pass [step-up](super::step_up); the current password counts
+    /// as a fresh first factor, so only a user with a second factor needs a
+    /// recent one (`STEP_UP_REQUIRED` otherwise, before the password is
+    /// checked: a refusal writes nothing).
     pub async fn update_password(
         &self,
         user: crate::id::UserId,
         current: SecretString,
         new: SecretString,
-        keep: Option<SessionId>,
+        by: super::Authority,
     ) -> Result<(), Error> {
         let realm = self.active_realm().await?;
         let policy = realm.settings.password;
@@ -234,6 +238,12 @@ impl Users {
             )
             .into());
         }
+        self.authorize_change(user, by, &[super::AuthMethod::Pwd])
+            .await?;
+        let keep = match by {
+            super::Authority::Session(id) => Some(id),
+            super::Authority::Operator | super::Authority::Delegated => None,
+        };
         let now = self.now();
         let (stored, _) = self.require_user(user).await?;
         if stored.user.status == UserStatus::Disabled {

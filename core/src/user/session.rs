@@ -77,6 +77,28 @@ impl AuthMethod {
     }
 }
 
+/// A factor proved in a session, and when: what [step-up](super::step_up)
+/// judges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Proof {
+    pub(crate) method: AuthMethod,
+    pub(crate) at: DateTime<Utc>,
+}
+
+impl Proof {
+    /// The proofs of a login: each of its methods, at the session's start.
+    pub(crate) fn at_login(session: &Session) -> Vec<Proof> {
+        session
+            .methods
+            .iter()
+            .map(|&method| Proof {
+                method,
+                at: session.created_at,
+            })
+            .collect()
+    }
+}
+
 /// An authenticated session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
@@ -119,7 +141,8 @@ impl Users {
             scopes,
         };
         let key = keys::session(self.realm, session.id);
-        let stored = SessionRecord::V1(StoredSession {
+        let stored = SessionRecord::V2(StoredSession {
+            proofs: Proof::at_login(&session),
             session: session.clone(),
             epoch: user.session_epoch,
             app_token,
@@ -172,7 +195,7 @@ impl Users {
             .records
             .get_or_decode(key.as_bytes(), &stored.value, |bytes| {
                 record::decode::<SessionRecord>(key.as_bytes(), bytes)
-                    .map(|SessionRecord::V1(session)| session)
+                    .map(SessionRecord::into_session)
             })?;
         Ok((session, stored.version))
     }
@@ -241,7 +264,7 @@ impl Users {
             let mut batch = Batch::new();
             batch.put(
                 key.clone(),
-                record::encode(key.as_bytes(), &SessionRecord::V1(stored.clone()))?,
+                record::encode(key.as_bytes(), &SessionRecord::V2(stored.clone()))?,
                 Precondition::Version(version),
             )?;
             match self.ctx.store.commit(batch).await {
@@ -298,7 +321,8 @@ impl Users {
             .get(key.as_bytes())
             .await?
             .ok_or(AuthError::SessionNotFound)?;
-        let SessionRecord::V1(session) = record::decode(key.as_bytes(), &stored.value)?;
+        let session =
+            record::decode::<SessionRecord>(key.as_bytes(), &stored.value)?.into_session();
         let mut batch = Batch::new();
         batch.delete(key, Precondition::Any)?.delete(
             keys::user_session(self.realm, session.session.user, id),
@@ -340,7 +364,7 @@ impl Users {
         let key = keys::session(self.realm, keep);
         batch.put(
             key.clone(),
-            record::encode(key.as_bytes(), &SessionRecord::V1(session))?,
+            record::encode(key.as_bytes(), &SessionRecord::V2(session))?,
             Precondition::Version(version),
         )?;
         Ok(())
@@ -378,22 +402,30 @@ mod tests {
                 0x01, 0x8b, 0xcf, 0xe5, 0x68, 0x00, 0x70, 0x00, 0x80, 0, 0, 0, 0, 0, 0, last,
             ]
         };
-        let record = SessionRecord::V1(StoredSession {
-            session: Session {
-                id: SessionId::from_bytes(bytes(3)).unwrap(),
-                user: UserId::from_bytes(bytes(2)).unwrap(),
-                realm: RealmId::from_bytes(bytes(1)).unwrap(),
-                created_at: at,
-                last_seen: at,
-                methods: vec![AuthMethod::Pwd, AuthMethod::AppToken],
-                scopes: vec!["read".into()],
-            },
+        let session = Session {
+            id: SessionId::from_bytes(bytes(3)).unwrap(),
+            user: UserId::from_bytes(bytes(2)).unwrap(),
+            realm: RealmId::from_bytes(bytes(1)).unwrap(),
+            created_at: at,
+            last_seen: at,
+            methods: vec![AuthMethod::Pwd, AuthMethod::AppToken],
+            scopes: vec!["read".into()],
+        };
+        let current = StoredSession {
+            proofs: Proof::at_login(&session),
+            session,
             epoch: 1,
             app_token: Some(AppTokenId::from_bytes(bytes(4)).unwrap()),
-        });
-        crate::store::record::assert_golden(
-            &record,
-            "010010018bcfe568007000800000000000000310018bcfe568007000800000000000000210018bcfe568007000800000000000000114323032332d31312d31345432323a31333a32305a14323032332d31312d31345432323a31333a32305a020004010472656164010110018bcfe5680070008000000000000004",
-        );
+        };
+        crate::store::record::assert_golden(&SessionRecord::V2(current.clone()), GOLDEN_V2);
+        // A session written before step-up decodes with its login methods
+        // proved at its creation.
+        let old: SessionRecord =
+            crate::store::record::decode(b"k", &crate::store::key::unhex(GOLDEN_V1)).unwrap();
+        assert_eq!(old.into_session(), current);
     }
+
+    const GOLDEN_V2: &str = "010110018bcfe568007000800000000000000310018bcfe568007000800000000000000210018bcfe568007000800000000000000114323032332d31312d31345432323a31333a32305a14323032332d31312d31345432323a31333a32305a020004010472656164010110018bcfe5680070008000000000000004020014323032332d31312d31345432323a31333a32305a0414323032332d31312d31345432323a31333a32305a";
+
+    const GOLDEN_V1: &str = "010010018bcfe568007000800000000000000310018bcfe568007000800000000000000210018bcfe568007000800000000000000114323032332d31312d31345432323a31333a32305a14323032332d31312d31345432323a31333a32305a020004010472656164010110018bcfe5680070008000000000000004";
 }

@@ -61,9 +61,17 @@ impl Webauthn {
     /// (excluding the user's existing credentials, user verification
     /// required) and stores the ceremony for [`CEREMONY_TTL_SECS`].
     /// `WEBAUTHN_NOT_CONFIGURED`, `USER_NOT_FOUND`, `USER_DISABLED`,
-    /// `WEBAUTHN_CREDENTIAL_LIMIT_REACHED`.
-    pub async fn create_options(&self, user: UserId) -> Result<CreationOptions, Error> {
+    /// `WEBAUTHN_CREDENTIAL_LIMIT_REACHED`; `by` must pass
+    /// [step-up](crate::user::step_up) (`STEP_UP_REQUIRED`). The ceremony is
+    /// the user's and single-use, so [`create`](Self::create) needs no
+    /// second check within its [`CEREMONY_TTL_SECS`].
+    pub async fn create_options(
+        &self,
+        user: UserId,
+        by: crate::user::Authority,
+    ) -> Result<CreationOptions, Error> {
         let (_, rp) = self.relying_party_in_use().await?;
+        self.users.authorize_change(user, by, &[]).await?;
         let (stored_user, _) = self.active_user(user).await?;
         let existing = self.user_credentials(user).await?;
         if existing.len() >= MAX_CREDENTIALS {

@@ -282,9 +282,16 @@ impl Webauthn {
         Err(last.map_or_else(|| WebauthnError::UnknownCredential.into(), Error::from))
     }
 
-    /// Delete a credential of `user` and its index entry (one batch).
-    pub async fn delete(&self, user: UserId, id: &CredentialId) -> Result<(), Error> {
+    /// Delete a credential of `user` and its index entry (one batch). `by`
+    /// must pass [step-up](crate::user::step_up).
+    pub async fn delete(
+        &self,
+        user: UserId,
+        id: &CredentialId,
+        by: crate::user::Authority,
+    ) -> Result<(), Error> {
         self.users.active_realm().await?;
+        self.users.authorize_change(user, by, &[]).await?;
         let digest = id.digest();
         let mut last = None;
         for _ in 0..MAX_RETRIES {
@@ -315,7 +322,8 @@ impl Webauthn {
     }
 
     /// Delete every credential of `user` with their index entries; returns
-    /// how many were removed. For an administrator resetting a user's
+    /// how many were removed. An operator call, with no
+    /// [step-up](crate::user::step_up): for an administrator resetting a user's
     /// passkeys, and for [`Users::delete`](crate::user::Users::delete) to
     /// call once the user record is gone (until then the credentials are
     /// unusable anyway: authentication requires an active owner). Works

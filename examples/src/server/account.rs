@@ -69,7 +69,7 @@ use keystead::id::{ChallengeId, MfaKeyId, RealmId, TrustedDeviceId, UserId};
 use keystead::mfa::{MfaAnswer, MfaKey, MfaKeyStatus, MfaKeyType, TrustedDevice};
 use keystead::secret::SecretString;
 use keystead::token::{AccessRequest, TokenResponse};
-use keystead::user::{LoginOutcome, Session};
+use keystead::user::{Authority, LoginOutcome, Session};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -368,12 +368,18 @@ async fn create_key(
         ));
     }
     let user = caller.claims.sub;
-    state
-        .ks
-        .users(caller.realm)
-        .verify_password(user, SecretString::new(body.password))
-        .await?;
-    let key = state.ks.mfa(caller.realm).create_totp_key(user).await?;
+    // The seed's password is a re-authentication: it makes the session's
+    // password proof fresh; step-up still wants a fresh second factor from
+    // a user who has one.
+    let by = caller.claims.authority();
+    if let Authority::Session(session) = by {
+        state
+            .ks
+            .users(caller.realm)
+            .reauthenticate(session, SecretString::new(body.password))
+            .await?;
+    }
+    let key = state.ks.mfa(caller.realm).create_totp_key(user, by).await?;
     let mut out = key_json(&key.key);
     out["secret_key"] = key.secret_base32.expose().into();
     out["otpauth"] = key.otpauth_uri.expose().into();
@@ -436,12 +442,14 @@ impl FromRequestParts<AppState> for Actor {
 
 impl Actor {
     /// The realm and the user `path_user` names (`my`: the caller), if the
-    /// actor may act on it.
-    fn on(&self, path_user: &str) -> Result<(RealmId, UserId), ApiError> {
+    /// actor may act on it, with the authority it acts by: the caller's
+    /// session (step-up applies), or the administrator as operator.
+    fn on(&self, path_user: &str) -> Result<(RealmId, UserId, Authority), ApiError> {
         match self {
             Actor::User(caller) => {
+                let by = caller.claims.authority();
                 if path_user == "my" {
-                    return Ok((caller.realm, caller.claims.sub));
+                    return Ok((caller.realm, caller.claims.sub, by));
                 }
                 let user: UserId = parse_id("user_id", path_user)?;
                 if user != caller.claims.sub {
@@ -450,7 +458,7 @@ impl Actor {
                         "only the user itself or the administrator may do this",
                     ));
                 }
-                Ok((caller.realm, user))
+                Ok((caller.realm, user, by))
             }
             Actor::Admin(realm) => {
                 if path_user == "my" {
@@ -459,7 +467,7 @@ impl Actor {
                         "the administrator names the user",
                     ));
                 }
-                Ok((*realm, parse_id("user_id", path_user)?))
+                Ok((*realm, parse_id("user_id", path_user)?, Authority::Operator))
             }
         }
     }
@@ -470,9 +478,9 @@ async fn delete_key(
     State(state): State<AppState>,
     Path((user, key_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let (realm, user) = actor.on(&user)?;
+    let (realm, user, by) = actor.on(&user)?;
     let key: MfaKeyId = parse_id("key_id", &key_id)?;
-    state.ks.mfa(realm).delete_key(user, key).await?;
+    state.ks.mfa(realm).delete_key(user, key, by).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -509,7 +517,7 @@ async fn list_devices(
     State(state): State<AppState>,
     Path(user): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (realm, user) = actor.on(&user)?;
+    let (realm, user, _) = actor.on(&user)?;
     let devices = state.ks.mfa(realm).list_trusted_devices(user).await?;
     Ok(Json(Value::Array(
         devices.iter().map(device_json).collect(),
@@ -525,12 +533,12 @@ async fn delete_device(
     State(state): State<AppState>,
     Path((user, device)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let (realm, user) = actor.on(&user)?;
+    let (realm, user, by) = actor.on(&user)?;
     let device: TrustedDeviceId = parse_id("device_id", &device)?;
     state
         .ks
         .mfa(realm)
-        .delete_trusted_device(user, device)
+        .delete_trusted_device(user, device, by)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -250,6 +250,16 @@ impl From<keystead::Error> for ApiError {
             keystead::Error::Auth(AuthError::TooManyAttempts { retry_after }) => {
                 out.retry_after = retry_after.map(|d| d.as_secs().max(1));
             }
+            // RFC 9470 §3: the client asks for a new authentication no
+            // older than `max_age` (with a second factor when `needs_mfa`).
+            keystead::Error::Auth(AuthError::StepUpRequired {
+                max_age_secs,
+                needs_mfa,
+            }) => {
+                out = out
+                    .with_detail("max_age", *max_age_secs)
+                    .with_detail("needs_mfa", *needs_mfa);
+            }
             _ => {}
         }
         out
@@ -262,8 +272,24 @@ impl From<keystead::StorageError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// A `WWW-Authenticate` challenge more specific than `Bearer`: RFC 9470
+    /// §3 for a stale authentication, naming the `max_age` to ask for.
+    fn challenge(&self) -> Option<String> {
+        let max_age = self.details.get("max_age")?;
+        (self.code == "STEP_UP_REQUIRED").then(|| {
+            format!(
+                "Bearer error=\"insufficient_user_authentication\", \
+                 error_description=\"a more recent authentication is required\", \
+                 max_age=\"{max_age}\""
+            )
+        })
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let challenge = self.challenge();
         let mut body = Map::new();
         body.insert("code".into(), self.code.into());
         body.insert("message".into(), self.message.into());
@@ -271,6 +297,7 @@ impl IntoResponse for ApiError {
         finish(
             self.status,
             self.retry_after,
+            challenge,
             Json(Value::Object(body)).into_response(),
         )
     }
@@ -291,37 +318,46 @@ impl From<keystead::Error> for OAuthError {
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
         let e = self.0;
-        let body = json!({
+        let mut body = json!({
             "error": e.oauth_code,
             "error_description": e.message,
             "code": e.code,
         });
-        let mut response = finish(e.status, e.retry_after, Json(body).into_response());
-        if e.status == StatusCode::UNAUTHORIZED {
-            let challenge = format!("Bearer error=\"{}\"", e.oauth_code);
-            if let Ok(value) = HeaderValue::from_str(&challenge) {
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, value);
-            }
+        let challenge = (e.status == StatusCode::UNAUTHORIZED).then(|| {
+            e.challenge()
+                .unwrap_or_else(|| format!("Bearer error=\"{}\"", e.oauth_code))
+        });
+        if let Some(fields) = body.as_object_mut() {
+            fields.extend(e.details);
         }
-        response
+        finish(
+            e.status,
+            e.retry_after,
+            challenge,
+            Json(body).into_response(),
+        )
     }
 }
 
-fn finish(status: StatusCode, retry_after: Option<u64>, mut response: Response) -> Response {
+fn finish(
+    status: StatusCode,
+    retry_after: Option<u64>,
+    challenge: Option<String>,
+    mut response: Response,
+) -> Response {
     *response.status_mut() = status;
     if let Some(secs) = retry_after {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
-    if status == StatusCode::UNAUTHORIZED
-        && !response.headers().contains_key(header::WWW_AUTHENTICATE)
-    {
+    if status == StatusCode::UNAUTHORIZED {
+        let value = challenge
+            .and_then(|c| HeaderValue::from_str(&c).ok())
+            .unwrap_or_else(|| HeaderValue::from_static("Bearer"));
         response
             .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            .insert(header::WWW_AUTHENTICATE, value);
     }
     response
 }
@@ -460,6 +496,28 @@ mod tests {
         assert_eq!(
             response.headers()[header::WWW_AUTHENTICATE],
             "Bearer error=\"invalid_token\""
+        );
+    }
+
+    #[test]
+    fn step_up_is_an_rfc_9470_challenge_in_both_dialects() {
+        let stale = || {
+            ApiError::from(keystead::Error::from(AuthError::StepUpRequired {
+                max_age_secs: 300,
+                needs_mfa: true,
+            }))
+        };
+        let want = "Bearer error=\"insufficient_user_authentication\", \
+                    error_description=\"a more recent authentication is required\", \
+                    max_age=\"300\"";
+        for response in [stale().into_response(), stale().oauth().into_response()] {
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+            assert_eq!(response.headers()[header::WWW_AUTHENTICATE], want);
+        }
+        let e = stale();
+        assert_eq!(
+            (e.details["max_age"].clone(), e.details["needs_mfa"].clone()),
+            (json!(300), json!(true))
         );
     }
 

@@ -239,7 +239,7 @@ async fn setup_otp(
         LoginBearer::Challenge(id) => mfa.create_totp_key_for_challenge(*id).await?,
         LoginBearer::Access(token) => {
             let claims = verify_access(&state, &realm, token).await?;
-            mfa.create_totp_key(claims.sub).await?
+            mfa.create_totp_key(claims.sub, claims.authority()).await?
         }
     };
     Ok((no_store(), Json(new_key_json(&key))).into_response())
@@ -352,7 +352,7 @@ async fn generate_recovery_codes(
     let codes = state
         .ks
         .mfa(realm.id)
-        .generate_recovery_codes(claims.sub)
+        .generate_recovery_codes(claims.sub, claims.authority())
         .await?;
     let codes: Vec<&str> = codes.iter().map(SecretString::expose).collect();
     Ok((no_store(), Json(json!({ "codes": codes }))).into_response())
@@ -458,7 +458,7 @@ async fn update_password(
             claims.sub,
             SecretString::new(body.current_password),
             SecretString::new(body.value),
-            Some(claims.sid),
+            claims.authority(),
         )
         .await?;
     Ok(Json(json!({

@@ -58,6 +58,7 @@ use axum::{Json, Router};
 use keystead::id::ChallengeId;
 use keystead::mfa::{MfaAnswer, MfaError, MfaFactor};
 use keystead::realm::Realm;
+use keystead::user::Authority;
 use keystead::webauthn::WebauthnCredential;
 use serde_json::{Map, Value, json};
 
@@ -189,15 +190,19 @@ pub fn credential_json(c: &WebauthnCredential) -> Value {
     })
 }
 
-/// The user of a verified access-token bearer of `realm`; a login token
-/// is the wrong bearer here (registration belongs to a logged-in user).
+/// The user of a verified access-token bearer of `realm` and the
+/// authority its token carries (step-up judges it); a login token is the
+/// wrong bearer here (registration belongs to a logged-in user).
 async fn logged_in_user(
     state: &AppState,
     realm: &Realm,
     bearer: &LoginBearer,
-) -> Result<keystead::id::UserId, OAuthError> {
+) -> Result<(keystead::id::UserId, Authority), OAuthError> {
     match bearer {
-        LoginBearer::Access(token) => Ok(verify_access(state, realm, token).await?.sub),
+        LoginBearer::Access(token) => {
+            let claims = verify_access(state, realm, token).await?;
+            Ok((claims.sub, claims.authority()))
+        }
         LoginBearer::Challenge(_) => Err(wrong_bearer("an access token")),
     }
 }
@@ -208,8 +213,8 @@ async fn create_options(
     bearer: LoginBearer,
 ) -> Result<Response, OAuthError> {
     let realm = realm_named(&state, &realm_name).await?;
-    let user = logged_in_user(&state, &realm, &bearer).await?;
-    let options = state.ks.webauthn(realm.id).create_options(user).await?;
+    let (user, by) = logged_in_user(&state, &realm, &bearer).await?;
+    let options = state.ks.webauthn(realm.id).create_options(user, by).await?;
     let body = options_json(&options.options, options.challenge_id, options.expires_at);
     Ok((no_store(), Json(body)).into_response())
 }
@@ -221,7 +226,7 @@ async fn create(
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Response, OAuthError> {
     let realm = realm_named(&state, &realm_name).await?;
-    let user = logged_in_user(&state, &realm, &bearer).await?;
+    let (user, _) = logged_in_user(&state, &realm, &bearer).await?;
     let response = CeremonyResponse::parse(body)?;
     let label = response.extra("label").unwrap_or(DEFAULT_LABEL);
     let credential = state
