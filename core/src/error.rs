@@ -155,7 +155,7 @@ mod tests {
 
     #[test]
     fn user_and_auth_codes_are_stable() {
-        let cases: [(Error, &str); 6] = [
+        let cases: [(Error, &str); 7] = [
             (AuthError::InvalidCredentials.into(), "INVALID_CREDENTIALS"),
             (
                 AuthError::TooManyAttempts { retry_after: None }.into(),
@@ -165,6 +165,7 @@ mod tests {
             (UserError::EmailTaken.into(), "EMAIL_TAKEN"),
             (UserError::NotFound.into(), "USER_NOT_FOUND"),
             (UserError::Disabled.into(), "USER_DISABLED"),
+            (UserError::RegistrationClosed.into(), "REGISTRATION_CLOSED"),
         ];
         for (error, code) in cases {
             assert_eq!(error.code(), code);

@@ -429,14 +429,46 @@ async fn the_whole_oidc_flow() {
     // `access` (the first login) is alive but carries no introspect scope.
     assert_eq!(status, 403, "{unscoped}");
 
-    // Revocation (RFC 7009): the refresh token ends its session; unknown
-    // tokens succeed too.
+    // Revocation (RFC 7009): the client authenticates (a public one by its
+    // id) and ends only its own tokens; the refresh token ends its session;
+    // unknown tokens succeed too.
     let revoke = server.url(&format!("{base}/protocol/openid-connect/revoke"));
-    let (status, _) = call(
+    let anonymous = call(
         server
             .http
             .post(&revoke)
             .form(&[("token", b_refresh.as_str())]),
+    )
+    .await;
+    assert_eq!(
+        (anonymous.0, anonymous.1["error"].clone()),
+        (401, json!("invalid_client"))
+    );
+    let (status, _) = call(
+        server
+            .http
+            .post(&revoke)
+            .form(&[("token", b_refresh.as_str()), ("client_id", "cli")]),
+    )
+    .await;
+    assert_eq!(
+        status, 200,
+        "another client's token: a success that ends nothing"
+    );
+    let (_, still) = call(
+        server
+            .http
+            .post(&introspect)
+            .bearer_auth(&server.admin_token)
+            .form(&[("token", b_refresh.as_str())]),
+    )
+    .await;
+    assert_eq!(still["active"], true);
+    let (status, _) = call(
+        server
+            .http
+            .post(&revoke)
+            .form(&[("token", b_refresh.as_str()), ("client_id", "web")]),
     )
     .await;
     assert_eq!(status, 200);
@@ -449,9 +481,21 @@ async fn the_whole_oidc_flow() {
     )
     .await;
     assert_eq!(gone, json!({"active": false}));
-    let (status, _) = call(server.http.post(&revoke).form(&[("token", "nonsense")])).await;
+    let (status, _) = call(
+        server
+            .http
+            .post(&revoke)
+            .form(&[("token", "nonsense"), ("client_id", "web")]),
+    )
+    .await;
     assert_eq!(status, 200);
-    let (status, _) = call(server.http.post(&revoke).form(&[("nottoken", "x")])).await;
+    let (status, _) = call(
+        server
+            .http
+            .post(&revoke)
+            .form(&[("nottoken", "x"), ("client_id", "web")]),
+    )
+    .await;
     assert_eq!(status, 400);
 
     // Logout: the session of the hint ends; the redirect keeps `state`.
@@ -931,6 +975,23 @@ async fn refusals_of_the_realm_endpoints() {
         (status, body["code"].clone()),
         (404, json!("ISSUER_NOT_CONFIGURED"))
     );
+    // Sign-up is off unless the realm opens it: nobody is created.
+    let (status, body) = call(
+        server
+            .http
+            .post(server.url("/realms/bare/protocol/openid-connect/registrations"))
+            .json(&json!({"username": "walk-in", "password": "correct horse battery"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].clone()),
+        (403, json!("REGISTRATION_CLOSED"))
+    );
+    let bare = server.ks().realms().get_by_name("bare").await.unwrap();
+    assert!(matches!(
+        server.ks().users(bare.id).get_by_username("walk-in").await,
+        Err(keystead::Error::User(keystead::user::UserError::NotFound))
+    ));
 
     server.stop().await;
 }

@@ -130,6 +130,17 @@ impl OAuth {
         token: &str,
         audience: &str,
     ) -> Result<ClientClaims, Error> {
+        self.client_token_claims(token, Some(audience)).await
+    }
+
+    /// [`verify_client_token`](Self::verify_client_token) for `audience`,
+    /// or for any audience when `None` (introspection, which answers for
+    /// every resource server).
+    pub(crate) async fn client_token_claims(
+        &self,
+        token: &str,
+        audience: Option<&str>,
+    ) -> Result<ClientClaims, Error> {
         check_jws_shape(token)?;
         let realm = self.active_realm().await?;
         let now = self.now();
@@ -157,7 +168,7 @@ impl OAuth {
         if claims.iss != issuer(&realm) {
             return Err(TokenError::WrongIssuer.into());
         }
-        if claims.aud != audience {
+        if audience.is_some_and(|a| a != claims.aud) {
             return Err(TokenError::WrongAudience.into());
         }
         let now_secs = now.timestamp();

@@ -150,6 +150,22 @@ pub(crate) fn proves(
     }
 }
 
+/// The client a request to a non-grant endpoint (revocation,
+/// introspection) names, authenticated: registered (`None`: not
+/// registered, or deleted), and a confidential client proved its secret;
+/// `invalid_client` otherwise (RFC 7009 §2.1, RFC 7662 §2.1).
+pub(crate) fn identify<'a>(
+    stored: Option<&'a StoredClient>,
+    secret: Option<&SecretString>,
+) -> Result<&'a StoredClient, OAuthError> {
+    let stored = stored.ok_or(OAuthError::InvalidClient)?;
+    let proved = proves(stored, secret)?;
+    if stored.client.kind == super::ClientKind::Confidential && !proved {
+        return Err(OAuthError::InvalidClient);
+    }
+    Ok(stored)
+}
+
 /// [`decide`] for the client a request named (`None`: not registered, or
 /// deleted: `invalid_client`) and the secret it presented.
 pub(crate) fn admit(

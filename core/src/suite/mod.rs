@@ -145,13 +145,16 @@ macro_rules! domain_tests {
             one_time_tokens_are_single_use,
             scoped_tokens,
             magic_links,
+            magic_links_by_email_reveal_nothing,
             exchange_grants,
             mfa_realm_gets_challenges
         ]);
         $crate::domain_tests!(@cases $open, policy, [
             password_grant_is_bounded_by_the_client,
             refresh_only_narrows,
-            exchange_is_authenticated_and_narrow
+            exchange_is_authenticated_and_narrow,
+            revocation_and_introspection_need_the_right_client,
+            userinfo_takes_its_server_or_openid
         ]);
         $crate::domain_tests!(@cases $open, step_up, [
             credential_changes_need_a_fresh_login,

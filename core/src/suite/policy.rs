@@ -378,3 +378,149 @@ pub async fn exchange_is_authenticated_and_narrow(h: Harness) {
         OAuthError::InvalidTarget
     );
 }
+
+/// Revocation and introspection answer only the right client: revocation
+/// authenticates the client (a public one by its id) and ends only that
+/// client's tokens; introspection needs a confidential client registered
+/// for the `introspect` scope, or a bearer token carrying it — and a
+/// client's own client-credentials token is introspected as active.
+pub async fn revocation_and_introspection_need_the_right_client(h: Harness) {
+    use crate::token::{INTROSPECT_SCOPE, Introspector};
+    let f = fixture(&h).await;
+    let rs = f
+        .oauth
+        .create_client(NewClient {
+            kind: ClientKind::Confidential,
+            grant_types: vec![GrantType::ClientCredentials],
+            ..NewClient::first_party("rs", API, vec![INTROSPECT_SCOPE.into()])
+        })
+        .await
+        .unwrap();
+    let rs_secret = rs.secret.unwrap();
+    let session = login(&f).await;
+    let pair = f
+        .tokens
+        .issue(session.id, &AccessRequest::public("web", vec![]))
+        .await
+        .unwrap();
+    let refresh = pair.refresh_token.clone().unwrap();
+    let access = SecretString::from(pair.access_token.expose());
+    let backend = ClientAuth::confidential("backend", f.backend_secret.clone());
+    let before = everything(&f.ks).await;
+
+    for impostor in [
+        ClientAuth::public("anything"),
+        ClientAuth::public("backend"),
+        ClientAuth::confidential("backend", SecretString::from("kscs_guess")),
+        ClientAuth::confidential("web", SecretString::from("kscs_guess")),
+    ] {
+        for token in [&refresh, &access] {
+            assert_eq!(
+                oauth_error(f.tokens.revoke(token, &impostor).await),
+                OAuthError::InvalidClient,
+                "{impostor:?}"
+            );
+        }
+    }
+    // Another client, properly authenticated: a success that ends nothing.
+    f.tokens.revoke(&refresh, &backend).await.unwrap();
+    f.tokens.revoke(&access, &backend).await.unwrap();
+
+    let web = ClientAuth::public("web");
+    for (caller, want) in [
+        (Introspector::Client(&web), "OAUTH_UNAUTHORIZED_CLIENT"),
+        (Introspector::Client(&backend), "OAUTH_UNAUTHORIZED_CLIENT"),
+        (
+            Introspector::Client(&ClientAuth::confidential(
+                "rs",
+                SecretString::from("kscs_guess"),
+            )),
+            "OAUTH_INVALID_CLIENT",
+        ),
+        (Introspector::Bearer(access.expose()), "INSUFFICIENT_SCOPE"),
+        (Introspector::Bearer("not.a.token"), "TOKEN_MALFORMED"),
+    ] {
+        let refused = f.tokens.introspect_as(caller, &refresh).await.unwrap_err();
+        assert_eq!(refused.code(), want, "{caller:?}");
+    }
+    assert_eq!(everything(&f.ks).await, before, "a refused request wrote");
+
+    // The resource server, by its credentials or its own token.
+    let rs_auth = ClientAuth::confidential("rs", rs_secret.clone());
+    let info = f
+        .tokens
+        .introspect_as(Introspector::Client(&rs_auth), &refresh)
+        .await
+        .unwrap();
+    assert_eq!(
+        (info["active"].clone(), info["client_id"].clone()),
+        (true.into(), "web".into())
+    );
+    let own = f
+        .oauth
+        .client_credentials("rs", &rs_secret, &[], None)
+        .await
+        .unwrap();
+    let info = f
+        .tokens
+        .introspect_as(
+            Introspector::Bearer(own.access_token.expose()),
+            &own.access_token,
+        )
+        .await
+        .unwrap();
+    assert_eq!(info["active"], true);
+    assert_eq!(info["sub"], "rs");
+    assert_eq!(info["scope"], INTROSPECT_SCOPE);
+
+    // The owner revokes: the family and its session end.
+    f.tokens.revoke(&refresh, &web).await.unwrap();
+    assert_eq!(
+        f.tokens.introspect(&refresh).await.unwrap(),
+        serde_json::json!({ "active": false })
+    );
+}
+
+/// Userinfo takes a token for its own server, or one issued to any client
+/// with `openid` (OIDC Core §5.3); nothing else.
+pub async fn userinfo_takes_its_server_or_openid(h: Harness) {
+    use crate::token::TokenError;
+    let f = fixture(&h).await;
+    let session = login(&f).await;
+    let pair = f
+        .tokens
+        .issue(session.id, &AccessRequest::public("web", vec![]))
+        .await
+        .unwrap();
+    let access = SecretString::from(pair.access_token.expose());
+    f.tokens.userinfo(access.expose(), API).await.unwrap();
+    // Userinfo: a token for another audience needs `openid`.
+    assert!(matches!(
+        f.tokens
+            .userinfo(access.expose(), "https://other.example")
+            .await,
+        Err(Error::Token(TokenError::WrongAudience))
+    ));
+    f.oauth
+        .create_client(NewClient::first_party(
+            "rp",
+            "https://rp.example",
+            vec![crate::oauth::SCOPE_OPENID.into()],
+        ))
+        .await
+        .unwrap();
+    let rp = f
+        .tokens
+        .issue(
+            session.id,
+            &AccessRequest::public("rp", vec![crate::oauth::SCOPE_OPENID.into()]),
+        )
+        .await
+        .unwrap();
+    let user = f
+        .tokens
+        .userinfo(rp.access_token.expose(), API)
+        .await
+        .unwrap();
+    assert_eq!(user["preferred_username"], "eve");
+}

@@ -86,6 +86,11 @@ fn files_auth(f: &Fixture) -> crate::token::ClientAuth {
     crate::token::ClientAuth::confidential("files", secret)
 }
 
+/// The public `web` client, as it names itself to revocation.
+fn web() -> crate::token::ClientAuth {
+    crate::token::ClientAuth::public("web")
+}
+
 fn request() -> AccessRequest {
     AccessRequest {
         resource: Some(AUD.into()),
@@ -615,7 +620,7 @@ pub async fn forged_refresh_tokens_kill_nothing(h: Harness) {
             token_error(f.tokens.refresh(&forged, "web").await),
             TokenError::InvalidGrant
         );
-        f.tokens.revoke(&forged).await.unwrap();
+        f.tokens.revoke(&forged, &web()).await.unwrap();
         assert_eq!(
             f.tokens.introspect(&forged).await.unwrap(),
             serde_json::json!({ "active": false })
@@ -869,7 +874,7 @@ pub async fn remembered_rotation_sees_later_changes(h: Harness) {
     );
 
     let (_, next) = rotated_once("revoked").await;
-    other.revoke(&refresh_of(&next)).await.unwrap();
+    other.revoke(&refresh_of(&next), &web()).await.unwrap();
     assert_eq!(
         token_error(f.tokens.refresh(&refresh_of(&next), "web").await),
         TokenError::InvalidGrant,
@@ -1034,7 +1039,10 @@ pub async fn revoke_introspect_userinfo_discovery(h: Harness) {
             inactive
         );
         // RFC 7009 §2.2: unknown tokens are not an error.
-        f.tokens.revoke(&SecretString::from(junk)).await.unwrap();
+        f.tokens
+            .revoke(&SecretString::from(junk), &web())
+            .await
+            .unwrap();
     }
 
     let user = f
@@ -1046,18 +1054,18 @@ pub async fn revoke_introspect_userinfo_discovery(h: Harness) {
     assert_eq!(user["preferred_username"], "alice");
 
     // Revoking the refresh token ends family and session.
-    f.tokens.revoke(&refresh_of(&pair)).await.unwrap();
+    f.tokens.revoke(&refresh_of(&pair), &web()).await.unwrap();
     assert_eq!(
         f.tokens.introspect(&refresh_of(&pair)).await.unwrap(),
         inactive
     );
     assert_eq!(f.tokens.introspect(&access).await.unwrap(), inactive);
-    f.tokens.revoke(&refresh_of(&pair)).await.unwrap();
+    f.tokens.revoke(&refresh_of(&pair), &web()).await.unwrap();
 
     // Revoking an access token ends its session.
     let (_, other) = issued(&f, "alice").await;
     f.tokens
-        .revoke(&SecretString::from(other.access_token.expose()))
+        .revoke(&SecretString::from(other.access_token.expose()), &web())
         .await
         .unwrap();
     assert_eq!(
@@ -1572,4 +1580,66 @@ pub async fn expire_all_for_one_application(h: Harness) {
             .await,
         Err(Error::Validation(_))
     ));
+}
+
+/// A magic link asked for by address does the same store work whether or
+/// not the address has an account (one new record, the same shape): the
+/// answer is `Some` only for an active owner, and the decoy of an unknown
+/// or disabled address opens nothing and is purged when it expires.
+pub async fn magic_links_by_email_reveal_nothing(h: Harness) {
+    let f = fixture(&h, cheap_settings()).await;
+    f.users
+        .register(
+            "alice",
+            Some("alice@example.com"),
+            SecretString::from("correct horse"),
+        )
+        .await
+        .unwrap();
+    let bob = f
+        .users
+        .register(
+            "bob",
+            Some("bob@example.com"),
+            SecretString::from("correct horse"),
+        )
+        .await
+        .unwrap();
+    f.users.disable(bob.id).await.unwrap();
+    let ttl = Duration::minutes(15);
+    let mut written = Vec::new();
+    for (address, owned) in [
+        ("ALICE@example.com", true),
+        ("nobody@example.com", false),
+        ("bob@example.com", false),
+    ] {
+        let before = super::everything(&f.ks).await;
+        let sent = f
+            .tokens
+            .send_magic_link_to_email(address, ttl)
+            .await
+            .unwrap();
+        let after = super::everything(&f.ks).await;
+        assert_eq!(sent.is_some(), owned, "{address}");
+        let new: Vec<_> = after.iter().filter(|k| !before.contains(k)).collect();
+        assert_eq!((new.len(), after.len()), (1, before.len() + 1), "{address}");
+        written.push(new[0].0.len());
+        if let Some(link) = sent {
+            assert!(matches!(
+                f.tokens.verify_magic_link(link.id, &link.token).await,
+                Ok(LoginOutcome::Authenticated(_))
+            ));
+        }
+    }
+    // The same kind of key, the same length, in every case.
+    assert!(written.windows(2).all(|w| w[0] == w[1]), "{written:?}");
+    assert!(matches!(
+        f.tokens
+            .send_magic_link_to_email("not an address", ttl)
+            .await,
+        Err(Error::Validation(_))
+    ));
+    // The redeemed link is gone; the two decoys expire and are purged.
+    f.clock.advance(ttl + Duration::seconds(1));
+    assert_eq!(f.tokens.purge_expired().await.unwrap().magic_links, 2);
 }

@@ -326,9 +326,7 @@ impl Tokens {
             };
             // The client must still exist and still allow what the token
             // was made for (it may have been narrowed or deleted since).
-            let client = crate::oauth::OAuth::new(std::sync::Arc::clone(&self.ctx), self.realm)
-                .load_client(&one.client_id)
-                .await?;
+            let client = self.oauth().load_client(&one.client_id).await?;
             let still_allowed = policy::derive(
                 client.as_ref().map(|(c, _)| c),
                 Ask {
@@ -447,17 +445,74 @@ impl Tokens {
     pub async fn send_magic_link(&self, user: UserId, ttl: Duration) -> Result<MagicLink, Error> {
         check_ttl("ttl", ttl, MAGIC_LINK_MAX_TTL_SECS)?;
         self.active_realm().await?;
-        let now = self.now();
         let (found, version) = self.users().require_user(user).await?;
         if found.user.status != UserStatus::Active {
             return Err(UserError::Disabled.into());
         }
+        self.write_magic_link(
+            user,
+            found.session_epoch,
+            Precondition::Version(version),
+            ttl,
+        )
+        .await
+    }
+
+    /// A magic link for whoever owns `email`, without telling whether
+    /// anyone does: `Some` for an active user's address, `None` for an
+    /// unknown or disabled one — after the same reads (the email index, a
+    /// user record) and the same write (one link record and one user-key
+    /// check in one commit: for nobody, a decoy link bound to a user id
+    /// that exists nowhere, which can never be redeemed and which
+    /// [`purge_expired`](Self::purge_expired) removes). The answer, the
+    /// store's work and so the time taken are alike either way; only the
+    /// embedder, who delivers `Some`, must take care not to answer faster
+    /// for `None`. A malformed address is `VALIDATION_FAILED` (that depends
+    /// on the input alone).
+    pub async fn send_magic_link_to_email(
+        &self,
+        email: &str,
+        ttl: Duration,
+    ) -> Result<Option<MagicLink>, Error> {
+        check_ttl("ttl", ttl, MAGIC_LINK_MAX_TTL_SECS)?;
+        self.active_realm().await?;
+        let now = self.now();
+        let users = self.users();
+        let owner = users.email_owner(email).await?;
+        let target = owner.unwrap_or_else(|| UserId::generate(now));
+        let found = users
+            .load_user(target)
+            .await?
+            .filter(|(u, _)| owner.is_some() && u.user.status == UserStatus::Active);
+        if let Some((user, version)) = found {
+            let pre = Precondition::Version(version);
+            let link = self
+                .write_magic_link(target, user.session_epoch, pre, ttl)
+                .await?;
+            return Ok(Some(link));
+        }
+        let decoy = UserId::generate(now);
+        self.write_magic_link(decoy, 0, Precondition::Absent, ttl)
+            .await?;
+        Ok(None)
+    }
+
+    /// Store a magic link for `user` (whose record must meet `user_pre`)
+    /// in one commit: the link record and the check of the user key.
+    async fn write_magic_link(
+        &self,
+        user: UserId,
+        epoch: u64,
+        user_pre: Precondition,
+        ttl: Duration,
+    ) -> Result<MagicLink, Error> {
+        let now = self.now();
         let issued = secret::generate(TokenKind::MagicLink)?;
         let link = StoredMagicLink {
             id: MagicLinkId::generate(now),
             user,
             digest: issued.digest.0,
-            epoch: found.session_epoch,
+            epoch,
             created_at: now,
             expires_at: now + ttl,
         };
@@ -469,10 +524,7 @@ impl Tokens {
                 record::encode(key.as_bytes(), &MagicLinkRecord::V1(link.clone()))?,
                 Precondition::Absent,
             )?
-            .check(
-                crate::user::keys::user(self.realm, user),
-                Precondition::Version(version),
-            )?;
+            .check(crate::user::keys::user(self.realm, user), user_pre)?;
         self.ctx.store.commit(batch).await?;
         Ok(MagicLink {
             id: link.id,
@@ -580,7 +632,7 @@ impl Tokens {
                 request.validate()?;
                 // The client first: a request the policy refuses must not
                 // run a login (no password check, no session written).
-                let oauth = crate::oauth::OAuth::new(std::sync::Arc::clone(&self.ctx), self.realm);
+                let oauth = self.oauth();
                 let client = oauth.load_client(&request.client_id).await?;
                 policy::admit(
                     client.as_ref().map(|(c, _)| c),
@@ -627,7 +679,7 @@ impl Tokens {
                 code_verifier,
                 client_secret,
             } => {
-                let oauth = crate::oauth::OAuth::new(std::sync::Arc::clone(&self.ctx), self.realm);
+                let oauth = self.oauth();
                 let redeem = crate::oauth::code::Redeem {
                     code: &code,
                     redirect_uri: &redirect_uri,
@@ -666,7 +718,7 @@ impl Tokens {
         let now = self.now();
         // Who asks first: an unauthenticated caller learns nothing about
         // the subject token.
-        let oauth = crate::oauth::OAuth::new(std::sync::Arc::clone(&self.ctx), self.realm);
+        let oauth = self.oauth();
         let stored = oauth.load_client(&client.client_id).await?;
         let exchanger = &stored.as_ref().ok_or(OAuthError::InvalidClient)?.0;
         let authenticated = policy::proves(exchanger, client.secret.as_ref())?;

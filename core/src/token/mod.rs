@@ -85,13 +85,16 @@
 mod family_tests;
 pub mod grants;
 pub mod id_token;
+pub mod introspection;
 pub mod keys;
 pub mod purge;
+pub mod revocation;
 pub(crate) mod service;
 
 pub use grants::{
     ExchangeOutcome, Grant, MagicLink, NewScopedToken, OneTimeToken, PortalAccess, ScopedToken,
 };
+pub use introspection::{INTROSPECT_SCOPE, Introspector};
 pub use keys::SigningKeyInfo;
 pub use purge::Purged;
 pub use service::Tokens;

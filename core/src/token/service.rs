@@ -347,6 +347,11 @@ impl Tokens {
         Users::new(Arc::clone(&self.ctx), self.realm)
     }
 
+    /// The OAuth service of the same realm (clients, client tokens).
+    pub(crate) fn oauth(&self) -> crate::oauth::OAuth {
+        crate::oauth::OAuth::new(Arc::clone(&self.ctx), self.realm)
+    }
+
     /// Whether a token of `client_id` issued at `issued_at_secs` is dead at
     /// `now` under the realm's expire-all marks or the application's (both
     /// read in one `get_many`).
@@ -967,7 +972,7 @@ impl Tokens {
 
     /// The family of a presented refresh token, if the token is its live
     /// one (for revocation and introspection).
-    async fn current_family(&self, token: &str) -> Result<Option<StoredFamily>, Error> {
+    pub(crate) async fn current_family(&self, token: &str) -> Result<Option<StoredFamily>, Error> {
         let Some((at, digest)) = parse_refresh_token(token) else {
             return Ok(None);
         };
@@ -998,7 +1003,11 @@ impl Tokens {
     }
 
     /// Delete a family and, with `session`, its session (one batch).
-    async fn kill_family(&self, family: &StoredFamily, session: bool) -> Result<(), Error> {
+    pub(crate) async fn kill_family(
+        &self,
+        family: &StoredFamily,
+        session: bool,
+    ) -> Result<(), Error> {
         let mut batch = Batch::new();
         batch.delete(layout::family(self.realm, family.id), Precondition::Any)?;
         if session {
@@ -1282,30 +1291,6 @@ impl Tokens {
         }
     }
 
-    /// Revoke a token (RFC 7009): a refresh token ends its family and its
-    /// session; an access token ends its session. Unknown, malformed,
-    /// expired or foreign tokens are not an error (§2.2): the call succeeds
-    /// and changes nothing.
-    pub async fn revoke(&self, token: &SecretString) -> Result<(), Error> {
-        let token = token.expose();
-        if token.starts_with(TokenKind::Refresh.prefix()) {
-            self.active_realm().await?;
-            if let Some(family) = self.current_family(token).await? {
-                self.kill_family(&family, true).await?;
-            }
-            return Ok(());
-        }
-        if check_jws_shape(token).is_err() {
-            return Ok(());
-        }
-        let realm = self.active_realm().await?;
-        match self.verify_with(&realm, token, None).await {
-            Ok(claims) => self.logout(claims.sid).await,
-            Err(Error::Token(_)) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
     /// End one session (logout): its access tokens stop verifying and its
     /// refresh-token families stop refreshing at once. An unknown session
     /// is not an error.
@@ -1375,73 +1360,18 @@ impl Tokens {
         Err(last.map_or_else(|| TokenError::InvalidGrant.into(), Error::from))
     }
 
-    /// Token introspection (RFC 7662 §2.2): for an active access or refresh
-    /// token of this realm, `{"active":true, …claims, "token_type"}`; for
-    /// anything else — unknown, expired, revoked, malformed, foreign —
-    /// exactly `{"active":false}`, revealing nothing more.
-    pub async fn introspect(&self, token: &SecretString) -> Result<serde_json::Value, Error> {
-        let inactive = || serde_json::json!({ "active": false });
-        let token = token.expose();
-        let realm = self.active_realm().await?;
-        if token.starts_with(TokenKind::Refresh.prefix()) {
-            let Some(family) = self.current_family(token).await? else {
-                return Ok(inactive());
-            };
-            let now = self.now();
-            let live = !Self::family_expired(&realm, &family, now)
-                && !self
-                    .expired_by_expire_all(
-                        Some(&family.client_id),
-                        family.issued_at.timestamp(),
-                        now,
-                    )
-                    .await?
-                && self.users().live_session(family.session).await.is_ok();
-            if !live {
-                return Ok(inactive());
-            }
-            let t = realm.settings.tokens;
-            let exp = (family.created_at + Duration::seconds(i64::from(t.refresh_absolute_secs)))
-                .min(family.issued_at + Duration::seconds(i64::from(t.refresh_idle_secs)));
-            return Ok(serde_json::json!({
-                "active": true,
-                "token_type": "refresh_token",
-                "iss": issuer(&realm),
-                "sub": family.user.to_string(),
-                "aud": family.audience,
-                "client_id": family.client_id,
-                "scope": family.scope.join(" "),
-                "sid": family.session.to_string(),
-                "iat": family.issued_at.timestamp(),
-                "exp": exp.timestamp(),
-            }));
-        }
-        if check_jws_shape(token).is_err() {
-            return Ok(inactive());
-        }
-        match self.verify_with(&realm, token, None).await {
-            Ok(claims) => {
-                let mut value =
-                    serde_json::to_value(&claims).map_err(|e| CryptoError::InvalidInput {
-                        field: "claims",
-                        reason: e.to_string(),
-                    })?;
-                if let Some(map) = value.as_object_mut() {
-                    map.insert("active".into(), true.into());
-                    map.insert("token_type".into(), "access_token".into());
-                }
-                Ok(value)
-            }
-            Err(Error::Token(_)) => Ok(inactive()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// OIDC userinfo: the claims of the user an access token (for
-    /// `audience`) belongs to: `sub`, `preferred_username`, and `email` /
-    /// `name` when set.
+    /// OIDC userinfo: the claims of the user an access token belongs to:
+    /// `sub`, `preferred_username`, and `email` / `name` when set. The token
+    /// is one for `audience` (the userinfo endpoint's own server), or one
+    /// issued to any client with the `openid` scope (OIDC Core §5.3: the
+    /// token a relying party got in the code flow, whatever its audience);
+    /// `TOKEN_WRONG_AUDIENCE` otherwise.
     pub async fn userinfo(&self, token: &str, audience: &str) -> Result<serde_json::Value, Error> {
-        let claims = self.verify_access_token(token, audience).await?;
+        let realm = self.active_realm().await?;
+        let claims = self.verify_with(&realm, token, None).await?;
+        if claims.aud != audience && !claims.scopes().any(|s| s == "openid") {
+            return Err(TokenError::WrongAudience.into());
+        }
         let Some((user, _)) = self.users().load_user(claims.sub).await? else {
             return Err(TokenError::Revoked.into());
         };
@@ -1503,6 +1433,13 @@ impl Tokens {
             "id_token_signing_alg_values_supported": ["EdDSA", "ES256"],
             "token_endpoint_auth_methods_supported":
                 ["client_secret_basic", "client_secret_post", "none"],
+            // RFC 8414 §2: revocation takes public clients by id; an
+            // introspecting resource server authenticates (or presents a
+            // bearer token with the `introspect` scope).
+            "revocation_endpoint_auth_methods_supported":
+                ["client_secret_basic", "client_secret_post", "none"],
+            "introspection_endpoint_auth_methods_supported":
+                ["client_secret_basic", "client_secret_post", "bearer"],
             "scopes_supported": [crate::oauth::SCOPE_OPENID],
             "acr_values_supported": [super::id_token::ACR_SINGLE_FACTOR, super::id_token::ACR_MFA],
             "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nbf", "jti", "client_id",

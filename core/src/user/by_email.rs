@@ -8,6 +8,7 @@
 use super::service::Users;
 use super::{User, UserError, keys, normalize_email};
 use crate::error::Error;
+use crate::id::UserId;
 
 impl Users {
     /// The user registered with `email` (after normalisation);
@@ -15,14 +16,20 @@ impl Users {
     /// address.
     pub async fn get_by_email(&self, email: &str) -> Result<User, Error> {
         self.active_realm().await?;
-        let (_, key) = normalize_email(email)?;
-        let Some(id) = self.indexed_user(&keys::email(self.realm, &key)).await? else {
+        let Some(id) = self.email_owner(email).await? else {
             return Err(UserError::NotFound.into());
         };
         self.load_user(id)
             .await?
             .map(|(u, _)| u.user)
             .ok_or_else(|| UserError::NotFound.into())
+    }
+
+    /// The user id the email index names for `email` (normalised first;
+    /// malformed: `VALIDATION_FAILED`), if any.
+    pub(crate) async fn email_owner(&self, email: &str) -> Result<Option<UserId>, Error> {
+        let (_, key) = normalize_email(email)?;
+        self.indexed_user(&keys::email(self.realm, &key)).await
     }
 }
 

@@ -143,6 +143,11 @@ pub enum UserError {
     /// The user is disabled (administrative calls only: logins never say so).
     #[error("user is disabled")]
     Disabled,
+    /// The realm does not let anyone sign up
+    /// ([`RealmSettings::self_registration`](crate::realm::RealmSettings::self_registration)
+    /// is off): accounts are made by the embedder.
+    #[error("this realm does not allow sign-up")]
+    RegistrationClosed,
 }
 
 impl UserError {
@@ -153,6 +158,7 @@ impl UserError {
             UserError::UsernameTaken => "USERNAME_TAKEN",
             UserError::EmailTaken => "EMAIL_TAKEN",
             UserError::Disabled => "USER_DISABLED",
+            UserError::RegistrationClosed => "REGISTRATION_CLOSED",
         }
     }
 }

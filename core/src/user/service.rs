@@ -107,6 +107,24 @@ impl Users {
         }
     }
 
+    /// A public sign-up: [`register`](Self::register), if the realm allows
+    /// anyone to create an account
+    /// ([`RealmSettings::self_registration`](crate::realm::RealmSettings::self_registration));
+    /// `REGISTRATION_CLOSED` otherwise, before anything is checked or
+    /// written. `register` itself is the embedder's (an admin console, an
+    /// invitation flow) and is not subject to the switch.
+    pub async fn sign_up(
+        &self,
+        username: &str,
+        email: Option<&str>,
+        password: SecretString,
+    ) -> Result<User, Error> {
+        if !self.active_realm().await?.settings.self_registration {
+            return Err(UserError::RegistrationClosed.into());
+        }
+        self.register(username, email, password).await
+    }
+
     /// Register a user with a password. `username` and `email` are
     /// normalised and checked (see the [module docs](super)); the password
     /// must satisfy the realm's policy. Fails with `USERNAME_TAKEN` or

@@ -72,6 +72,10 @@ pub struct NewRealm {
     pub name: String,
     /// The `iss` of its tokens; `None` keeps `urn:keystead:realm:<id>`.
     pub issuer: Option<String>,
+    /// Whether anyone may sign up through `…/registrations` (default
+    /// `false`: accounts are made by the administrator).
+    #[serde(default)]
+    pub self_registration: bool,
 }
 
 /// The JSON of a realm.
@@ -82,6 +86,7 @@ pub fn realm_json(realm: &Realm) -> Value {
         "issuer": realm.settings.issuer_url.clone()
             .unwrap_or_else(|| format!("urn:keystead:realm:{}", realm.id)),
         "status": realm.status,
+        "selfRegistration": realm.settings.self_registration,
         "createdAt": realm.created_at,
     })
 }
@@ -101,6 +106,7 @@ async fn create_realm(
     }
     let settings = RealmSettings {
         issuer_url: body.issuer.clone(),
+        self_registration: body.self_registration,
         ..RealmSettings::default()
     };
     let realm = state.ks.realms().create(&body.name, settings).await?;

@@ -112,6 +112,7 @@ pub fn status_for(code: &str) -> StatusCode {
         c if c.starts_with("TOKEN_") => StatusCode::UNAUTHORIZED,
         "INSUFFICIENT_SCOPE"
         | "USER_DISABLED"
+        | "REGISTRATION_CLOSED"
         | "REALM_DISABLED"
         | "DEVICE_NOT_ACTIVE"
         | "MFA_ENROLLMENT_REQUIRED"

@@ -16,15 +16,16 @@ use serde_json::{Value, json};
 pub const PASSWORD: &str = "correct horse battery staple";
 
 /// Create realm `name` through the admin API with the issuer
-/// `<server>/realms/<name>` (so discovery points at this server), then make
-/// password hashing cheap (fast tests) and set the MFA policy.
+/// `<server>/realms/<name>` (so discovery points at this server) and
+/// sign-up open, then make password hashing cheap (fast tests) and set the
+/// MFA policy.
 pub async fn realm(server: &TestServer, name: &str, mfa: MfaPolicy) -> (RealmId, String) {
     let issuer = server.url(&format!("/realms/{name}"));
     let response = server
         .http
         .post(server.url("/admin/realms"))
         .bearer_auth(&server.admin_token)
-        .json(&json!({ "name": name, "issuer": issuer }))
+        .json(&json!({ "name": name, "issuer": issuer, "self_registration": true }))
         .send()
         .await
         .expect("request");

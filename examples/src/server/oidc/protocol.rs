@@ -40,10 +40,10 @@
 //!   [`super::authorize`].
 
 use super::{FormOrJson, mfa_pending, no_store, oauth_error, realm_named, split_scope, token_json};
-use crate::server::auth::{Admin, Caller, authenticate, bearer};
+use crate::server::auth::{bearer, is_admin_token};
 use crate::server::error::{ApiError, OAuthError};
 use crate::server::state::AppState;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::header::{CACHE_CONTROL, LOCATION};
@@ -57,14 +57,14 @@ use keystead::oauth::client::form_decode;
 use keystead::secret::SecretString;
 use keystead::token::grants::{GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS};
 use keystead::token::grants::{GRANT_ONE_TIME, GRANT_PASSWORD, GRANT_REFRESH_TOKEN};
-use keystead::token::{AccessRequest, ExchangeOutcome, Grant, TokenError};
+use keystead::token::{AccessRequest, ExchangeOutcome, Grant, Introspector, TokenError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// RFC 8693's token type of an access token.
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
-/// The scope that lets an access token call the introspection endpoint.
-pub const INTROSPECT_SCOPE: &str = "introspect";
+/// The scope that lets a caller use the introspection endpoint.
+pub use keystead::token::INTROSPECT_SCOPE;
 
 /// The protocol routes (relative to `/realms/{realm_name}`).
 pub fn routes() -> Router<AppState> {
@@ -436,64 +436,112 @@ async fn userinfo(
     ))
 }
 
-/// Who may introspect: the administrator, or a holder of an access token.
-enum Introspector {
-    Admin,
-    Caller(Box<Caller>),
-}
-
-impl FromRequestParts<AppState> for Introspector {
-    type Rejection = OAuthError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, OAuthError> {
-        match authenticate(parts, state).await {
-            Ok(caller) => Ok(Introspector::Caller(Box::new(caller))),
-            Err(e) => match Admin::from_request_parts(parts, state).await {
-                Ok(Admin) => Ok(Introspector::Admin),
-                Err(_) => Err(e.oauth()),
-            },
-        }
-    }
-}
-
 /// A request carrying one token (introspection, revocation; RFC 7662
-/// §2.1, RFC 7009 §2.1). `token_type_hint` may be sent and is not needed:
-/// the library recognises the kind from the token.
+/// §2.1, RFC 7009 §2.1), with the caller's client credentials when sent in
+/// the form. `token_type_hint` may be sent and is not needed: the library
+/// recognises the kind from the token.
 #[derive(Debug, Deserialize)]
 pub struct TokenParam {
     token: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
 }
 
+/// The client credentials of a token-carrying request, or the
+/// `401 invalid_client` / `400` answer for unusable ones.
+fn named_client(
+    realm: &str,
+    headers: &HeaderMap,
+    form: &mut TokenParam,
+) -> Result<Option<keystead::token::ClientAuth>, Box<Response>> {
+    match client_auth(headers, form.client_id.take(), form.client_secret.take()) {
+        Ok(ClientAuth {
+            client_id: Some(client_id),
+            secret,
+        }) => Ok(Some(keystead::token::ClientAuth { client_id, secret })),
+        Ok(ClientAuth { secret: None, .. }) => Ok(None),
+        Ok(ClientAuth {
+            secret: Some(_), ..
+        }) => Err(Box::new(invalid_client(
+            realm,
+            "a client secret needs its client_id",
+        ))),
+        Err(problem) if problem.starts_with("use one") => Err(Box::new(
+            ApiError::bad_request("client_secret", problem)
+                .oauth()
+                .into_response(),
+        )),
+        Err(problem) => Err(Box::new(invalid_client(realm, problem))),
+    }
+}
+
+/// `POST …/token/introspect`: for a resource server with its own client
+/// credentials, the bearer of a token with the `introspect` scope
+/// ([`keystead::token::Introspector`]), or the administrator.
 async fn introspect(
     State(state): State<AppState>,
     Path(realm_name): Path<String>,
-    who: Introspector,
-    FormOrJson(form): FormOrJson<TokenParam>,
+    parts: Parts,
+    FormOrJson(mut form): FormOrJson<TokenParam>,
 ) -> Result<Response, OAuthError> {
     let realm = realm_named(&state, &realm_name).await?;
-    if let Introspector::Caller(caller) = &who
-        && (caller.realm != realm.id || !caller.claims.scopes().any(|s| s == INTROSPECT_SCOPE))
-    {
-        return Err(ApiError::forbidden(
-            "INSUFFICIENT_SCOPE",
-            "introspection needs an access token of this realm with the `introspect` scope",
-        )
-        .oauth());
-    }
+    let client = match named_client(&realm.name, &parts.headers, &mut form) {
+        Ok(client) => client,
+        Err(response) => return Ok(*response),
+    };
     let token = SecretString::new(required("token", form.token)?);
-    let answer = state.ks.tokens(realm.id).introspect(&token).await?;
-    Ok((no_store(), Json(answer)).into_response())
+    let tokens = state.ks.tokens(realm.id);
+    let answer = if let Some(client) = &client {
+        tokens
+            .introspect_as(Introspector::Client(client), &token)
+            .await
+    } else {
+        let presented = bearer(&parts).map_err(ApiError::oauth)?;
+        if is_admin_token(&state, presented) == Some(true) {
+            tokens.introspect(&token).await
+        } else {
+            tokens
+                .introspect_as(Introspector::Bearer(presented), &token)
+                .await
+        }
+    };
+    match answer {
+        Ok(answer) => Ok((no_store(), Json(answer)).into_response()),
+        Err(e) if e.oauth_code() == "invalid_client" => {
+            Ok(invalid_client(&realm.name, &e.to_string()))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
+/// `POST …/revoke` (RFC 7009): the client authenticates (a public one by
+/// its `client_id`) and revokes only its own tokens; a request naming no
+/// client is `401 invalid_client`.
 async fn revoke(
     State(state): State<AppState>,
     Path(realm_name): Path<String>,
-    FormOrJson(form): FormOrJson<TokenParam>,
-) -> Result<StatusCode, OAuthError> {
+    headers: HeaderMap,
+    FormOrJson(mut form): FormOrJson<TokenParam>,
+) -> Result<Response, OAuthError> {
     let realm = realm_named(&state, &realm_name).await?;
+    let client = match named_client(&realm.name, &headers, &mut form) {
+        Ok(Some(client)) => client,
+        Ok(None) => {
+            return Ok(invalid_client(
+                &realm.name,
+                "revocation needs client authentication (RFC 7009 §2.1)",
+            ));
+        }
+        Err(response) => return Ok(*response),
+    };
     let token = SecretString::new(required("token", form.token)?);
-    state.ks.tokens(realm.id).revoke(&token).await?;
-    Ok(StatusCode::OK)
+    match state.ks.tokens(realm.id).revoke(&token, &client).await {
+        Ok(()) => Ok(StatusCode::OK.into_response()),
+        Err(e) if e.oauth_code() == "invalid_client" => {
+            Ok(invalid_client(&realm.name, &e.to_string()))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// RP-initiated logout parameters (OpenID Connect RP-Initiated Logout 1.0
