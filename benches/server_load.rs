@@ -289,7 +289,10 @@ impl Fixture {
                 .create_client(keystead::oauth::NewClient::first_party(
                     CLIENT_ID,
                     server::DEFAULT_AUDIENCE,
-                    Vec::new(),
+                    api_scopes()
+                        .into_iter()
+                        .chain([server::oidc::protocol::INTROSPECT_SCOPE.to_owned()])
+                        .collect(),
                 ))
                 .await?;
             let users = ks.users(realm);
@@ -519,8 +522,23 @@ impl Fixture {
     }
 }
 
-/// A password grant of user `i` for the server's audience.
+/// The server's own API scopes (what its routes ask of a token).
+fn api_scopes() -> Vec<String> {
+    server::auth::API_SCOPES
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+}
+
+/// A password grant of user `i` for the server's audience: `scope`, or the
+/// server's API scopes when empty (as the server's own token endpoint
+/// defaults).
 fn password_grant(i: usize, scope: Vec<String>) -> Grant {
+    let scope = if scope.is_empty() {
+        api_scopes()
+    } else {
+        scope
+    };
     Grant::Password {
         username: username(i),
         password: SecretString::new(password(i)),

@@ -179,19 +179,19 @@ async fn admin_creates_groups_with_members() {
     server.stop().await;
 }
 
-/// Serve a tiny router that echoes the verified caller, through both
-/// extractors, on the harness's state.
+/// Serve a tiny router that echoes the verified caller, through the
+/// extractors of two route scopes, on the harness's state.
 async fn whoami_server(state: keystead_examples::server::AppState) -> String {
     use axum::routing::get;
-    use keystead_examples::server::auth::{Caller, OAuthCaller};
+    use keystead_examples::server::auth::{AccountScope, Caller, DeviceScope};
     let app = axum::Router::new()
         .route(
             "/whoami",
-            get(|c: Caller| async move { c.claims.sub.to_string() }),
+            get(|c: Caller<AccountScope>| async move { c.claims.sub.to_string() }),
         )
         .route(
             "/oauth/whoami",
-            get(|OAuthCaller(c): OAuthCaller| async move { c.realm.to_string() }),
+            get(|c: Caller<DeviceScope>| async move { c.realm.to_string() }),
         )
         .with_state(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -266,14 +266,15 @@ async fn tokens_route_to_their_realm_by_issuer() {
         .await;
         assert_eq!((status, body["code"].as_str()), (401, Some(code)));
     }
-    // OAuth dialect for the same refusal.
+    // A token of realm acme on realm beta's own routes: beta's keys never
+    // signed it.
     let (status, body) = common::call(
-        http.get(format!("{base}/oauth/whoami"))
-            .bearer_auth("not-a-jwt"),
+        http.post(server.url("/realms/beta/login-actions/generate-recovery-codes"))
+            .bearer_auth(&alice_token)
+            .json(&json!({})),
     )
     .await;
-    assert_eq!(status, 401);
-    assert_eq!(body["error"], "invalid_token");
+    assert_eq!(status, 401, "{body}");
 
     // A token for another audience is refused.
     let users = server.ks().users(acme);
@@ -314,6 +315,60 @@ async fn tokens_route_to_their_realm_by_issuer() {
     assert_eq!(
         (status, body["code"].as_str()),
         (401, Some("TOKEN_WRONG_AUDIENCE"))
+    );
+
+    // Each route needs its scope: a token for the server without it, and a
+    // named (message) token with it, are both refused.
+    server
+        .ks()
+        .oauth(acme)
+        .create_client(keystead::oauth::NewClient::first_party(
+            "devices-only",
+            server.state.audience.to_string(),
+            vec!["devices".into()],
+        ))
+        .await
+        .unwrap();
+    let request = keystead::token::AccessRequest::public("devices-only", vec!["devices".into()]);
+    let devices_only = server
+        .ks()
+        .tokens(acme)
+        .issue(session.id, &request)
+        .await
+        .unwrap();
+    let named = server
+        .ks()
+        .tokens(acme)
+        .create_scoped_token(
+            session.id,
+            &keystead::token::NewScopedToken {
+                name: "message".into(),
+                request,
+                expires_in: chrono::Duration::days(30),
+            },
+        )
+        .await
+        .unwrap();
+    let token = devices_only.access_token.expose();
+    let (status, body) =
+        common::call(http.get(format!("{base}/oauth/whoami")).bearer_auth(token)).await;
+    assert_eq!((status, body), (200, json!(acme.to_string())));
+    for token in [token, named.token.expose()] {
+        let (status, body) =
+            common::call(http.get(format!("{base}/whoami")).bearer_auth(token)).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("INSUFFICIENT_SCOPE"))
+        );
+    }
+    let (status, body) = common::call(
+        http.get(format!("{base}/oauth/whoami"))
+            .bearer_auth(named.token.expose()),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("INSUFFICIENT_SCOPE"))
     );
 
     // A disabled realm's tokens stop working (403), a deleted realm's too (401).

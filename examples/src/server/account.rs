@@ -54,7 +54,7 @@
 //! the administrator ([`RealmAdmin`]: admin token plus the realm header)
 //! for any user of that realm. Anyone else gets 403.
 
-use super::auth::{Caller, REALM_HEADER, RealmAdmin};
+use super::auth::{AccountScope, Caller, REALM_HEADER, RealmAdmin};
 use super::body::{JsonBody, parse_id};
 use super::error::ApiError;
 use super::state::AppState;
@@ -200,8 +200,19 @@ async fn header_realm(state: &AppState, headers: &HeaderMap) -> Result<RealmId, 
     Ok(state.ks.realms().get_by_name(name).await?.id)
 }
 
-fn request(scope: Vec<String>) -> AccessRequest {
-    AccessRequest::public(ACCOUNT_CLIENT_ID, scope)
+/// Tokens of the account API's client: `scope` (an application-token
+/// session's), or the server's API scopes when the session names none.
+async fn request(
+    state: &AppState,
+    realm: RealmId,
+    scope: Vec<String>,
+) -> Result<AccessRequest, ApiError> {
+    let scope = if scope.is_empty() {
+        super::oidc::default_scope(state, realm, ACCOUNT_CLIENT_ID).await?
+    } else {
+        scope
+    };
+    Ok(AccessRequest::public(ACCOUNT_CLIENT_ID, scope))
 }
 
 fn tokens_json(tokens: &TokenResponse, fingerprint: Option<&SecretString>) -> Value {
@@ -333,7 +344,10 @@ async fn finish_login(
     let issued = state
         .ks
         .tokens(realm)
-        .issue(session.id, &request(session.scopes.clone()))
+        .issue(
+            session.id,
+            &request(state, realm, session.scopes.clone()).await?,
+        )
         .await?;
     Ok(Json(tokens_json(&issued, fingerprint.as_ref())).into_response())
 }
@@ -357,7 +371,7 @@ pub struct NewKeyBody {
 }
 
 async fn create_key(
-    caller: Caller,
+    caller: Caller<AccountScope>,
     State(state): State<AppState>,
     JsonBody(body): JsonBody<NewKeyBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -395,7 +409,7 @@ pub struct ActivateBody {
 }
 
 async fn activate_key(
-    caller: Caller,
+    caller: Caller<AccountScope>,
     State(state): State<AppState>,
     Path(key_id): Path<String>,
     JsonBody(body): JsonBody<ActivateBody>,
@@ -420,7 +434,7 @@ async fn activate_key(
 #[derive(Debug, Clone)]
 pub enum Actor {
     /// A user with a verified token.
-    User(Box<Caller>),
+    User(Box<Caller<AccountScope>>),
     /// The administrator, on the realm of the header.
     Admin(RealmId),
 }
@@ -429,7 +443,7 @@ impl FromRequestParts<AppState> for Actor {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        match Caller::from_request_parts(parts, state).await {
+        match Caller::<AccountScope>::from_request_parts(parts, state).await {
             Ok(caller) => Ok(Actor::User(Box::new(caller))),
             Err(user_error) => match RealmAdmin::from_request_parts(parts, state).await {
                 Ok(admin) => Ok(Actor::Admin(admin.realm)),
@@ -492,7 +506,7 @@ async fn delete_my_key(
     delete_key(actor, state, Path(("my".into(), key_id))).await
 }
 
-async fn statuses(_: Caller) -> Json<Value> {
+async fn statuses(_: Caller<AccountScope>) -> Json<Value> {
     Json(Value::Array(
         MfaKeyStatus::ALL
             .iter()
@@ -501,7 +515,7 @@ async fn statuses(_: Caller) -> Json<Value> {
     ))
 }
 
-async fn types(_: Caller) -> Json<Value> {
+async fn types(_: Caller<AccountScope>) -> Json<Value> {
     Json(Value::Array(
         MfaKeyType::ALL
             .iter()

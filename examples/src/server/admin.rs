@@ -21,7 +21,7 @@
 //! `client_credentials` grant work with; a confidential client's secret is
 //! in the answer that creates (or rotates) it and nowhere else.
 
-use super::auth::Admin;
+use super::auth::{Admin, RouteScope as _};
 use super::body::{JsonBody, parse_id};
 use super::directory;
 use super::error::ApiError;
@@ -131,9 +131,15 @@ async fn create_realm(
 }
 
 /// The scopes the server's own front-ends (login actions, the account
-/// API) may get for a user: identity only. Anything more — `introspect`, an
-/// API's scopes — comes only from a client an administrator registers.
-pub const FIRST_PARTY_SCOPES: [&str; 1] = ["openid"];
+/// API) may get for a user: identity and the server's own APIs (account,
+/// devices, portal). Anything more — `introspect`, another API's scopes —
+/// comes only from a client an administrator registers.
+pub const FIRST_PARTY_SCOPES: [&str; 4] = [
+    "openid",
+    super::auth::AccountScope::SCOPE,
+    super::auth::DeviceScope::SCOPE,
+    super::auth::PortalScope::SCOPE,
+];
 
 /// Register the server's first-party clients in a new realm
 /// ([`keystead::oauth::policy`]'s "which client"): the login actions'

@@ -28,9 +28,9 @@
 //! (`…/realm/admin/…`) carry no realm, so an admin names it in the
 //! [`REALM_HEADER`] header; an ordinary user's valid token there is a 403.
 
+use super::directory;
 use super::error::ApiError;
 use super::state::AppState;
-use super::{directory, error::OAuthError};
 use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
@@ -50,14 +50,76 @@ const URN_ISSUER: &str = "urn:keystead:realm:";
 /// Largest bearer token accepted (matches the library's JWS bound).
 const MAX_BEARER_LEN: usize = 8 * 1024;
 
-/// A caller with a verified access token: its realm and claims (`sub` is
-/// the user id).
+/// A verified access token of some realm: its realm and claims (`sub` is
+/// the user id), before any route's scope is checked.
 #[derive(Debug, Clone)]
-pub struct Caller {
+pub struct Verified {
     /// The realm that issued and verified the token.
     pub realm: RealmId,
     /// The verified claims.
     pub claims: AccessClaims,
+}
+
+/// The scope a group of routes needs: each route names one in the
+/// [`Caller`] it takes, so a token is good only for the APIs it was
+/// issued for.
+pub trait RouteScope {
+    /// The scope value the token must carry.
+    const SCOPE: &'static str;
+}
+
+/// The account API (`/api/v1/user/…`): scope `account`.
+#[derive(Debug, Clone, Copy)]
+pub struct AccountScope;
+impl RouteScope for AccountScope {
+    const SCOPE: &'static str = "account";
+}
+
+/// The device API (`/devices…`, `/realm/…`): scope `devices`.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceScope;
+impl RouteScope for DeviceScope {
+    const SCOPE: &'static str = "devices";
+}
+
+/// The app-portal API (`/api/v1/auth/…`): scope `portal`.
+#[derive(Debug, Clone, Copy)]
+pub struct PortalScope;
+impl RouteScope for PortalScope {
+    const SCOPE: &'static str = "portal";
+}
+
+/// Every scope of the server's own APIs: what a login through the
+/// server's pages asks for when it names none (bounded, as always, by what
+/// the client registered).
+pub const API_SCOPES: [&str; 3] = [AccountScope::SCOPE, DeviceScope::SCOPE, PortalScope::SCOPE];
+
+/// A caller with a verified access token that carries the scope `S` of the
+/// route (`sub` is the user id). A named (scoped, "message") token is for
+/// the resource server it was made for, never the server's own APIs: a
+/// 403 here, like a token without the scope.
+#[derive(Debug, Clone)]
+pub struct Caller<S> {
+    /// The realm that issued and verified the token.
+    pub realm: RealmId,
+    /// The verified claims.
+    pub claims: AccessClaims,
+    scope: std::marker::PhantomData<fn() -> S>,
+}
+
+impl<S: RouteScope> Caller<S> {
+    /// `verified` if its token may call a route of scope `S`.
+    pub fn admit(verified: Verified) -> Result<Self, ApiError> {
+        let claims = &verified.claims;
+        if claims.token_name.is_some() || !claims.scopes().any(|s| s == S::SCOPE) {
+            return Err(keystead::Error::from(TokenError::InsufficientScope).into());
+        }
+        Ok(Self {
+            realm: verified.realm,
+            claims: verified.claims,
+            scope: std::marker::PhantomData,
+        })
+    }
 }
 
 /// The bearer token of a request, or a 401.
@@ -116,7 +178,7 @@ pub async fn realm_of_token(state: &AppState, token: &str) -> Result<RealmId, Ap
 
 /// Verify the request's bearer access token: route by `iss`, then full
 /// verification by that realm for the server's audience.
-pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Verified, ApiError> {
     let token = bearer(parts)?;
     let realm = realm_of_token(state, token).await?;
     let claims = state
@@ -133,30 +195,14 @@ pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, Api
                 api
             }
         })?;
-    Ok(Caller { realm, claims })
+    Ok(Verified { realm, claims })
 }
 
-impl FromRequestParts<AppState> for Caller {
+impl<S: RouteScope> FromRequestParts<AppState> for Caller<S> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        authenticate(parts, state).await
-    }
-}
-
-/// [`Caller`] for the OAuth/OIDC endpoints: the same checks, rejections
-/// rendered as RFC 6750 errors.
-#[derive(Debug, Clone)]
-pub struct OAuthCaller(pub Caller);
-
-impl FromRequestParts<AppState> for OAuthCaller {
-    type Rejection = OAuthError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, OAuthError> {
-        authenticate(parts, state)
-            .await
-            .map(OAuthCaller)
-            .map_err(ApiError::oauth)
+        Caller::admit(authenticate(parts, state).await?)
     }
 }
 

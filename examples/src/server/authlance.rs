@@ -34,7 +34,7 @@
 //! envelopes (`encryptedKey`) are standard base64. Group ids are the
 //! library's UUIDs (the seed's numeric ids are another product's choice).
 
-use super::auth::{Caller, RealmAdmin};
+use super::auth::{Caller, DeviceScope, RealmAdmin};
 use super::body::{JsonBody, parse_id};
 use super::directory;
 use super::error::ApiError;
@@ -125,7 +125,7 @@ pub fn routes() -> Router<AppState> {
 /// The group of the path, if the caller is a member of it.
 async fn member(
     state: &AppState,
-    caller: &Caller,
+    caller: &Caller<DeviceScope>,
     group: &str,
 ) -> Result<(GroupId, Devices), ApiError> {
     let group: GroupId = parse_id("groupId", group)?;
@@ -142,7 +142,7 @@ async fn member(
 /// registered it (403).
 async fn own_device(
     state: &AppState,
-    caller: &Caller,
+    caller: &Caller<DeviceScope>,
     devices: &Devices,
     group: GroupId,
     device: DeviceId,
@@ -184,7 +184,7 @@ fn json_of<T: serde::Serialize>(value: &T) -> Json<Value> {
 /// realm id, key version, limits), which a front-end needs to bind its
 /// envelopes to the realm and group.
 async fn get_group(
-    caller: Caller,
+    caller: Caller<DeviceScope>,
     State(state): State<AppState>,
     Path(group): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -204,7 +204,7 @@ struct RegisterDeviceRequest {
 }
 
 async fn register_device(
-    caller: Caller,
+    caller: Caller<DeviceScope>,
     State(state): State<AppState>,
     Path(group): Path<String>,
     JsonBody(body): JsonBody<RegisterDeviceRequest>,
@@ -236,7 +236,7 @@ struct ListQuery {
 }
 
 async fn list_devices(
-    caller: Caller,
+    caller: Caller<DeviceScope>,
     State(state): State<AppState>,
     Path(group): Path<String>,
     Query(query): Query<ListQuery>,
@@ -258,7 +258,7 @@ async fn list_devices(
 }
 
 async fn device_count(
-    caller: Caller,
+    caller: Caller<DeviceScope>,
     State(state): State<AppState>,
     Path(group): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -267,7 +267,7 @@ async fn device_count(
 }
 
 async fn get_device(
-    caller: Caller,
+    caller: Caller<DeviceScope>,
     State(state): State<AppState>,
     Path((group, device)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
@@ -284,7 +284,7 @@ struct ActivateDeviceRequest {
 }
 
 async fn activate_device(
-    caller: Caller,
+    caller: Caller<DeviceScope>,
     State(state): State<AppState>,
     Path((group, device)): Path<(String, String)>,
     JsonBody(body): JsonBody<ActivateDeviceRequest>,
@@ -296,7 +296,7 @@ async fn activate_device(
 }
 
 async fn heartbeat(
-    caller: Caller,
+    caller: Caller<DeviceScope>,
     State(state): State<AppState>,
     Path((group, device)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
@@ -308,7 +308,7 @@ async fn heartbeat(
 }
 
 async fn presence(
-    caller: Caller,
+    caller: Caller<DeviceScope>,
     State(state): State<AppState>,
     Path(group): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -323,7 +323,7 @@ struct KeyQuery {
 }
 
 async fn device_key(
-    caller: Caller,
+    caller: Caller<DeviceScope>,
     State(state): State<AppState>,
     Path((group, device)): Path<(String, String)>,
     Query(query): Query<KeyQuery>,
@@ -352,7 +352,7 @@ struct UpdatePublicKeyRequest {
 }
 
 async fn update_public_key(
-    caller: Caller,
+    caller: Caller<DeviceScope>,
     State(state): State<AppState>,
     Path((group, device)): Path<(String, String)>,
     JsonBody(body): JsonBody<UpdatePublicKeyRequest>,
@@ -368,7 +368,7 @@ async fn update_public_key(
 }
 
 async fn set_push_token(
-    caller: Caller,
+    caller: Caller<DeviceScope>,
     State(state): State<AppState>,
     Path((group, device)): Path<(String, String)>,
     JsonBody(body): JsonBody<PushToken>,
@@ -381,7 +381,7 @@ async fn set_push_token(
 }
 
 async fn clear_push_token(
-    caller: Caller,
+    caller: Caller<DeviceScope>,
     State(state): State<AppState>,
     Path((group, device)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
@@ -402,7 +402,7 @@ struct KeyVersionQuery {
 }
 
 async fn key_version(
-    caller: Caller,
+    caller: Caller<DeviceScope>,
     State(state): State<AppState>,
     Path(group): Path<String>,
     Query(query): Query<KeyVersionQuery>,
@@ -427,7 +427,7 @@ async fn key_version(
 /// `active`, that is active).
 async fn caller_device(
     state: &AppState,
-    caller: &Caller,
+    caller: &Caller<DeviceScope>,
     devices: &Devices,
     group: GroupId,
     active: bool,
@@ -550,7 +550,7 @@ struct CreateKeyRequestRequest {
 }
 
 async fn create_key_request(
-    caller: Caller,
+    caller: Caller<DeviceScope>,
     State(state): State<AppState>,
     Path(group): Path<String>,
     JsonBody(body): JsonBody<CreateKeyRequestRequest>,
@@ -563,7 +563,7 @@ async fn create_key_request(
 }
 
 async fn list_key_requests(
-    caller: Caller,
+    caller: Caller<DeviceScope>,
     State(state): State<AppState>,
     Path(group): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -572,7 +572,7 @@ async fn list_key_requests(
 }
 
 async fn get_key_request(
-    caller: Caller,
+    caller: Caller<DeviceScope>,
     State(state): State<AppState>,
     Path((group, request)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
@@ -594,7 +594,7 @@ struct GrantKeyRequestRequest {
 /// caller must own) or the caller's newest active device.
 async fn acting_device(
     state: &AppState,
-    caller: &Caller,
+    caller: &Caller<DeviceScope>,
     devices: &Devices,
     group: GroupId,
     named: Option<&str>,
@@ -615,7 +615,7 @@ async fn acting_device(
 }
 
 async fn grant_key_request(
-    caller: Caller,
+    caller: Caller<DeviceScope>,
     State(state): State<AppState>,
     Path((group, request)): Path<(String, String)>,
     JsonBody(body): JsonBody<GrantKeyRequestRequest>,
@@ -640,7 +640,7 @@ struct RejectQuery {
 }
 
 async fn reject_key_request(
-    caller: Caller,
+    caller: Caller<DeviceScope>,
     State(state): State<AppState>,
     Path((group, request)): Path<(String, String)>,
     Query(query): Query<RejectQuery>,
@@ -678,7 +678,7 @@ fn resume_after(headers: &HeaderMap, query: Option<&str>) -> Result<u64, ApiErro
 }
 
 async fn events(
-    caller: Caller,
+    caller: Caller<DeviceScope>,
     State(state): State<AppState>,
     Path(group): Path<String>,
     Query(query): Query<EventsQuery>,

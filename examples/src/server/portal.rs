@@ -36,7 +36,7 @@
 //! * Expire-all cuts off every application's user: only the administrator
 //!   ([`RealmAdmin`]) may call it.
 
-use super::auth::{Caller, REALM_HEADER, RealmAdmin, authenticate};
+use super::auth::{Caller, PortalScope, REALM_HEADER, RealmAdmin, authenticate};
 use super::body::JsonBody;
 use super::error::ApiError;
 use super::oidc::realm_base;
@@ -102,7 +102,7 @@ pub struct AppPortalAccessIn {
 }
 
 async fn app_portal_access(
-    caller: Caller,
+    caller: Caller<PortalScope>,
     State(state): State<AppState>,
     Path(app_id): Path<String>,
     JsonBody(body): JsonBody<AppPortalAccessIn>,
@@ -123,7 +123,7 @@ async fn app_portal_access(
 }
 
 async fn dashboard_access(
-    caller: Caller,
+    caller: Caller<PortalScope>,
     State(state): State<AppState>,
     Path(app_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -189,7 +189,7 @@ pub struct CreateMessageTokenIn {
 }
 
 async fn create_message_token(
-    caller: Caller,
+    caller: Caller<PortalScope>,
     State(state): State<AppState>,
     Path(app_id): Path<String>,
     JsonBody(body): JsonBody<CreateMessageTokenIn>,
@@ -254,7 +254,10 @@ async fn expire_all(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn logout(caller: Caller, State(state): State<AppState>) -> Result<StatusCode, ApiError> {
+async fn logout(
+    caller: Caller<PortalScope>,
+    State(state): State<AppState>,
+) -> Result<StatusCode, ApiError> {
     state
         .ks
         .tokens(caller.realm)

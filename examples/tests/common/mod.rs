@@ -162,14 +162,19 @@ impl TestServer {
         else {
             panic!("no MFA in test realms");
         };
-        // The tests' own first-party client, for the server's audience.
+        // The tests' own first-party client, for the server's audience and
+        // its APIs.
+        let api_scopes: Vec<String> = server::auth::API_SCOPES
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
         let registered = self
             .ks()
             .oauth(realm)
             .create_client(keystead::oauth::NewClient::first_party(
                 "e2e",
                 self.state.audience.to_string(),
-                Vec::new(),
+                api_scopes.clone(),
             ))
             .await;
         if let Err(e) = registered {
@@ -178,7 +183,7 @@ impl TestServer {
         let tokens = self
             .ks()
             .tokens(realm)
-            .issue(session.id, &AccessRequest::public("e2e", vec![]))
+            .issue(session.id, &AccessRequest::public("e2e", api_scopes))
             .await
             .expect("issue");
         (user.id, tokens.access_token.expose().to_owned())

@@ -61,6 +61,7 @@ pub async fn realm(server: &TestServer, name: &str, mfa: MfaPolicy) -> (RealmId,
 pub async fn register_test_clients(server: &TestServer, realm: RealmId) {
     let oauth = server.ks().oauth(realm);
     let audience = server.state.audience.to_string();
+    let api = keystead_examples::server::auth::API_SCOPES;
     for (id, scopes) in [
         ("web", vec!["openid", "introspect"]),
         ("cli", vec!["openid"]),
@@ -68,7 +69,13 @@ pub async fn register_test_clients(server: &TestServer, realm: RealmId) {
         ("app_2", vec!["openid", "message:create"]),
         ("portal", vec!["openid"]),
     ] {
-        let scopes = scopes.into_iter().map(str::to_owned).collect();
+        // The first-party front-ends may also call the server's own APIs.
+        let own = matches!(id, "web" | "cli" | "portal");
+        let scopes = scopes
+            .into_iter()
+            .chain(api.iter().copied().filter(|_| own))
+            .map(str::to_owned)
+            .collect();
         oauth
             .create_client(keystead::oauth::NewClient::first_party(
                 id,

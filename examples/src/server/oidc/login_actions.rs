@@ -83,7 +83,10 @@ pub(super) async fn success(
     let tokens = state
         .ks
         .tokens(realm.id)
-        .issue(session.id, &access_request(client_id, scope))
+        .issue(
+            session.id,
+            &access_request(state, realm, client_id, scope).await?,
+        )
         .await?;
     let mut body = token_json(&tokens);
     body["status"] = "Success".into();
@@ -519,7 +522,13 @@ async fn registration(
                 .tokens(realm.id)
                 .issue(
                     session.id,
-                    &access_request(body.client_id.as_deref(), body.scope.as_deref()),
+                    &access_request(
+                        &state,
+                        &realm,
+                        body.client_id.as_deref(),
+                        body.scope.as_deref(),
+                    )
+                    .await?,
                 )
                 .await?;
             Ok((StatusCode::CREATED, no_store(), Json(token_json(&tokens))).into_response())

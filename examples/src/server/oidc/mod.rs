@@ -166,10 +166,42 @@ pub fn mfa_pending(challenge: &Challenge, enrollment: bool) -> Response {
 }
 
 /// What tokens issued by a login action are for: the named client (or
-/// [`DEFAULT_CLIENT_ID`]) and the scope asked for; the library bounds both
-/// by the registered client (its default audience).
-pub fn access_request(client_id: Option<&str>, scope: Option<&str>) -> AccessRequest {
-    AccessRequest::public(client_id.unwrap_or(DEFAULT_CLIENT_ID), split_scope(scope))
+/// [`DEFAULT_CLIENT_ID`]) and the scope asked for — when none, the
+/// server's API scopes the client registered ([`default_scope`]); the
+/// library bounds both by the registered client (its default audience).
+pub async fn access_request(
+    state: &AppState,
+    realm: &Realm,
+    client_id: Option<&str>,
+    scope: Option<&str>,
+) -> Result<AccessRequest, OAuthError> {
+    let client_id = client_id.unwrap_or(DEFAULT_CLIENT_ID);
+    let mut asked = split_scope(scope);
+    if asked.is_empty() {
+        asked = default_scope(state, realm.id, client_id).await?;
+    }
+    Ok(AccessRequest::public(client_id, asked))
+}
+
+/// The scope a login that names none gets: the server's own API scopes
+/// ([`API_SCOPES`](crate::server::auth::API_SCOPES)) that `client_id`
+/// registered — so a first-party login can call the account, device and
+/// portal APIs, and a client registered for none of them gets none. An
+/// unknown client gets none (and is refused when the token is issued).
+pub async fn default_scope(
+    state: &AppState,
+    realm: keystead::id::RealmId,
+    client_id: &str,
+) -> Result<Vec<String>, keystead::Error> {
+    match state.ks.oauth(realm).get_client(client_id).await {
+        Ok(client) => Ok(client
+            .scopes
+            .into_iter()
+            .filter(|s| crate::server::auth::API_SCOPES.contains(&s.as_str()))
+            .collect()),
+        Err(e) if e.code() == "OAUTH_CLIENT_NOT_FOUND" => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Space-separated scope values (RFC 6749 §3.3).

@@ -331,6 +331,13 @@ async fn token(
         },
         GRANT_PASSWORD => {
             let client = auth.or_first_party();
+            // No scope asked: the server's API scopes the client registered,
+            // as for a login through the server's pages.
+            let scope = if scope.is_empty() {
+                super::default_scope(&state, realm.id, &client.client_id).await?
+            } else {
+                scope
+            };
             Grant::Password {
                 username: required("username", form.username)?,
                 password: SecretString::new(required("password", form.password)?),
