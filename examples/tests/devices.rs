@@ -882,3 +882,88 @@ async fn unhappy_statuses() {
     );
     f.server.stop().await;
 }
+
+/// The `end` event a stream sends when its authorization ends: its code.
+async fn end_code(events: &mut SseReader) -> String {
+    loop {
+        let event = events.next().await;
+        if event.event.as_deref() == Some("end") {
+            let data: Value = serde_json::from_str(&event.data).unwrap();
+            return data["code"].as_str().unwrap().to_owned();
+        }
+    }
+}
+
+/// An event stream ends within seconds of its authorization: the
+/// subscriber's group membership removed, its session logged out; and a
+/// user holds only so many streams at once.
+#[tokio::test]
+async fn streams_end_with_their_authorization() {
+    let f = fixture(Backend::Memory, 5).await;
+    let http = f.server.http.clone();
+    let mut alice = f.subscribe(&f.alice.token, None).await;
+    let status = http
+        .delete(f.server.url(&format!(
+            "/admin/realms/fam/groups/{}/members/{}",
+            f.group,
+            claims_of(&f, &f.alice.token).await.sub
+        )))
+        .bearer_auth(&f.server.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 204);
+    assert_eq!(end_code(&mut alice).await, "NOT_GROUP_MEMBER");
+
+    // Bob may hold the maximum, not one more; closing one frees a place.
+    let max = f.server.state.max_streams_per_user;
+    let mut bobs = Vec::new();
+    for _ in 0..max {
+        bobs.push(f.subscribe(&f.bob.token, None).await);
+    }
+    let extra = || {
+        http.get(f.url("/devices/events"))
+            .bearer_auth(&f.bob.token)
+            .send()
+    };
+    let refused = extra().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], "TOO_MANY_STREAMS");
+    drop(bobs.pop());
+    // The server notices the closed connection when it next writes to it;
+    // poll until the place is free.
+    let mut reopened = None;
+    for _ in 0..100 {
+        let response = extra().await.unwrap();
+        if response.status() == 200 {
+            reopened = Some(SseReader::new(response));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    bobs.push(reopened.expect("a closed stream gives its place back"));
+
+    // Logging out ends every stream of the session.
+    let claims = claims_of(&f, &f.bob.token).await;
+    f.server
+        .ks()
+        .tokens(f.realm)
+        .logout(claims.sid)
+        .await
+        .unwrap();
+    for events in &mut bobs {
+        assert_eq!(end_code(events).await, "TOKEN_REVOKED");
+    }
+    f.server.stop().await;
+}
+
+async fn claims_of(f: &Fixture, token: &str) -> keystead::token::AccessClaims {
+    f.server
+        .ks()
+        .tokens(f.realm)
+        .verify_access_token(token, &f.server.state.audience)
+        .await
+        .unwrap()
+}

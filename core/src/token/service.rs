@@ -1192,6 +1192,16 @@ impl Tokens {
         now: DateTime<Utc>,
     ) -> Result<AccessClaims, Error> {
         let claims = Self::check_signed(realm, parsed, keys, None, audience, now)?;
+        self.check_live(claims, now).await
+    }
+
+    /// The revocation state of `claims` (expire-all marks, session, user),
+    /// read in one `get_many`, and checked at `now`.
+    async fn check_live(
+        &self,
+        claims: AccessClaims,
+        now: DateTime<Utc>,
+    ) -> Result<AccessClaims, Error> {
         let state = StateKeys::of(self.realm, &claims);
         let slots = self
             .read_many([
@@ -1202,6 +1212,25 @@ impl Tokens {
             ])
             .await?;
         self.check_state(claims, &state, slots, now).await
+    }
+
+    /// Whether `claims` — of a token this realm verified earlier — still
+    /// hold now: the realm is active, the issuer is still the realm's, the
+    /// token has not expired (with the leeway), and the revocation state
+    /// (expire-all marks, session, user) still lets it live. What a
+    /// long-lived connection opened with the token, such as an event
+    /// stream, checks again on a timer without keeping the token. Errors
+    /// are those of [`verify_access_token`](Self::verify_access_token).
+    pub async fn recheck(&self, claims: AccessClaims) -> Result<AccessClaims, Error> {
+        let realm = self.active_realm().await?;
+        let now = self.now();
+        if !is_issuer(&realm, &claims.iss) {
+            return Err(TokenError::WrongIssuer.into());
+        }
+        if now.timestamp() >= claims.exp.saturating_add(CLOCK_LEEWAY_SECS) {
+            return Err(TokenError::Expired.into());
+        }
+        self.check_live(claims, now).await
     }
 
     /// The checks that need no storage, in order: signature (with the

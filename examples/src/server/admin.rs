@@ -8,6 +8,7 @@
 //! | PUT | `/admin/realms/{realm}/webauthn` | `{"rp_id", "rp_name", "origins": [..], "passwordless"?}` | 200 relying party |
 //! | POST | `/admin/realms/{realm}/groups` | `{"name", "deviceLimit"?, "keyGenerations"?, "members"?: [userId]}` | 201 group |
 //! | PUT | `/admin/realms/{realm}/groups/{groupId}/members/{userId}` | — | 204 |
+//! | DELETE | `/admin/realms/{realm}/groups/{groupId}/members/{userId}` | — | 204 (ends the user's device access and event streams of the group) |
 //! | POST | `/admin/realms/{realm}/clients` | [`NewClientBody`] | 201 client (+ `client_secret`, shown once) |
 //! | GET | `/admin/realms/{realm}/clients?after=&limit=` | — | 200 `{"clients": [..], "next"}` |
 //! | GET | `/admin/realms/{realm}/clients/{client_id}` | — | 200 client |
@@ -48,7 +49,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/realms/{realm}/groups", post(create_group))
         .route(
             "/admin/realms/{realm}/groups/{group_id}/members/{user_id}",
-            put(add_member),
+            put(add_member).delete(remove_member),
         )
         .route(
             "/admin/realms/{realm}/clients",
@@ -307,6 +308,18 @@ async fn add_member(
     state.ks.devices(realm.id).group(group).await?;
     state.ks.users(realm.id).get(user).await?;
     directory::add_member(&**state.ks.store(), realm.id, group, user).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn remove_member(
+    _: Admin,
+    State(state): State<AppState>,
+    Path((realm, group, user)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let group: GroupId = parse_id("groupId", &group)?;
+    let user: UserId = parse_id("userId", &user)?;
+    let realm = state.ks.realms().get_by_name(&realm).await?;
+    directory::remove_member(&**state.ks.store(), realm.id, group, user).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

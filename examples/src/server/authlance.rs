@@ -39,6 +39,7 @@ use super::body::{JsonBody, parse_id};
 use super::directory;
 use super::error::ApiError;
 use super::state::AppState;
+use super::streams::{StreamSlot, Watched, until_unauthorized};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -686,9 +687,14 @@ async fn events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let (group, devices) = member(&state, &caller, &group).await?;
     let after = resume_after(&headers, query.last_event_id.as_deref())?;
-    let stream = match query.device_id.as_deref() {
-        Some(text) => {
-            let device: DeviceId = parse_id("deviceId", text)?;
+    let device = query
+        .device_id
+        .as_deref()
+        .map(|text| parse_id::<DeviceId>("deviceId", text))
+        .transpose()?;
+    let slot = StreamSlot::claim(&state, caller.realm, caller.claims.sub)?;
+    let stream = match device {
+        Some(device) => {
             devices.get(group, device).await?;
             devices.subscribe_device(group, device, after).await?
         }
@@ -696,8 +702,33 @@ async fn events(
     };
     let realm: RealmId = caller.realm;
     let mut closing = state.closing.subscribe();
+    // Ends the stream when its authorization ends (or the server closes),
+    // then tells the client why in a last `end` event.
+    let (ended, why) = tokio::sync::oneshot::channel::<String>();
+    let watched = Watched {
+        realm,
+        claims: caller.claims,
+        group,
+        device,
+    };
+    let watchdog = async move {
+        let reason = tokio::select! {
+            reason = until_unauthorized(state, watched) => reason,
+            _ = closing.wait_for(|closing| *closing) => "SERVER_CLOSING".to_owned(),
+        };
+        let _ = ended.send(reason);
+    };
+    let last = futures::stream::once(why).filter_map(|reason| {
+        std::future::ready(reason.ok().map(|code| {
+            Ok(Event::default()
+                .event("end")
+                .data(json!({ "code": code }).to_string()))
+        }))
+    });
     let stream = stream
         .map(move |item| {
+            // The stream owns its slot: dropped with it.
+            let _ = &slot;
             Ok(match item {
                 Ok(event) => {
                     let name = serde_json::to_value(event.event_type)
@@ -720,8 +751,7 @@ async fn events(
                 }
             })
         })
-        .take_until(async move {
-            let _ = closing.wait_for(|closing| *closing).await;
-        });
+        .take_until(watchdog)
+        .chain(last);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

@@ -93,6 +93,21 @@ pub async fn add_member(
     put_marker(store, member_key(realm, group, user)).await
 }
 
+/// End `user`'s membership of `group` (idempotent): their device API calls
+/// and event streams of the group stop ([`super::streams`]).
+pub async fn remove_member(
+    store: &dyn Store,
+    realm: RealmId,
+    group: GroupId,
+    user: UserId,
+) -> Result<(), StorageError> {
+    let mut batch = Batch::new();
+    batch
+        .delete(member_key(realm, group, user), Precondition::Any)
+        .map_err(StorageError::backend)?;
+    store.commit(batch).await.map(drop)
+}
+
 /// Whether `user` is a member of `group`.
 pub async fn is_member(
     store: &dyn Store,

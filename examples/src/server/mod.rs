@@ -25,6 +25,7 @@ pub mod error;
 pub mod oidc;
 pub mod portal;
 pub mod state;
+pub mod streams;
 
 pub use state::{AppState, Backend};
 

@@ -38,7 +38,16 @@ pub struct AppState {
     /// Set to `true` when the server shuts down, so endless responses (SSE)
     /// end and graceful shutdown can finish.
     pub closing: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Open event streams per user ([`super::streams`]).
+    pub streams: super::streams::StreamCounts,
+    /// The most event streams one user may hold open (default
+    /// [`DEFAULT_MAX_STREAMS_PER_USER`]).
+    pub max_streams_per_user: usize,
 }
+
+/// How many event streams a user may hold open by default: a few devices
+/// and tabs, not a connection flood.
+pub const DEFAULT_MAX_STREAMS_PER_USER: usize = 8;
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -59,6 +68,8 @@ impl AppState {
             audience: Arc::from(config.audience.as_str()),
             body_limit: config.body_limit,
             closing: Arc::new(tokio::sync::watch::channel(false).0),
+            streams: super::streams::StreamCounts::default(),
+            max_streams_per_user: DEFAULT_MAX_STREAMS_PER_USER,
         }
     }
 
