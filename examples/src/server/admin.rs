@@ -297,14 +297,23 @@ async fn create_group(
     Ok((StatusCode::CREATED, Json(out)))
 }
 
-async fn add_member(
-    _: Admin,
-    State(state): State<AppState>,
-    Path((realm, group, user)): Path<(String, String, String)>,
-) -> Result<StatusCode, ApiError> {
+/// The realm, group and user a membership path names.
+async fn membership(
+    state: &AppState,
+    (realm, group, user): (String, String, String),
+) -> Result<(Realm, GroupId, UserId), ApiError> {
     let group: GroupId = parse_id("groupId", &group)?;
     let user: UserId = parse_id("userId", &user)?;
     let realm = state.ks.realms().get_by_name(&realm).await?;
+    Ok((realm, group, user))
+}
+
+async fn add_member(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(path): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let (realm, group, user) = membership(&state, path).await?;
     state.ks.devices(realm.id).group(group).await?;
     state.ks.users(realm.id).get(user).await?;
     directory::add_member(&**state.ks.store(), realm.id, group, user).await?;
@@ -314,11 +323,9 @@ async fn add_member(
 async fn remove_member(
     _: Admin,
     State(state): State<AppState>,
-    Path((realm, group, user)): Path<(String, String, String)>,
+    Path(path): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let group: GroupId = parse_id("groupId", &group)?;
-    let user: UserId = parse_id("userId", &user)?;
-    let realm = state.ks.realms().get_by_name(&realm).await?;
+    let (realm, group, user) = membership(&state, path).await?;
     directory::remove_member(&**state.ks.store(), realm.id, group, user).await?;
     Ok(StatusCode::NO_CONTENT)
 }
