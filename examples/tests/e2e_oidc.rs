@@ -995,3 +995,68 @@ async fn refusals_of_the_realm_endpoints() {
 
     server.stop().await;
 }
+
+/// A realm that signs up by verified address answers a new and a
+/// registered address alike; only the mailbox differs, and the mailed link
+/// creates the account once.
+#[tokio::test]
+async fn verified_sign_up_never_reveals_addresses() {
+    let server = common::start().await;
+    let issuer = server.url("/realms/club");
+    let (status, created) = call(
+        server
+            .http
+            .post(server.url("/admin/realms"))
+            .bearer_auth(&server.admin_token)
+            .json(&json!({"name": "club", "issuer": issuer, "sign_up": "verified_email"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["signUp"], "verified_email");
+    let realm: keystead::id::RealmId = created["id"].as_str().unwrap().parse().unwrap();
+    server
+        .ks()
+        .users(realm)
+        .register("member", Some("member@example.com"), PASSWORD.into())
+        .await
+        .unwrap();
+    let registrations = server.url("/realms/club/protocol/openid-connect/registrations");
+    let mut answers = Vec::new();
+    for (username, email) in [
+        ("newcomer", "new@example.com"),
+        ("impostor", "member@example.com"),
+    ] {
+        answers.push(
+            call(
+                server
+                    .http
+                    .post(&registrations)
+                    .json(&json!({"username": username, "email": email, "password": PASSWORD})),
+            )
+            .await,
+        );
+    }
+    assert_eq!(answers[0], answers[1], "the same answer for both addresses");
+    assert_eq!(answers[0].0, 202);
+    let note = mail::take(realm, "member@example.com").expect("the owner is told");
+    assert_eq!(note.subject, "already-registered");
+    let confirm = mail::take(realm, "new@example.com").expect("a confirmation link");
+    assert_eq!(confirm.subject, "sign-up");
+    let link = confirm.url.expose().to_owned();
+    assert!(link.starts_with(&format!(
+        "{issuer}/login-actions/confirm-sign-up?token=kssu_"
+    )));
+    let path = link.strip_prefix(&server.base).unwrap();
+    let (status, body) = call(server.http.get(server.url(path))).await;
+    assert_eq!(
+        (status, body["username"].clone()),
+        (201, json!("newcomer")),
+        "{body}"
+    );
+    let (status, body) = call(server.http.get(server.url(path))).await;
+    assert_eq!(
+        (status, body["code"].clone()),
+        (404, json!("SIGN_UP_NOT_FOUND"))
+    );
+    server.stop().await;
+}

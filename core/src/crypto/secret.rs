@@ -42,6 +42,9 @@ pub enum TokenKind {
     TrustedDevice,
     /// A long-lived application token for programmatic login (`ksat_…`).
     AppToken,
+    /// The confirmation of a pending sign-up, mailed to its address
+    /// (`kssu_…`).
+    SignUp,
 }
 
 impl TokenKind {
@@ -53,6 +56,7 @@ impl TokenKind {
             TokenKind::MagicLink => "ksml",
             TokenKind::TrustedDevice => "kstd",
             TokenKind::AppToken => "ksat",
+            TokenKind::SignUp => "kssu",
         }
     }
 }

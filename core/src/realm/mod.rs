@@ -83,12 +83,12 @@ pub struct RealmSettings {
     /// How recent an authentication a credential change needs (see
     /// [`crate::user::step_up`]).
     pub step_up: StepUpPolicy,
-    /// Whether anyone may create an account in this realm through a public
-    /// sign-up ([`Users::sign_up`](crate::user::Users::sign_up)). Off by
-    /// default: accounts are made by the embedder
+    /// Whether and how anyone may create an account in this realm
+    /// themselves ([`crate::user::sign_up`]). Closed by default: accounts
+    /// are made by the embedder
     /// ([`Users::register`](crate::user::Users::register)) until the realm
     /// opens sign-up.
-    pub self_registration: bool,
+    pub sign_up: SignUp,
 }
 
 impl Default for RealmSettings {
@@ -102,9 +102,28 @@ impl Default for RealmSettings {
             default_device_limit: 10,
             totp: TotpParams::default(),
             step_up: StepUpPolicy::default(),
-            self_registration: false,
+            sign_up: SignUp::Closed,
         }
     }
+}
+
+/// Whether and how people may sign up in a realm
+/// ([`crate::user::sign_up`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignUp {
+    /// Nobody: `REGISTRATION_CLOSED` (the default).
+    #[default]
+    Closed,
+    /// Anyone, at once ([`Users::sign_up`](crate::user::Users::sign_up)):
+    /// the answer tells whether a username or address is taken.
+    Open,
+    /// Anyone who proves their address
+    /// ([`Users::request_sign_up`](crate::user::Users::request_sign_up),
+    /// then [`Users::confirm_sign_up`](crate::user::Users::confirm_sign_up)):
+    /// every request gets the same answer, so sign-up reveals nothing
+    /// about which addresses have accounts.
+    VerifiedEmail,
 }
 
 /// How recent an authentication must be for a change to the user's
@@ -369,7 +388,7 @@ impl RealmRecord {
 pub(crate) mod legacy {
     use super::{
         LockoutPolicy, MfaPolicy, PasswordPolicy, Realm, RealmId, RealmSettings, RealmStatus,
-        StepUpPolicy, TokenLifetimes,
+        SignUp, StepUpPolicy, TokenLifetimes,
     };
     use crate::mfa::TotpParams;
     use chrono::{DateTime, Utc};
@@ -431,7 +450,7 @@ pub(crate) mod legacy {
         pub(crate) updated_at: DateTime<Utc>,
     }
 
-    /// `RealmSettings` without `step_up` and `self_registration`.
+    /// `RealmSettings` without `step_up` and `sign_up`.
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub(crate) struct SettingsV2 {
         pub(crate) issuer_url: Option<String>,
@@ -459,7 +478,7 @@ pub(crate) mod legacy {
                     default_device_limit: s.default_device_limit,
                     totp: s.totp,
                     step_up: StepUpPolicy::default(),
-                    self_registration: false,
+                    sign_up: SignUp::Closed,
                 },
                 created_at: self.created_at,
                 updated_at: self.updated_at,

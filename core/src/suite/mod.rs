@@ -154,7 +154,10 @@ macro_rules! domain_tests {
             refresh_only_narrows,
             exchange_is_authenticated_and_narrow,
             revocation_and_introspection_need_the_right_client,
-            userinfo_takes_its_server_or_openid
+            userinfo_takes_its_server_or_openid,
+            verified_sign_up_reveals_nothing,
+            sign_up_is_closed_by_default,
+            unconfirmed_sign_ups_expire
         ]);
         $crate::domain_tests!(@cases $open, step_up, [
             credential_changes_need_a_fresh_login,

@@ -524,3 +524,153 @@ pub async fn userinfo_takes_its_server_or_openid(h: Harness) {
         .unwrap();
     assert_eq!(user["preferred_username"], "eve");
 }
+
+/// Sign-up only where the realm opens it; with a verified address every
+/// request gets the same answer and the same store work, registered
+/// address or not, and only the mailed token creates the account — once.
+pub async fn verified_sign_up_reveals_nothing(h: Harness) {
+    use crate::user::SignUpMail;
+    let (ks, _, users) = sign_up_realm(&h, crate::realm::SignUp::VerifiedEmail).await;
+    let pw = || SecretString::from("correct horse battery");
+    let day = chrono::Duration::days(1);
+    users
+        .register("known", Some("known@example.com"), pw())
+        .await
+        .unwrap();
+    assert_eq!(
+        users
+            .sign_up("walk-in", None, pw())
+            .await
+            .unwrap_err()
+            .code(),
+        "REGISTRATION_CLOSED"
+    );
+    let mut new_keys = Vec::new();
+    let mut token = None;
+    for (address, registered) in [("new@example.com", false), ("KNOWN@example.com", true)] {
+        let before = everything(&ks).await;
+        let request = users
+            .request_sign_up("newcomer", address, pw(), day)
+            .await
+            .unwrap();
+        let after = everything(&ks).await;
+        let added: Vec<_> = after.iter().filter(|k| !before.contains(k)).collect();
+        assert_eq!(
+            (added.len(), after.len()),
+            (1, before.len() + 1),
+            "{address}"
+        );
+        new_keys.push(added[0].0.len());
+        match request.mail {
+            SignUpMail::Confirm { token: t, .. } => {
+                assert!(!registered);
+                token = Some(t);
+            }
+            SignUpMail::AlreadyRegistered => assert!(registered),
+        }
+    }
+    assert_eq!(
+        new_keys[0], new_keys[1],
+        "the decoy looks like the real one"
+    );
+    let token = token.unwrap();
+    for forged in [
+        "kssu_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "nonsense",
+        "",
+    ] {
+        assert_eq!(
+            users
+                .confirm_sign_up(&SecretString::from(forged))
+                .await
+                .unwrap_err()
+                .code(),
+            "SIGN_UP_NOT_FOUND"
+        );
+    }
+    let user = users.confirm_sign_up(&token).await.unwrap();
+    assert_eq!(user.email.as_deref(), Some("new@example.com"));
+    assert!(matches!(
+        users.authenticate("newcomer", pw()).await,
+        Ok(LoginOutcome::Authenticated(_))
+    ));
+    assert_eq!(
+        users.confirm_sign_up(&token).await.unwrap_err().code(),
+        "SIGN_UP_NOT_FOUND",
+        "single use"
+    );
+}
+
+/// A realm whose sign-up is `sign_up`, with its clock and users.
+async fn sign_up_realm(
+    h: &Harness,
+    sign_up: crate::realm::SignUp,
+) -> (Keystead, crate::clock::ManualClock, Users) {
+    let (ks, clock) = keystead(h).await;
+    let settings = crate::realm::RealmSettings {
+        sign_up,
+        ..cheap_settings()
+    };
+    let realm = ks.realms().create("acme", settings).await.unwrap();
+    let users = ks.users(realm.id);
+    (ks, clock, users)
+}
+
+/// Sign-up is closed unless the realm opens it: both ways are refused and
+/// nothing is written.
+pub async fn sign_up_is_closed_by_default(h: Harness) {
+    let (ks, _, users) = sign_up_realm(&h, crate::realm::SignUp::default()).await;
+    let pw = || SecretString::from("correct horse battery");
+    let day = chrono::Duration::days(1);
+    let before = everything(&ks).await;
+    for refused in [
+        users.sign_up("walk-in", None, pw()).await.map(drop),
+        users
+            .request_sign_up("walk-in", "walk@example.com", pw(), day)
+            .await
+            .map(drop),
+    ] {
+        assert_eq!(refused.unwrap_err().code(), "REGISTRATION_CLOSED");
+    }
+    assert_eq!(everything(&ks).await, before, "a closed realm wrote");
+}
+
+/// An unconfirmed sign-up expires; its record, and the decoys of
+/// registered addresses, are purged.
+pub async fn unconfirmed_sign_ups_expire(h: Harness) {
+    use crate::user::SignUpMail;
+    let (ks, clock, users) = sign_up_realm(&h, crate::realm::SignUp::VerifiedEmail).await;
+    let realm = users.realm();
+    let pw = || SecretString::from("correct horse battery");
+    let day = chrono::Duration::days(1);
+    users
+        .register("known", Some("known@example.com"), pw())
+        .await
+        .unwrap();
+    users
+        .request_sign_up("impostor", "known@example.com", pw(), day)
+        .await
+        .unwrap();
+    // An unconfirmed request expires; the decoy and it are purged.
+    let late = users
+        .request_sign_up("slow", "slow@example.com", pw(), day)
+        .await
+        .unwrap();
+    clock.advance(day + chrono::Duration::seconds(1));
+    let SignUpMail::Confirm { token: late, .. } = late.mail else {
+        panic!("a new address gets a confirmation");
+    };
+    assert_eq!(
+        users.confirm_sign_up(&late).await.unwrap_err().code(),
+        "SIGN_UP_NOT_FOUND"
+    );
+    assert_eq!(
+        ks.tokens(realm)
+            .purge_expired()
+            .await
+            .unwrap()
+            .pending_sign_ups,
+        1,
+        "the decoy (the expired request was removed when tried)"
+    );
+}

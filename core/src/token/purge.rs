@@ -44,6 +44,8 @@ pub struct Purged {
     /// redeemed code stays, so that a late replay still finds it and
     /// revokes what it issued.
     pub authorization_codes: u64,
+    /// Expired pending sign-ups (and the decoys of registered addresses).
+    pub pending_sign_ups: u64,
 }
 
 impl Tokens {
@@ -106,6 +108,18 @@ impl Tokens {
                 Ok(expired(tx.expires_at, now))
             })
             .await?;
+        let pending_sign_ups = self
+            .purge_where(
+                crate::realm::service::data_prefix(self.realm)
+                    .push("sign-up")
+                    .as_bytes(),
+                |key, stored| {
+                    let pending: crate::user::sign_up::PendingRecord =
+                        record::decode(key, &stored.value)?;
+                    Ok(expired(pending.expires_at(), now))
+                },
+            )
+            .await?;
         let authorization_codes = self.purge_codes(&realm, now).await?;
         Ok(Purged {
             refresh_families,
@@ -116,6 +130,7 @@ impl Tokens {
             webauthn_ceremonies,
             login_transactions,
             authorization_codes,
+            pending_sign_ups,
         })
     }
 

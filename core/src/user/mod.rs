@@ -37,6 +37,7 @@
 //! | `challenge/<challenge id>` | `ChallengeRecord` ([`Challenge`]) pending MFA challenge |
 //! | `user-app-token/<user id>/<token id>` | `AppTokenRecord` ([`AppToken`]) (digest, name, scopes) |
 //! | `app-token/<SHA-256 of the token>` | user id ‖ token id: lookup by presented token |
+//! | `sign-up/<SHA-256 of the token>` | a pending sign-up ([`sign_up`]) |
 //!
 //! # Deleting a user
 //!
@@ -59,6 +60,7 @@ pub mod password;
 pub mod reauth;
 pub(crate) mod service;
 pub mod session;
+pub mod sign_up;
 pub mod step_up;
 
 pub use crate::id::{AppTokenId, ChallengeId};
@@ -67,6 +69,7 @@ pub use lockout::{Admission, LockoutState};
 pub use login::{Challenge, ChallengePurpose, LoginOutcome};
 pub use service::Users;
 pub use session::{AuthMethod, Session};
+pub use sign_up::{SignUpMail, SignUpRequest};
 pub use step_up::Authority;
 
 use crate::error::ValidationError;
@@ -143,11 +146,15 @@ pub enum UserError {
     /// The user is disabled (administrative calls only: logins never say so).
     #[error("user is disabled")]
     Disabled,
-    /// The realm does not let anyone sign up
-    /// ([`RealmSettings::self_registration`](crate::realm::RealmSettings::self_registration)
-    /// is off): accounts are made by the embedder.
-    #[error("this realm does not allow sign-up")]
+    /// The realm does not let anyone sign up this way
+    /// ([`RealmSettings::sign_up`](crate::realm::RealmSettings::sign_up)):
+    /// accounts are made by the embedder, or sign-up goes through a
+    /// verified address.
+    #[error("this realm does not allow this kind of sign-up")]
     RegistrationClosed,
+    /// No pending sign-up has that token (unknown, expired or used).
+    #[error("no such pending sign-up")]
+    SignUpNotFound,
 }
 
 impl UserError {
@@ -159,6 +166,7 @@ impl UserError {
             UserError::EmailTaken => "EMAIL_TAKEN",
             UserError::Disabled => "USER_DISABLED",
             UserError::RegistrationClosed => "REGISTRATION_CLOSED",
+            UserError::SignUpNotFound => "SIGN_UP_NOT_FOUND",
         }
     }
 }
@@ -433,6 +441,10 @@ pub(crate) mod keys {
     }
     pub(crate) fn app_token(realm: RealmId, digest: &[u8; 32]) -> Key {
         data_prefix(realm).push("app-token").push(digest)
+    }
+
+    pub(crate) fn sign_up(realm: RealmId, digest: &[u8; 32]) -> Key {
+        data_prefix(realm).push("sign-up").push(digest)
     }
 }
 

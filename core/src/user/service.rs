@@ -29,6 +29,19 @@ impl std::fmt::Debug for Users {
     }
 }
 
+/// A user about to be written: names normalised, password hashed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct NewUserRecord {
+    /// The username as registered (NFKC).
+    pub(crate) display: String,
+    /// The normalised username (the index key).
+    pub(crate) username_key: String,
+    /// The address as registered and its normalised key.
+    pub(crate) email: Option<(String, String)>,
+    /// The PHC string of the password.
+    pub(crate) password_hash: String,
+}
+
 impl Users {
     pub(crate) fn new(ctx: Arc<Context>, realm: RealmId) -> Self {
         Self { ctx, realm }
@@ -107,24 +120,6 @@ impl Users {
         }
     }
 
-    /// A public sign-up: [`register`](Self::register), if the realm allows
-    /// anyone to create an account
-    /// ([`RealmSettings::self_registration`](crate::realm::RealmSettings::self_registration));
-    /// `REGISTRATION_CLOSED` otherwise, before anything is checked or
-    /// written. `register` itself is the embedder's (an admin console, an
-    /// invitation flow) and is not subject to the switch.
-    pub async fn sign_up(
-        &self,
-        username: &str,
-        email: Option<&str>,
-        password: SecretString,
-    ) -> Result<User, Error> {
-        if !self.active_realm().await?.settings.self_registration {
-            return Err(UserError::RegistrationClosed.into());
-        }
-        self.register(username, email, password).await
-    }
-
     /// Register a user with a password. `username` and `email` are
     /// normalised and checked (see the [module docs](super)); the password
     /// must satisfy the realm's policy. Fails with `USERNAME_TAKEN` or
@@ -155,6 +150,40 @@ impl Users {
         }
         let password_hash =
             password::hash(&*self.ctx.blocking, &realm.settings.password, password).await?;
+        let new = NewUserRecord {
+            display,
+            username_key,
+            email,
+            password_hash,
+        };
+        self.insert_user(new, None).await
+    }
+
+    /// Write a validated new user (record and unique index entries, one
+    /// batch), and with it the delete of `consume` (key, version) — a
+    /// pending sign-up that becomes this user. Fails fast on a taken name or
+    /// address; the `Absent` index keys decide races.
+    pub(crate) async fn insert_user(
+        &self,
+        new: NewUserRecord,
+        consume: Option<(Key, u64)>,
+    ) -> Result<User, Error> {
+        let NewUserRecord {
+            display,
+            username_key,
+            email,
+            password_hash,
+        } = new;
+        let name_index = keys::username(self.realm, &username_key);
+        let email_index = email.as_ref().map(|(_, k)| keys::email(self.realm, k));
+        if self.indexed_user(&name_index).await?.is_some() {
+            return Err(UserError::UsernameTaken.into());
+        }
+        if let Some(index) = &email_index
+            && self.indexed_user(index).await?.is_some()
+        {
+            return Err(UserError::EmailTaken.into());
+        }
         let now = self.now();
         let id = UserId::generate(now);
         let stored = StoredUser {
@@ -193,8 +222,18 @@ impl Users {
         if let Some(index) = &email_index {
             batch.put(index.clone(), id.to_bytes().to_vec(), Precondition::Absent)?;
         }
+        let consumed = consume.as_ref().map(|(k, _)| k.clone());
+        if let Some((pending, version)) = consume {
+            batch.delete(pending, Precondition::Version(version))?;
+        }
         match self.ctx.store.commit(batch).await {
             Ok(_) => Ok(stored.user),
+            // Confirmed concurrently: the other confirmation won.
+            Err(StorageError::Conflict { key })
+                if consumed.as_ref().is_some_and(|k| k.as_bytes() == key) =>
+            {
+                Err(UserError::SignUpNotFound.into())
+            }
             Err(StorageError::Conflict { key }) if key == name_index.as_bytes() => {
                 Err(UserError::UsernameTaken.into())
             }

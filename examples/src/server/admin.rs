@@ -35,7 +35,7 @@ use axum::{Json, Router};
 use keystead::device::NewGroup;
 use keystead::id::{GroupId, UserId};
 use keystead::oauth::{Client, ClientKind, ClientUpdate, GrantType, NewClient};
-use keystead::realm::{Realm, RealmSettings};
+use keystead::realm::{Realm, RealmSettings, SignUp};
 use keystead::store::StorageError;
 use keystead::webauthn::RelyingParty;
 use serde::Deserialize;
@@ -73,10 +73,11 @@ pub struct NewRealm {
     pub name: String,
     /// The `iss` of its tokens; `None` keeps `urn:keystead:realm:<id>`.
     pub issuer: Option<String>,
-    /// Whether anyone may sign up through `…/registrations` (default
-    /// `false`: accounts are made by the administrator).
+    /// Whether and how anyone may sign up through `…/registrations`:
+    /// `closed` (the default: accounts are made by the administrator),
+    /// `open`, or `verified_email`.
     #[serde(default)]
-    pub self_registration: bool,
+    pub sign_up: SignUp,
 }
 
 /// The JSON of a realm.
@@ -87,7 +88,7 @@ pub fn realm_json(realm: &Realm) -> Value {
         "issuer": realm.settings.issuer_url.clone()
             .unwrap_or_else(|| format!("urn:keystead:realm:{}", realm.id)),
         "status": realm.status,
-        "selfRegistration": realm.settings.self_registration,
+        "signUp": realm.settings.sign_up,
         "createdAt": realm.created_at,
     })
 }
@@ -107,7 +108,7 @@ async fn create_realm(
     }
     let settings = RealmSettings {
         issuer_url: body.issuer.clone(),
-        self_registration: body.self_registration,
+        sign_up: body.sign_up,
         ..RealmSettings::default()
     };
     let realm = state.ks.realms().create(&body.name, settings).await?;

@@ -25,7 +25,7 @@ pub async fn realm(server: &TestServer, name: &str, mfa: MfaPolicy) -> (RealmId,
         .http
         .post(server.url("/admin/realms"))
         .bearer_auth(&server.admin_token)
-        .json(&json!({ "name": name, "issuer": issuer, "self_registration": true }))
+        .json(&json!({ "name": name, "issuer": issuer, "sign_up": "open" }))
         .send()
         .await
         .expect("request");

@@ -44,9 +44,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use keystead::id::{ChallengeId, MagicLinkId, MfaKeyId};
 use keystead::mfa::{MfaAnswer, MfaKeyStatus, NewTotpKey, RECOVERY_CODE_COUNT};
-use keystead::realm::Realm;
+use keystead::realm::{Realm, SignUp};
 use keystead::secret::SecretString;
-use keystead::user::{LoginOutcome, ProfileUpdate, Session};
+use keystead::user::{LoginOutcome, ProfileUpdate, Session, SignUpMail};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -69,6 +69,7 @@ pub fn routes() -> Router<AppState> {
         .route("/login-actions/send-magic-link", post(send_magic_link))
         .route("/login-actions/verify-magic-link", get(verify_magic_link))
         .route("/login-actions/update-password", post(update_password))
+        .route("/login-actions/confirm-sign-up", get(confirm_sign_up))
 }
 
 /// Tokens for a fresh session, as a `Success` answer (also the answer of
@@ -390,7 +391,7 @@ async fn send_magic_link(
         mail::deliver(Mail {
             realm: realm.id,
             to: body.email,
-            link_id: link.id,
+            subject: "magic-link",
             url: SecretString::new(url),
         });
     }
@@ -484,6 +485,9 @@ async fn registration(
     FormOrJson(body): FormOrJson<RegistrationBody>,
 ) -> Result<Response, OAuthError> {
     let realm = realm_named(&state, &realm_name).await?;
+    if realm.settings.sign_up == SignUp::VerifiedEmail {
+        return request_verified_sign_up(&state, &realm, body).await;
+    }
     let users = state.ks.users(realm.id);
     let name = [body.first_name.as_deref(), body.last_name.as_deref()]
         .into_iter()
@@ -536,4 +540,85 @@ async fn registration(
         LoginOutcome::MfaRequired { challenge } => Ok(mfa_pending(&challenge, false)),
         LoginOutcome::MfaEnrollmentRequired { challenge } => Ok(mfa_pending(&challenge, true)),
     }
+}
+
+/// How long a sign-up confirmation link works.
+pub const SIGN_UP_TTL_SECS: i64 = 24 * 3600;
+
+/// Registration in a realm that signs up by verified address
+/// ([`keystead::user::sign_up`]): `202` with the same answer whether or
+/// not the address has an account; the mailbox gets a confirmation link,
+/// or a note that the address is registered. Names are not taken here (the
+/// user sets them once signed in).
+async fn request_verified_sign_up(
+    state: &AppState,
+    realm: &Realm,
+    body: RegistrationBody,
+) -> Result<Response, OAuthError> {
+    let base = realm_base(realm).map_err(ApiError::oauth)?.to_owned();
+    let email = body.email.filter(|e| !e.is_empty()).ok_or_else(|| {
+        ApiError::bad_request("email", "this realm signs up with a verified address").oauth()
+    })?;
+    let request = state
+        .ks
+        .users(realm.id)
+        .request_sign_up(
+            &body.username,
+            &email,
+            SecretString::new(body.password),
+            chrono::Duration::seconds(SIGN_UP_TTL_SECS),
+        )
+        .await?;
+    let (subject, url) = match request.mail {
+        SignUpMail::Confirm { token, .. } => (
+            "sign-up",
+            format!(
+                "{base}/login-actions/confirm-sign-up?token={}",
+                token.expose()
+            ),
+        ),
+        SignUpMail::AlreadyRegistered => (
+            "already-registered",
+            format!("{base}/login-actions/send-magic-link"),
+        ),
+    };
+    mail::deliver(Mail {
+        realm: realm.id,
+        to: request.email,
+        subject,
+        url: SecretString::new(url),
+    });
+    Ok((
+        StatusCode::ACCEPTED,
+        no_store(),
+        Json(json!({ "message": "check your inbox to finish signing up" })),
+    )
+        .into_response())
+}
+
+/// `GET login-actions/confirm-sign-up` query.
+#[derive(Debug, Deserialize)]
+pub struct ConfirmSignUpQuery {
+    token: String,
+}
+
+/// The link of a sign-up confirmation: creates the account (once).
+async fn confirm_sign_up(
+    State(state): State<AppState>,
+    Path(realm_name): Path<String>,
+    Query(query): Query<ConfirmSignUpQuery>,
+) -> Result<Response, OAuthError> {
+    let realm = realm_named(&state, &realm_name).await?;
+    let user = state
+        .ks
+        .users(realm.id)
+        .confirm_sign_up(&SecretString::new(query.token))
+        .await?;
+    tracing::info!(realm = %realm.id, user = %user.id, "sign-up confirmed");
+    Ok((
+        StatusCode::CREATED,
+        no_store(),
+        Json(json!({ "status": "Registered", "username": user.username })),
+    )
+        .into_response())
 }

@@ -1,4 +1,5 @@
-//! The example server's mailbox: where it "sends" magic links.
+//! The example server's mailbox: where it "sends" magic links and
+//! sign-up confirmations.
 //!
 //! keystead never sends mail — [`Tokens::send_magic_link`](keystead::token::Tokens::send_magic_link)
 //! hands the link to the embedder to deliver. A real deployment passes it
@@ -8,7 +9,7 @@
 //! picks them up with [`take`]. The logs only say that a link went out,
 //! never the link: it is a bearer secret.
 
-use keystead::id::{MagicLinkId, RealmId};
+use keystead::id::RealmId;
 use keystead::secret::SecretString;
 use std::collections::VecDeque;
 use std::sync::{Mutex, PoisonError};
@@ -23,8 +24,9 @@ pub struct Mail {
     pub realm: RealmId,
     /// The address it was sent to (as the client typed it).
     pub to: String,
-    /// The link's public id.
-    pub link_id: MagicLinkId,
+    /// What the message is (`magic-link`, `sign-up`,
+    /// `already-registered`).
+    pub subject: &'static str,
     /// The full URL of the link (carries the secret).
     pub url: SecretString,
 }
@@ -33,7 +35,7 @@ static OUTBOX: Mutex<VecDeque<Mail>> = Mutex::new(VecDeque::new());
 
 /// "Send" `mail`: queue it for pickup.
 pub fn deliver(mail: Mail) {
-    tracing::info!(realm = %mail.realm, link = %mail.link_id, "magic link sent");
+    tracing::info!(realm = %mail.realm, subject = mail.subject, "mail sent");
     let mut outbox = OUTBOX.lock().unwrap_or_else(PoisonError::into_inner);
     if outbox.len() == CAPACITY {
         outbox.pop_front();
@@ -60,16 +62,15 @@ mod tests {
         let now = chrono::Utc::now();
         let realm = RealmId::generate(now);
         let other = RealmId::generate(now);
-        let link_id = MagicLinkId::generate(now);
         deliver(Mail {
             realm,
             to: "Alice@example.com".into(),
-            link_id,
+            subject: "magic-link",
             url: SecretString::new("https://x.test/#t".into()),
         });
         assert!(take(other, "alice@example.com").is_none());
         let mail = take(realm, "alice@EXAMPLE.com").unwrap();
-        assert_eq!(mail.link_id, link_id);
+        assert_eq!(mail.subject, "magic-link");
         assert!(take(realm, "alice@example.com").is_none());
     }
 }
