@@ -197,11 +197,15 @@ async fn a_connection_dropped_mid_commit_applies_nothing() {
     // connection.
     assert_eq!(store.get(b"a").await.unwrap(), None);
     assert_eq!(store.get(b"b").await.unwrap(), None);
-    store
+    let again = store
         .commit(put(b"a", b"again", Precondition::Absent))
         .await
         .unwrap();
-    assert_eq!(store.get(b"a").await.unwrap().unwrap().version, 1);
+    let got = store.get(b"a").await.unwrap().unwrap();
+    assert_eq!(
+        (got.value.as_slice(), Some(got.version)),
+        (b"again".as_slice(), again.version)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -277,12 +281,15 @@ async fn a_commit_refused_by_the_server_is_a_definite_failure() {
     raw.batch_execute(&format!("DROP TRIGGER refuse ON \"{schema}\".kv"))
         .await
         .unwrap();
-    // The rolled-back commit took no number.
-    store
+    // The rolled-back commit left no trace: `Absent` still holds.
+    let committed = store
         .commit(put(b"k", b"v", Precondition::Absent))
         .await
         .unwrap();
-    assert_eq!(store.get(b"k").await.unwrap().unwrap().version, 1);
+    assert_eq!(
+        Some(store.get(b"k").await.unwrap().unwrap().version),
+        committed.version
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -340,13 +347,17 @@ async fn malformed_rows_are_corrupt_with_the_key() {
         Err(StorageError::Corrupt { key, .. }) if key == b"bad-zero"
     ));
     assert_eq!(store.get(b"another").await.unwrap(), None);
-    assert_eq!(store.get(b"good").await.unwrap().unwrap().value, b"v");
-    // The counter did not move: the next commit is number 2.
-    store
+    let good = store.get(b"good").await.unwrap().unwrap();
+    assert_eq!(good.value, b"v");
+    // The store still commits, with a version above the good key's.
+    let next = store
         .commit(put(b"next", b"", Precondition::Absent))
         .await
+        .unwrap()
+        .version
         .unwrap();
-    assert_eq!(store.get(b"next").await.unwrap().unwrap().version, 2);
+    assert!(next > good.version, "{next} after {}", good.version);
+    assert_eq!(store.get(b"next").await.unwrap().unwrap().version, next);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -404,11 +415,14 @@ async fn concurrent_first_connects_migrate_once() {
         .unwrap()
         .get(0);
     assert_eq!(applied, 1);
-    stores[0]
+    let committed = stores[0]
         .commit(put(b"k", b"v", Precondition::Absent))
         .await
         .unwrap();
-    assert_eq!(stores[5].get(b"k").await.unwrap().unwrap().version, 1);
+    assert_eq!(
+        Some(stores[5].get(b"k").await.unwrap().unwrap().version),
+        committed.version
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -448,31 +462,46 @@ async fn check_only_batches_read_one_snapshot() {
         .unwrap();
     both.put(b"b".to_vec(), vec![0], Precondition::Absent)
         .unwrap();
-    store.commit(both).await.unwrap();
+    let first = store.commit(both).await.unwrap().version.unwrap();
     let writer = tokio::spawn({
         let store = Arc::clone(&store);
         async move {
-            for v in 1u64..=150 {
+            let mut v = first;
+            for _ in 0..150 {
                 let mut both = Batch::new();
                 both.put(b"a".to_vec(), vec![0], Precondition::Version(v))
                     .unwrap();
                 both.put(b"b".to_vec(), vec![0], Precondition::Version(v))
                     .unwrap();
-                store.commit(both).await.unwrap();
+                let next = store.commit(both).await.unwrap().version.unwrap();
+                assert!(next > v, "version {next} after {v}");
+                v = next;
             }
+            v
         }
     });
     let mut consistent_ok = 0u32;
+    let mut previous = first;
     while !writer.is_finished() {
         let v = store.get(b"a").await.unwrap().unwrap().version;
-        let mut torn = Batch::new();
-        torn.check(b"a".to_vec(), Precondition::Version(v)).unwrap();
-        torn.check(b"b".to_vec(), Precondition::Version(v + 1))
-            .unwrap();
-        assert!(
-            matches!(store.commit(torn).await, Err(StorageError::Conflict { .. })),
-            "a check-only batch passed on a torn read at version {v}"
-        );
+        // Both keys always share a version, so any check naming two
+        // different versions can only pass on a torn read. Probe the likely
+        // ones: `b` one commit ahead (the next number of this schema's only
+        // writer), and `b` new with `a` at the version read before.
+        let mut probes = vec![(v, v + 1)];
+        if previous != v {
+            probes.push((previous, v));
+        }
+        previous = v;
+        for (a, b) in probes {
+            let mut torn = Batch::new();
+            torn.check(b"a".to_vec(), Precondition::Version(a)).unwrap();
+            torn.check(b"b".to_vec(), Precondition::Version(b)).unwrap();
+            assert!(
+                matches!(store.commit(torn).await, Err(StorageError::Conflict { .. })),
+                "a check-only batch passed on a torn read (a {a}, b {b})"
+            );
+        }
         let mut same = Batch::new();
         same.check(b"a".to_vec(), Precondition::Version(v)).unwrap();
         same.check(b"b".to_vec(), Precondition::Version(v)).unwrap();
@@ -482,10 +511,12 @@ async fn check_only_batches_read_one_snapshot() {
             Err(e) => panic!("{e}"),
         }
     }
-    writer.await.unwrap();
+    let last = writer.await.unwrap();
     assert!(consistent_ok > 0, "consistent checks never passed");
-    // Check-only batches took no commit number.
-    assert_eq!(store.get(b"b").await.unwrap().unwrap().version, 151);
+    // Check-only batches wrote nothing: both keys are at the writer's last
+    // commit.
+    assert_eq!(store.get(b"a").await.unwrap().unwrap().version, last);
+    assert_eq!(store.get(b"b").await.unwrap().unwrap().version, last);
 }
 
 /// Two stores (two pools, as two instances of an embedder's backend would
@@ -556,11 +587,15 @@ async fn schemas_isolate_stores_in_one_database() {
         .await
         .unwrap();
     assert_eq!(two.get(b"k").await.unwrap(), None);
-    two.commit(put(b"k", b"two", Precondition::Absent))
+    let committed = two
+        .commit(put(b"k", b"two", Precondition::Absent))
         .await
         .unwrap();
     assert_eq!(one.get(b"k").await.unwrap().unwrap().value, b"one");
-    assert_eq!(two.get(b"k").await.unwrap().unwrap().version, 1);
+    assert_eq!(
+        Some(two.get(b"k").await.unwrap().unwrap().version),
+        committed.version
+    );
 }
 
 /// A commit through one pool (standing in for another instance of the
