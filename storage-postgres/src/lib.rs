@@ -9,35 +9,81 @@
 //! # How it meets the contract
 //!
 //! * **Layout.** One table `kv(key BYTEA PRIMARY KEY, value BYTEA, version
-//!   BIGINT)`, a one-row `commit_counter` table holding the store-wide commit
-//!   number that versions come from, and a `keystead_schema` table recording
-//!   applied migrations — in the schema named by [`PostgresOptions::schema`],
-//!   or wherever the connection's `search_path` points. PostgreSQL compares
-//!   `BYTEA` with `memcmp` then length, which is exactly the contract's
-//!   unsigned byte order, so scans are index range scans (`key >= prefix AND
-//!   key < prefix_end ORDER BY key LIMIT n`).
-//! * **Atomic conditional batches.** A batch with writes runs as one
-//!   `READ COMMITTED` transaction that first increments the counter row
-//!   (`UPDATE … RETURNING`). That row lock serialises every writing commit —
-//!   across connections, processes and machines — for as long as the
-//!   transaction lasts, which the gap-free commit numbering needs anyway. The
-//!   statement after it (pipelined in the same round trip) reads the versions
-//!   of the batch's conditioned keys from a snapshot taken once the lock is
-//!   held; since no other writer can commit until this one ends, that
-//!   snapshot stays current, including for keys that do not exist yet (the
-//!   `Absent` race that `SELECT … FOR UPDATE` cannot cover: there is no row to
-//!   lock). Keys under [`Precondition::Any`] are not read at all.
-//!   Preconditions are checked in key order and the first failure
-//!   rolls back with [`StorageError::Conflict`] naming that key — the counter
-//!   increment rolls back with it, so numbering matches every other backend.
-//!   Puts are one `INSERT … SELECT FROM unnest(…) ON CONFLICT DO UPDATE`,
-//!   deletes one `DELETE … WHERE key = ANY(…)`. PostgreSQL never reports a
-//!   serialization failure at `READ COMMITTED`, so no database retry can leak
-//!   out as a spurious `Conflict`.
-//! * **Check-only batches** take no commit number and no lock: one `SELECT`
-//!   reads every conditioned key from a single snapshot. Writers commit in
-//!   counter order, so that snapshot is a consistent cut and the batch is
-//!   linearised at the moment it was taken.
+//!   BIGINT)`, a sequence `kv_version` that versions are drawn from, and a
+//!   `keystead_schema` table recording applied migrations — in the schema
+//!   named by [`PostgresOptions::schema`], or wherever the connection's
+//!   `search_path` points. PostgreSQL compares `BYTEA` with `memcmp` then
+//!   length, which is exactly the contract's unsigned byte order, so scans
+//!   are index range scans (`key >= prefix AND key < prefix_end ORDER BY key
+//!   LIMIT n`).
+//! * **Versions.** A writing commit draws one number with `nextval` and
+//!   gives it to every key it puts. Sequences are not transactional: a
+//!   number once drawn is never handed out again, even if its commit rolls
+//!   back or its key is later deleted, so numbers may be skipped but never
+//!   repeat. Numbers are drawn in real-time order (`CACHE 1`: a cache would
+//!   hand each connection its own block), and a commit draws only once it
+//!   is protected against every earlier writer of its keys (the advisory
+//!   locks below, or SSI's write-write rule at `SERIALIZABLE`), so whoever
+//!   writes a key next — re-creating it after a delete included — draws a
+//!   larger number. There is no store-wide commit order and nothing waits
+//!   for one.
+//! * **Atomic conditional batches** ([`Isolation::ReadCommitted`], the
+//!   default). A batch with writes is one `READ COMMITTED` transaction of
+//!   four round trips: `BEGIN`; the key locks and the precondition read,
+//!   pipelined; the write; `COMMIT`. The lock statement takes
+//!   `pg_advisory_xact_lock` on every written key and
+//!   `pg_advisory_xact_lock_shared` on every checked-only key, in ascending
+//!   lock-id order (so two batches never deadlock); ids are computed by the
+//!   server from SHA-256 of schema and key. Writers of one key queue on its
+//!   lock; writers of disjoint keys never wait for each other. The read
+//!   (`SELECT key, version … WHERE key = ANY($1)`, only for keys not under
+//!   [`Precondition`](keystead::store::Precondition)`::Any`) starts once
+//!   every lock is held, and at `READ COMMITTED` it sees every commit made
+//!   before — PostgreSQL makes a commit visible before it releases its
+//!   locks — and no other writer of these keys can commit until this one
+//!   ends. That covers `Absent` too, where there is no row to lock.
+//!   Preconditions are checked in key order; the first failure rolls back
+//!   with [`StorageError::Conflict`] naming that key. The write is one
+//!   statement: a CTE drawing `nextval`, an `INSERT … SELECT FROM unnest(…)
+//!   ON CONFLICT DO UPDATE` for the puts, a `DELETE … WHERE key = ANY(…)`
+//!   and `pg_notify`. PostgreSQL never reports a serialization failure at
+//!   `READ COMMITTED` and the lock order rules out deadlocks among
+//!   keystead's commits; should either happen anyway (40001, 40P01), the
+//!   commit is retried like at `SERIALIZABLE`.
+//! * **Check-only batches** and [`Store::get_many`] take no lock and draw no
+//!   version: one `SELECT` reads every key from a single snapshot. Writers
+//!   of overlapping keys commit in lock order, so a snapshot is a
+//!   consistent cut and the read is linearised at the moment it was taken.
+//! * <a id="isolation"></a>**`SERIALIZABLE`** ([`Isolation::Serializable`]).
+//!   No advisory lock: each writing commit is `BEGIN ISOLATION LEVEL
+//!   SERIALIZABLE`; the same read (if any key is conditioned), check and
+//!   write statement; `COMMIT`. PostgreSQL's serializable snapshot
+//!   isolation aborts one of two transactions that would otherwise race — two
+//!   `Absent` claims, two compare-and-swaps, a write under a concurrent
+//!   check — with 40001, and two writers of one key never both commit
+//!   unless the second saw the first (so its `nextval` is larger). Check-only
+//!   batches and `get_many` run as `SERIALIZABLE READ ONLY` transactions
+//!   (`BEGIN`, `SELECT`, `COMMIT` pipelined in one round trip), so their
+//!   snapshot is ordered by SSI as well: a plain snapshot there could see a
+//!   state that no serial order of the writers ever had (the read-only
+//!   anomaly). Disjoint keys may still abort each other now and then
+//!   (PostgreSQL tracks reads of absent keys per index page), which costs a
+//!   retry, never an error.
+//! * **Retries.** A transaction aborted with 40001 (serialization failure)
+//!   or 40P01 (deadlock), by any statement or by `COMMIT`, applied nothing,
+//!   so the adapter runs the whole transaction again — reading the versions
+//!   afresh — up to [`PostgresOptions::serialization_retries`] times (20 by
+//!   default), waiting a random time below a bound that doubles from 1 ms
+//!   to 100 ms between attempts. A precondition found false on a fresh read
+//!   is a genuine [`StorageError::Conflict`]; running out of retries is
+//!   [`StorageError::Backend`] ("giving up", nothing applied) — a retry
+//!   never leaks out as a spurious `Conflict`. Single-key `get` and `scan`
+//!   are single statements at the session's isolation and are not retried.
+//! * **Hot keys.** Many writers of one key queue on its lock (or, at
+//!   `SERIALIZABLE`, on its row and then retry); each then reads the
+//!   current version, so a stale `Version(v)` fails at once with
+//!   `Conflict` and the domain retry loop re-reads. Someone always wins:
+//!   no livelock.
 //! * **Durability.** `Ok` is returned only after PostgreSQL acknowledged
 //!   `COMMIT`. With PostgreSQL's default `synchronous_commit = on`, that
 //!   means the commit record was flushed to the WAL (and to synchronous
@@ -47,18 +93,24 @@
 //!   [`PostgresOptions::allow_asynchronous_commit`] is set.
 //! * **Several processes.** Any number of processes may connect to the same
 //!   database and schema: every guarantee above is enforced by PostgreSQL
-//!   locks, not by this process. Writing commits are serialised on the
-//!   counter row, so write throughput is bounded by one commit's round trips
-//!   plus its WAL flush; reads never wait. Each store opens up to
-//!   [`PostgresOptions::pool_size`] connections: size the server's
-//!   `max_connections` for every instance. Statements are prepared once per
-//!   connection and cached, so a pooler in front of PostgreSQL must support
-//!   prepared statements (PgBouncer ≥ 1.21 in transaction mode, or session
-//!   mode).
+//!   locks and SSI, not by this process. Commits to disjoint keys run in
+//!   parallel, across connections, processes and machines; reads never
+//!   wait. Each store opens up to [`PostgresOptions::pool_size`]
+//!   connections: size the server's `max_connections` for every instance.
+//!   Statements are prepared once per connection and cached, so a pooler in
+//!   front of PostgreSQL must support prepared statements (PgBouncer ≥ 1.21
+//!   in transaction mode, or session mode); advisory locks are
+//!   transaction-scoped, which transaction pooling keeps.
 //! * **Migrations.** On connect, missing migrations are applied in one
 //!   transaction holding an advisory lock, so processes starting together
 //!   migrate once; a schema written by a newer keystead-postgres is refused
-//!   rather than misread.
+//!   rather than misread. Schema version 2 replaces the old release's
+//!   `commit_counter` row with the sequence, started above both the counter
+//!   and every stored version, so every key keeps its version and every new
+//!   write gets a larger one. It first locks the counter table, so commits
+//!   of the old release still in flight finish before; old-release
+//!   instances left running afterwards fail every write with a `Backend`
+//!   error (the table is gone) and apply nothing — upgrade every instance.
 //! * **Failures.** An unreachable server, a dropped connection, a timed-out
 //!   pool checkout and every other database failure surface as
 //!   [`StorageError::Backend`] with a message naming the cause; nothing is
@@ -66,6 +118,34 @@
 //!   is unknown and the error wraps [`CommitOutcomeUnknown`] — never `Ok`,
 //!   never `Conflict`. A row that breaks the schema's invariants is
 //!   [`StorageError::Corrupt`] naming its key.
+//!
+//! # Distributed SQL (CockroachDB, YugabyteDB)
+//!
+//! Both speak PostgreSQL's wire protocol and run `SERIALIZABLE` by default;
+//! use [`Isolation::Serializable`] there. What the adapter relies on in that
+//! mode, and so what such an engine must provide:
+//!
+//! * statements: `BEGIN ISOLATION LEVEL SERIALIZABLE [READ ONLY]`,
+//!   `COMMIT`, `SELECT … WHERE key = ANY($1)`, `INSERT … SELECT FROM
+//!   unnest($1::bytea[], $2::bytea[]) … ON CONFLICT (key) DO UPDATE`,
+//!   `DELETE … WHERE key = ANY($1)`, data-modifying CTEs and
+//!   `nextval('kv_version')` on a `CREATE SEQUENCE … CACHE 1` sequence
+//!   whose numbers increase in real time across nodes;
+//!   `BYTEA` ordered bytewise (for scans); no advisory locks;
+//! * retry rules: every 40001 (CockroachDB's `RETRY_*` errors, including
+//!   those reported by `COMMIT`) and 40P01 re-runs the whole transaction on
+//!   the same connection, at most [`PostgresOptions::serialization_retries`]
+//!   times with jittered back-off; 40003 (statement completion unknown,
+//!   CockroachDB's ambiguous commit) at `COMMIT` is
+//!   [`CommitOutcomeUnknown`], like a connection lost during `COMMIT`.
+//!
+//! **Not tested** — no such server is on the build machine: neither engine
+//! has been run against this crate. Known gaps: the migrations use
+//! `pg_advisory_xact_lock` (migrate once from PostgreSQL-compatible tooling,
+//! or run the first connect alone), every writing commit calls `pg_notify`
+//! and [`Store::watch`] uses `LISTEN` (CockroachDB and YugabyteDB implement
+//! neither; a port would drop the notification and let watches poll), and a
+//! CockroachDB sequence costs a distributed round trip per commit.
 //!
 //! # Features
 //!
@@ -87,6 +167,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod commit;
 mod listen;
 mod schema;
 #[cfg(feature = "test-server")]
@@ -96,18 +177,15 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use futures::StreamExt as _;
 use keystead::store::watch::{Notifier, Watch};
-use keystead::store::{
-    Batch, Committed, Mutation, Precondition, StorageError, Store, Versioned, prefix_end,
-};
-use std::collections::HashMap;
+use keystead::store::{Batch, Committed, StorageError, Store, Versioned, prefix_end};
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
-use tokio_postgres::error::Severity;
+use tokio_postgres::Row;
+use tokio_postgres::error::{Severity, SqlState};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{IsolationLevel, Row};
 
 pub use deadpool_postgres;
 pub use tokio_postgres;
@@ -130,6 +208,34 @@ pub struct PostgresOptions {
     /// acknowledged commit may be lost if the server crashes. `false` by
     /// default: such a connection is refused.
     pub allow_asynchronous_commit: bool,
+    /// How writing commits are kept exact under concurrency;
+    /// [`Isolation::ReadCommitted`] by default. See the
+    /// [crate docs](crate#isolation).
+    pub isolation: Isolation,
+    /// How many times one call re-runs a transaction that PostgreSQL
+    /// aborted with a serialization failure (40001) or a deadlock (40P01)
+    /// before it fails with [`StorageError::Backend`]; 20 by default. Such
+    /// aborts are routine at [`Isolation::Serializable`] and never surface
+    /// as [`StorageError::Conflict`].
+    pub serialization_retries: u32,
+}
+
+/// The isolation level writing commits run at; see the
+/// [crate docs](crate#isolation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// `READ COMMITTED` with a transaction-scoped advisory lock on every
+    /// key of the batch, taken in one order: writers of the same key queue,
+    /// writers of disjoint keys never wait for each other, and PostgreSQL
+    /// never aborts a commit to keep it serializable. The default, for
+    /// PostgreSQL.
+    #[default]
+    ReadCommitted,
+    /// `SERIALIZABLE` without advisory locks: PostgreSQL's serializable
+    /// snapshot isolation keeps preconditions exact, aborting one of two
+    /// transactions that would otherwise race, and the adapter re-runs the
+    /// aborted one. What CockroachDB and YugabyteDB run by default.
+    Serializable,
 }
 
 impl Default for PostgresOptions {
@@ -140,6 +246,8 @@ impl Default for PostgresOptions {
             wait_timeout: Duration::from_secs(30),
             schema: None,
             allow_asynchronous_commit: false,
+            isolation: Isolation::ReadCommitted,
+            serialization_retries: 20,
         }
     }
 }
@@ -170,6 +278,21 @@ impl PostgresOptions {
     #[must_use]
     pub fn with_schema(mut self, schema: impl Into<String>) -> Self {
         self.schema = Some(schema.into());
+        self
+    }
+
+    /// These options with writing commits at `isolation`.
+    #[must_use]
+    pub fn isolation(mut self, isolation: Isolation) -> Self {
+        self.isolation = isolation;
+        self
+    }
+
+    /// These options with at most `retries` re-runs of an aborted
+    /// transaction per call.
+    #[must_use]
+    pub fn with_serialization_retries(mut self, retries: u32) -> Self {
+        self.serialization_retries = retries;
         self
     }
 }
@@ -382,10 +505,16 @@ pub(crate) struct Sql {
     get_many: String,
     /// Indexed by `[after is the lower bound][prefix has an end]`.
     scan: [[String; 2]; 2],
-    bump: String,
+    /// Takes the advisory lock of every key of a batch
+    /// ([`Isolation::ReadCommitted`]).
+    lock: String,
     versions: String,
-    put: String,
-    delete: String,
+    /// Draws the batch's version and applies its puts and deletes.
+    write: String,
+    /// The version sequence's qualified name as an SQL string literal.
+    sequence: String,
+    /// The schema name as a hex string: what key locks are salted with.
+    lock_salt: String,
 }
 
 impl Sql {
@@ -413,11 +542,18 @@ impl Sql {
             get: String::new(),
             get_many: String::new(),
             scan: Default::default(),
-            bump: String::new(),
+            lock: String::new(),
             versions: String::new(),
-            put: String::new(),
-            delete: String::new(),
+            write: String::new(),
+            sequence: String::new(),
+            lock_salt: String::new(),
         };
+        sql.sequence = format!("'{}'", sql.expand("{s}kv_version").replace('\'', "''"));
+        sql.lock_salt = sql.schema_name.bytes().fold(String::new(), |mut hex, b| {
+            use std::fmt::Write as _;
+            let _ = write!(hex, "{b:02x}");
+            hex
+        });
         sql.get = sql.expand("SELECT value, version FROM {s}kv WHERE key = $1");
         sql.get_many = sql.expand("SELECT key, value, version FROM {s}kv WHERE key = ANY($1)");
         for (i, lower) in [">=", ">"].into_iter().enumerate() {
@@ -427,22 +563,64 @@ impl Sql {
                 ));
             }
         }
-        sql.bump = sql.expand(
-            "UPDATE {s}commit_counter SET last_commit = last_commit + 1 WHERE id = 0 RETURNING last_commit",
+        // One lock per distinct lock id, exclusive if any key with that id
+        // is written, in ascending id order: two batches never wait for
+        // each other in a cycle. `OFFSET 0` keeps the sorted subquery from
+        // being flattened, so the locks are taken row by row in that order.
+        // The id is the first 8 bytes of SHA-256(schema ‖ key): computed by
+        // the server, so every instance (and an operator's psql) agrees.
+        sql.lock = sql.expand(
+            "SELECT CASE WHEN exclusive THEN pg_advisory_xact_lock(id)
+                         ELSE pg_advisory_xact_lock_shared(id) END
+             FROM (SELECT id, bool_or(exclusive) AS exclusive
+                   FROM (SELECT ('x' || encode(substring(sha256(decode('{salt}', 'hex') || k)
+                                                         FROM 1 FOR 8), 'hex'))::bit(64)::bigint AS id,
+                                e AS exclusive
+                         FROM unnest($1::bytea[], $2::bool[]) AS t(k, e)) AS ids
+                   GROUP BY id ORDER BY id OFFSET 0) AS sorted",
         );
         sql.versions = sql.expand("SELECT key, version FROM {s}kv WHERE key = ANY($1)");
-        sql.put = sql.expand(
-            "INSERT INTO {s}kv (key, value, version)
-             SELECT k, v, $3 FROM unnest($1::bytea[], $2::bytea[]) AS t(k, v)
-             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, version = EXCLUDED.version",
+        // One statement: the version is drawn once (a CTE referenced twice
+        // is evaluated once), every data-modifying CTE runs to completion
+        // whether or not it is read, and the notification is queued in the
+        // same transaction, delivered only if it commits.
+        sql.write = sql.expand(
+            "WITH v AS (SELECT nextval({seq}) AS version),
+                  put AS (INSERT INTO {s}kv (key, value, version)
+                          SELECT k, val, v.version FROM unnest($1::bytea[], $2::bytea[]) AS t(k, val), v
+                          ON CONFLICT (key) DO UPDATE
+                          SET value = EXCLUDED.value, version = EXCLUDED.version),
+                  del AS (DELETE FROM {s}kv WHERE key = ANY($3))
+             SELECT version, pg_notify($4, version::text) FROM v",
         );
-        sql.delete = sql.expand("DELETE FROM {s}kv WHERE key = ANY($1)");
         Ok(sql)
     }
 
-    /// `template` with `{s}` replaced by the schema prefix.
+    /// `template` with `{s}` replaced by the schema prefix, `{seq}` by the
+    /// version sequence's name as a string literal and `{salt}` by the
+    /// schema name in hex.
     pub(crate) fn expand(&self, template: &str) -> String {
-        template.replace("{s}", &self.prefix)
+        // One pass, so a schema name that happens to contain `{seq}` is not
+        // expanded again.
+        let mut out = String::with_capacity(template.len() + 64);
+        let mut rest = template;
+        while let Some(start) = rest.find('{') {
+            out.push_str(&rest[..start]);
+            rest = &rest[start..];
+            let (with, len) = if rest.starts_with("{s}") {
+                (self.prefix.as_str(), 3)
+            } else if rest.starts_with("{seq}") {
+                (self.sequence.as_str(), 5)
+            } else if rest.starts_with("{salt}") {
+                (self.lock_salt.as_str(), 6)
+            } else {
+                ("{", 1)
+            };
+            out.push_str(with);
+            rest = &rest[len..];
+        }
+        out.push_str(rest);
+        out
     }
 }
 
@@ -622,25 +800,8 @@ impl PostgresStore {
             .map_err(|e| pool_failed(e, &self.inner.options))
     }
 
-    /// The `(key, version)` rows of the precondition read, by key.
-    fn decode_versions(rows: &[Row]) -> Result<HashMap<Vec<u8>, u64>, StorageError> {
-        let mut versions = HashMap::with_capacity(rows.len());
-        for row in rows {
-            let key = key_of(row, 0)?;
-            let version = version_of(&key, row, 1)?;
-            versions.insert(key, version);
-        }
-        Ok(versions)
-    }
-
-    /// The first key of `batch` (in key order) whose precondition fails.
-    fn first_conflict(batch: &Batch, versions: &HashMap<Vec<u8>, u64>) -> Option<Vec<u8>> {
-        batch
-            .iter()
-            .find(|(key, pre, _)| !pre.holds(versions.get(*key).copied()))
-            .map(|(key, _, _)| key.to_vec())
-    }
-
+    /// A check-only batch: every conditioned key read from one snapshot,
+    /// no lock, no version drawn.
     async fn commit_checks(
         &self,
         client: &deadpool_postgres::Object,
@@ -651,108 +812,21 @@ impl PostgresStore {
             .prepare_cached(&self.inner.sql.versions)
             .await
             .map_err(|e| statement_failed("preparing the precondition read", &e))?;
-        let rows = client
-            .query(&read, &[&checked])
-            .await
-            .map_err(|e| statement_failed("reading the batch's versions", &e))?;
-        let versions = Self::decode_versions(&rows)?;
-        match Self::first_conflict(batch, &versions) {
+        let rows = commit::read(
+            &self.inner,
+            client,
+            &read,
+            &[&checked],
+            "reading the batch's versions",
+        )
+        .await?;
+        let versions = commit::decode_versions(&rows)?;
+        match commit::first_conflict(batch, &versions) {
             Some(key) => Err(StorageError::Conflict { key }),
             None => Ok(()),
         }
     }
-
-    async fn commit_writes(
-        &self,
-        client: &mut deadpool_postgres::Object,
-        batch: &Batch,
-        checked: &[&[u8]],
-    ) -> Result<u64, StorageError> {
-        let sql = &self.inner.sql;
-        let tx = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::ReadCommitted)
-            .start()
-            .await
-            .map_err(|e| statement_failed("starting a commit", &e))?;
-        let bump = tx
-            .prepare_cached(&sql.bump)
-            .await
-            .map_err(|e| statement_failed("preparing the commit counter", &e))?;
-        let (number, rows) = if checked.is_empty() {
-            (tx.query_one(&bump, &[]).await, Ok(Vec::new()))
-        } else {
-            let read = tx
-                .prepare_cached(&sql.versions)
-                .await
-                .map_err(|e| statement_failed("preparing the precondition read", &e))?;
-            // Pipelined: both go out in one round trip, and the server runs
-            // the read only once the counter update holds the lock, so its
-            // snapshot already includes every earlier writer's commit. The
-            // order is what makes this correct: `biased` polls — and so sends
-            // — the update first.
-            let params: [&(dyn ToSql + Sync); 1] = [&checked];
-            tokio::join!(
-                biased;
-                tx.query_one(&bump, &[]),
-                tx.query(&read, &params)
-            )
-        };
-        let number: i64 = number
-            .and_then(|row| row.try_get(0))
-            .map_err(|e| statement_failed("taking the next commit number", &e))?;
-        let rows = rows.map_err(|e| statement_failed("reading the batch's versions", &e))?;
-        if !checked.is_empty() {
-            let versions = Self::decode_versions(&rows)?;
-            if let Some(key) = Self::first_conflict(batch, &versions) {
-                // Nothing was written; a failed rollback changes nothing
-                // either (the server aborts the transaction on disconnect).
-                let _ = tx.rollback().await;
-                return Err(StorageError::Conflict { key });
-            }
-        }
-        let mut put_keys: Vec<&[u8]> = Vec::new();
-        let mut put_values: Vec<&[u8]> = Vec::new();
-        let mut delete_keys: Vec<&[u8]> = Vec::new();
-        for (key, _, mutation) in batch.iter() {
-            match mutation {
-                Mutation::Put(value) => {
-                    put_keys.push(key);
-                    put_values.push(value);
-                }
-                Mutation::Delete => delete_keys.push(key),
-                Mutation::Check => {}
-            }
-        }
-        if !put_keys.is_empty() {
-            let put = tx
-                .prepare_cached(&sql.put)
-                .await
-                .map_err(|e| statement_failed("preparing the put", &e))?;
-            tx.execute(&put, &[&put_keys, &put_values, &number])
-                .await
-                .map_err(|e| statement_failed("writing the batch's puts", &e))?;
-        }
-        if !delete_keys.is_empty() {
-            let delete = tx
-                .prepare_cached(&sql.delete)
-                .await
-                .map_err(|e| statement_failed("preparing the delete", &e))?;
-            tx.execute(&delete, &[&delete_keys])
-                .await
-                .map_err(|e| statement_failed("writing the batch's deletes", &e))?;
-        }
-        // Delivered by PostgreSQL when (and only if) the commit is visible.
-        tx.execute(NOTIFY, &[&self.inner.channel, &number.to_string()])
-            .await
-            .map_err(|e| statement_failed("notifying listeners", &e))?;
-        tx.commit().await.map_err(commit_failed)?;
-        u64::try_from(number).map_err(|_| StorageError::backend("the commit counter is negative"))
-    }
 }
-
-/// Sent inside every writing commit; see the `listen` module.
-const NOTIFY: &str = "SELECT pg_notify($1, $2)";
 
 /// A [`listen::Connector`] for the store's configuration and TLS.
 fn listener_connector<T>(config: tokio_postgres::Config, tls: T) -> listen::Connector
@@ -793,10 +867,14 @@ fn settle<T>(
 /// transaction back; anything else (I/O failure, closed connection, `FATAL`
 /// termination) leaves the outcome unknown.
 fn commit_failed(e: tokio_postgres::Error) -> StorageError {
-    let definite = e.as_db_error().is_some_and(|db| {
-        db.parsed_severity()
-            .map_or(db.severity() == "ERROR", |s| s == Severity::Error)
-    });
+    // 40003 (statement completion unknown) is an ERROR that says the
+    // outcome is unknown: what CockroachDB answers when it cannot tell
+    // whether a commit it was running took effect.
+    let definite = e.code() != Some(&SqlState::T_R_STATEMENT_COMPLETION_UNKNOWN)
+        && e.as_db_error().is_some_and(|db| {
+            db.parsed_severity()
+                .map_or(db.severity() == "ERROR", |s| s == Severity::Error)
+        });
     if definite {
         statement_failed("committing (the batch was rolled back)", &e)
     } else {
@@ -834,10 +912,7 @@ impl Store for PostgresStore {
                 .await
                 .map_err(|e| statement_failed("preparing a multi-get", &e))?;
             // One statement: one round trip and one snapshot.
-            let rows = client
-                .query(&stmt, &[&keys])
-                .await
-                .map_err(|e| statement_failed("reading keys", &e))?;
+            let rows = commit::read(&self.inner, &client, &stmt, &[&keys], "reading keys").await?;
             let mut out = vec![None; keys.len()];
             for row in &rows {
                 let key: Vec<u8> = row
@@ -905,23 +980,18 @@ impl Store for PostgresStore {
         if batch.is_empty() {
             return Ok(Committed::default());
         }
-        // Keys under `Any` need not be read: their precondition always holds.
-        let checked: Vec<&[u8]> = batch
-            .iter()
-            .filter(|(_, pre, _)| *pre != Precondition::Any)
-            .map(|(key, _, _)| key)
-            .collect();
+        let plan = commit::Plan::new(&batch);
         let writes = batch.has_writes();
-        if !writes && checked.is_empty() {
+        if !writes && plan.checked.is_empty() {
             return Ok(Committed::default());
         }
         let mut client = self.client().await?;
         let result = if writes {
-            self.commit_writes(&mut client, &batch, &checked)
+            commit::write(&self.inner, &mut client, &batch, &plan)
                 .await
                 .map(Some)
         } else {
-            self.commit_checks(&client, &batch, &checked)
+            self.commit_checks(&client, &batch, &plan.checked)
                 .await
                 .map(|()| None)
         };

@@ -1,10 +1,14 @@
 //! Cross-process change notification with `LISTEN/NOTIFY`.
 //!
-//! Every writing commit runs `pg_notify(channel, commit number)` inside its
+//! Every writing commit runs `pg_notify(channel, version)` inside its
 //! transaction, so PostgreSQL delivers the notification exactly when — and
 //! only if — the commit becomes visible. Each [`PostgresStore`] that has
 //! watches keeps one dedicated connection (outside the pool) that `LISTEN`s on
-//! the channel and wakes every local watch on each notification.
+//! the channel and wakes every local watch on each notification. The
+//! payload (the commit's version) is informative only: watches never
+//! ordered or resumed by it — versions order nothing across keys — but by
+//! the event records' own per-group sequence numbers, so replacing the
+//! store-wide commit counter with per-key versions changed nothing here.
 //!
 //! A notification sent while no listener was connected is lost, so the
 //! listener wakes every watch each time it (re)establishes `LISTEN`: the
