@@ -244,12 +244,8 @@ async fn write_once(
         None
     };
     let lock_params: [&(dyn ToSql + Sync); 2] = [&plan.keys, &plan.exclusive];
-    let write_params: [&(dyn ToSql + Sync); 4] = [
-        &plan.put_keys,
-        &plan.put_values,
-        &plan.delete_keys,
-        &inner.channel,
-    ];
+    let write_params: [&(dyn ToSql + Sync); 3] =
+        [&plan.put_keys, &plan.put_values, &plan.delete_keys];
     let read_params: [&(dyn ToSql + Sync); 1] = [&plan.checked];
     // Pipelined where the next statement does not depend on the last one's
     // answer: the server still runs them in order, so the read (or, without

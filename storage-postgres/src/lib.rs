@@ -45,8 +45,8 @@
 //!   Preconditions are checked in key order; the first failure rolls back
 //!   with [`StorageError::Conflict`] naming that key. The write is one
 //!   statement: a CTE drawing `nextval`, an `INSERT … SELECT FROM unnest(…)
-//!   ON CONFLICT DO UPDATE` for the puts, a `DELETE … WHERE key = ANY(…)`
-//!   and `pg_notify`. PostgreSQL never reports a serialization failure at
+//!   ON CONFLICT DO UPDATE` for the puts and a `DELETE … WHERE key =
+//!   ANY(…)`; no notification (see [below](#watch)). PostgreSQL never reports a serialization failure at
 //!   `READ COMMITTED` and the lock order rules out deadlocks among
 //!   keystead's commits; should either happen anyway (40001, 40P01), the
 //!   commit is retried like at `SERIALIZABLE`.
@@ -101,16 +101,35 @@
 //!   front of PostgreSQL must support prepared statements (PgBouncer ≥ 1.21
 //!   in transaction mode, or session mode); advisory locks are
 //!   transaction-scoped, which transaction pooling keeps.
-//! * **Known limit: `pg_notify`.** PostgreSQL serialises the commits of
-//!   notifying transactions on a database-wide lock held until each one's
-//!   commit record is flushed (to keep the notification queue in commit
-//!   order), so the `pg_notify` of every writing commit still funnels
-//!   commits through one queue at `COMMIT` — not at the row or key level.
-//!   `benches/store_scaling.rs` measured the raw statements at 1 → 32
-//!   writers going 1.4k → 1.7k commits/s with it and 1.5k → 2.2k without
-//!   it (2-core machine). Moving the notification out of the transaction
-//!   would weaken the watch guarantee for another process's commits, so it
-//!   stays for now.
+//! * <a id="watch"></a>**Watches and notifications.** No write
+//!   transaction calls `pg_notify`: PostgreSQL holds a database-wide lock
+//!   from a notifying transaction's pre-commit until its commit record is
+//!   flushed, which serialised every writing commit on one lock
+//!   (`benches/store_scaling.rs` measured it). Instead, after `COMMIT` has
+//!   returned, the committing call wakes this process's watches and
+//!   signals a background task that sends `SELECT pg_notify(channel, '')`
+//!   on a pooled connection — one `NOTIFY` for every commit signalled
+//!   while the previous one was in flight or in the 5 ms kept between two
+//!   (at most about 200 a second per store, for a few milliseconds of
+//!   latency); the call does not wait for it.
+//!   Each store with watches `LISTEN`s on a dedicated connection and, every
+//!   [`PostgresOptions::watch_poll_interval`] (1 s by default), also reads
+//!   `pg_current_snapshot()` and wakes its watches if it changed since the
+//!   last reading. The guarantee, precisely: a commit acknowledged with
+//!   `Ok` by any process after a watch was made wakes that watch — in the
+//!   committing process at once; in every other process when its `NOTIFY`
+//!   arrives or, if that `NOTIFY` is never sent or is lost (the writer
+//!   crashed, was dropped or lost its connection between `COMMIT` and
+//!   `NOTIFY`), at the listener's first snapshot reading after the commit
+//!   became visible: at most one poll interval plus one round trip late,
+//!   never lost. (A commit already visible when the watch was made is
+//!   covered by a wake-up every new watch gets at once, or by the
+//!   listener's first one.) While the listener connection is down nothing
+//!   is delivered; on reconnecting it takes a reading, then wakes every
+//!   watch, so the subscriber's re-read replays what it missed. The cost:
+//!   while anything in the cluster writes, every watch wakes about once per
+//!   interval (the transaction ids the snapshot shows are cluster-wide),
+//!   and each subscriber re-reads its cursor.
 //! * **Migrations.** On connect, missing migrations are applied in one
 //!   transaction holding an advisory lock, so processes starting together
 //!   migrate once; a schema written by a newer keystead-postgres is refused
@@ -152,9 +171,12 @@
 //! **Not tested** — no such server is on the build machine: neither engine
 //! has been run against this crate. Known gaps: the migrations use
 //! `pg_advisory_xact_lock` (migrate once from PostgreSQL-compatible tooling,
-//! or run the first connect alone), every writing commit calls `pg_notify`
-//! and [`Store::watch`] uses `LISTEN` (CockroachDB and YugabyteDB implement
-//! neither; a port would drop the notification and let watches poll), and a
+//! or run the first connect alone), the announcer sends `pg_notify` after
+//! writing commits and [`Store::watch`] uses `LISTEN` and
+//! `pg_current_snapshot()` (CockroachDB and YugabyteDB implement none of
+//! them; since the notification is outside the write transaction, a failed
+//! `NOTIFY` costs nothing, but a failing `LISTEN` keeps the listener
+//! reconnecting instead of polling — a port must make watches poll), and a
 //! CockroachDB sequence costs a distributed round trip per commit.
 //!
 //! # Features
@@ -228,6 +250,12 @@ pub struct PostgresOptions {
     /// aborts are routine at [`Isolation::Serializable`] and never surface
     /// as [`StorageError::Conflict`].
     pub serialization_retries: u32,
+    /// How often a store with watches re-checks the database for commits
+    /// whose notification never arrived (its writer crashed between
+    /// `COMMIT` and `NOTIFY`, or the notification failed); 1 s by default.
+    /// It bounds how late such a commit wakes a watch; see the
+    /// [crate docs](crate#watch). Must not be zero.
+    pub watch_poll_interval: Duration,
 }
 
 /// The isolation level writing commits run at; see the
@@ -258,6 +286,7 @@ impl Default for PostgresOptions {
             allow_asynchronous_commit: false,
             isolation: Isolation::ReadCommitted,
             serialization_retries: 20,
+            watch_poll_interval: Duration::from_secs(1),
         }
     }
 }
@@ -303,6 +332,14 @@ impl PostgresOptions {
     #[must_use]
     pub fn with_serialization_retries(mut self, retries: u32) -> Self {
         self.serialization_retries = retries;
+        self
+    }
+
+    /// These options with watches re-checking the database every
+    /// `interval`.
+    #[must_use]
+    pub fn with_watch_poll_interval(mut self, interval: Duration) -> Self {
+        self.watch_poll_interval = interval;
         self
     }
 }
@@ -521,6 +558,8 @@ pub(crate) struct Sql {
     versions: String,
     /// Draws the batch's version and applies its puts and deletes.
     write: String,
+    /// Wakes the listeners of every process, sent after commits.
+    notify: String,
     /// The version sequence's qualified name as an SQL string literal.
     sequence: String,
     /// The schema name as a hex string: what key locks are salted with.
@@ -555,6 +594,7 @@ impl Sql {
             lock: String::new(),
             versions: String::new(),
             write: String::new(),
+            notify: String::new(),
             sequence: String::new(),
             lock_salt: String::new(),
         };
@@ -591,9 +631,11 @@ impl Sql {
         );
         sql.versions = sql.expand("SELECT key, version FROM {s}kv WHERE key = ANY($1)");
         // One statement: the version is drawn once (a CTE referenced twice
-        // is evaluated once), every data-modifying CTE runs to completion
-        // whether or not it is read, and the notification is queued in the
-        // same transaction, delivered only if it commits.
+        // is evaluated once) and every data-modifying CTE runs to
+        // completion whether or not it is read. No `pg_notify` here: a
+        // notifying transaction holds PostgreSQL's database-wide notify
+        // lock through its commit flush, which would serialise every
+        // commit; the notification is sent after `COMMIT` (`notify`).
         sql.write = sql.expand(
             "WITH v AS (SELECT nextval({seq}) AS version),
                   put AS (INSERT INTO {s}kv (key, value, version)
@@ -601,8 +643,11 @@ impl Sql {
                           ON CONFLICT (key) DO UPDATE
                           SET value = EXCLUDED.value, version = EXCLUDED.version),
                   del AS (DELETE FROM {s}kv WHERE key = ANY($3))
-             SELECT version, pg_notify($4, version::text) FROM v",
+             SELECT version FROM v",
         );
+        // Outside any write transaction: it commits on its own, writes no
+        // WAL of its own, so it holds the notify lock only for an instant.
+        sql.notify = sql.expand("SELECT pg_notify($1, '')");
         Ok(sql)
     }
 
@@ -655,11 +700,70 @@ struct Inner {
     connector: listen::Connector,
     /// The listener task, started by the first `watch`.
     listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Signals the announcer that commits are waiting to be announced;
+    /// signals coalesce while one `NOTIFY` is in flight.
+    pending: Arc<tokio::sync::Notify>,
+    /// The announcer task, started by the first writing commit.
+    announcer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Test hook (`testing::suppress_notifications`): commit without
+    /// announcing, as a writer that crashed right after `COMMIT` would.
+    silent: AtomicBool,
+}
+
+impl Inner {
+    /// Have every process's listener woken for a commit that returned: the
+    /// announcer task sends one `NOTIFY` for all commits signalled while
+    /// the previous one was in flight. The writer does not wait for it.
+    fn announce(self: &Arc<Self>) {
+        if self.silent.load(Ordering::Relaxed) {
+            return;
+        }
+        self.pending.notify_one();
+        let mut task = self
+            .announcer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Restarted if its runtime went away (a store used from a later
+        // runtime than the one that first wrote).
+        if task
+            .as_ref()
+            .is_none_or(tokio::task::JoinHandle::is_finished)
+        {
+            *task = Some(tokio::spawn(listen::announce(
+                Arc::downgrade(self),
+                Arc::clone(&self.pending),
+            )));
+        }
+    }
+
+    fn stop_tasks(&self) {
+        for task in [&self.listener, &self.announcer] {
+            if let Some(task) = task.lock().unwrap_or_else(PoisonError::into_inner).take() {
+                task.abort();
+            }
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The announcer waits on `pending` and would otherwise wait for
+        // ever once the store is gone.
+        self.stop_tasks();
+    }
 }
 
 impl listen::Listening for Inner {
     fn notifier(&self) -> &Notifier {
         &self.notifier
+    }
+
+    fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    fn notify_statement(&self) -> (&str, &str) {
+        (&self.sql.notify, &self.channel)
     }
 
     fn is_closed(&self) -> bool {
@@ -734,6 +838,12 @@ impl PostgresStore {
                 None,
             ));
         }
+        if options.watch_poll_interval.is_zero() {
+            return Err(failure(
+                "PostgresOptions::watch_poll_interval must not be zero",
+                None,
+            ));
+        }
         let connector = listener_connector(config.clone(), tls.clone());
         let manager = Manager::from_config(
             config,
@@ -766,6 +876,9 @@ impl PostgresStore {
                 notifier: Notifier::new(),
                 connector,
                 listener: std::sync::Mutex::new(None),
+                pending: Arc::new(tokio::sync::Notify::new()),
+                announcer: std::sync::Mutex::new(None),
+                silent: AtomicBool::new(false),
             }),
         };
         let mut client = store.client().await?;
@@ -1008,6 +1121,7 @@ impl Store for PostgresStore {
         let version = settle(client, result)?;
         if writes {
             self.inner.notifier.notify(&batch);
+            self.inner.announce();
         }
         Ok(Committed { version })
     }
@@ -1016,39 +1130,42 @@ impl Store for PostgresStore {
         self.inner.closed.store(true, Ordering::Release);
         // Idle connections are closed now; busy ones when their call ends.
         self.inner.pool.close();
-        if let Some(task) = self
-            .inner
-            .listener
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
-            task.abort();
-        }
+        self.inner.stop_tasks();
         self.inner.notifier.close();
         Ok(())
     }
 
     /// Local commits wake watches at once; commits by other processes or
-    /// machines arrive through `LISTEN/NOTIFY` (`pg_notify` in every writing commit), started by
-    /// the first watch on a dedicated connection. Needs a tokio runtime, as
-    /// `tokio-postgres` does.
+    /// machines arrive through `LISTEN/NOTIFY` (a `NOTIFY` sent after each
+    /// writing commit returned), on a dedicated connection started by the
+    /// first watch, which also re-checks the database every
+    /// [`PostgresOptions::watch_poll_interval`] for commits whose
+    /// notification was lost; see the [crate docs](crate#watch). Needs a
+    /// tokio runtime, as `tokio-postgres` does.
     async fn watch(&self, prefix: &[u8]) -> Result<Watch, StorageError> {
         self.ensure_open()?;
-        let watch = self.inner.notifier.watch(prefix);
+        let mut watch = self.inner.notifier.watch(prefix);
         let mut listener = self
             .inner
             .listener
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if listener
-            .as_ref()
-            .is_none_or(tokio::task::JoinHandle::is_finished)
-        {
+        if listener.as_ref().is_some_and(|task| !task.is_finished()) {
+            // The listener's readings may already have passed a commit that
+            // becomes visible now but is acknowledged only after this call
+            // returns; if its NOTIFY is lost, nothing else would wake this
+            // watch for it. One wake-up at once makes the subscriber read
+            // after that commit is visible. (A listener started below wakes
+            // every watch once it is up, after its first reading.)
+            watch = watch.merge(Watch::from_stream(
+                futures::stream::once(async { Ok(()) }).boxed(),
+            ));
+        } else {
             *listener = Some(tokio::spawn(listen::run(
                 Arc::downgrade(&self.inner),
                 Arc::clone(&self.inner.connector),
                 self.inner.channel.clone(),
+                self.inner.options.watch_poll_interval,
             )));
         }
         Ok(watch)

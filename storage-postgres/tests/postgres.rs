@@ -614,12 +614,17 @@ async fn schemas_isolate_stores_in_one_database() {
 
 /// A commit through one pool (standing in for another instance of the
 /// embedder's backend) wakes a watch held through another, by `LISTEN/NOTIFY`:
-/// the store overrides the polling default, so after the listener's first
-/// "now listening" wake-up only a notification can wake the watch again.
+/// the watcher's snapshot poll is an hour apart, so after the listener's
+/// first "now listening" wake-up only a notification — sent after the
+/// writer's `COMMIT` — can wake the watch again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_wakes_for_a_commit_made_by_another_instance() {
     let schema = fresh("listen");
-    let watcher = open(&schema, PostgresOptions::default()).await;
+    let watcher = open(
+        &schema,
+        PostgresOptions::default().with_watch_poll_interval(Duration::from_secs(3600)),
+    )
+    .await;
     let writer = open(&schema, PostgresOptions::default()).await;
     let mut watch = watcher.watch(b"outbox/").await.unwrap();
     // The listener wakes every watch once LISTEN is in effect (the replay
@@ -639,6 +644,17 @@ async fn watch_wakes_for_a_commit_made_by_another_instance() {
     // A closed store ends its watches.
     watcher.close().await.unwrap();
     assert!(watch.changed().await.is_err());
+}
+
+/// `watch_poll_interval` zero would spin the listener: refused.
+#[tokio::test]
+async fn a_zero_watch_poll_interval_is_refused() {
+    let result = PostgresStore::connect_with(
+        &server_url().unwrap(),
+        PostgresOptions::default().with_watch_poll_interval(Duration::ZERO),
+    )
+    .await;
+    assert!(backend_message(result).contains("watch_poll_interval"));
 }
 
 const BOTH: [Isolation; 2] = [Isolation::ReadCommitted, Isolation::Serializable];
