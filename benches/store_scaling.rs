@@ -91,7 +91,8 @@ fn adapter(store: Arc<dyn Store>) -> Factory {
 
 // ---------------------------------------------------------------- PostgreSQL raw
 
-/// The adapter's READ COMMITTED statements, on one connection per writer —
+/// The adapter's READ COMMITTED statements (fail-fast lock included), on
+/// one connection per writer —
 /// without the `NOTIFY` the adapter sends after its commits (outside the
 /// write transaction, coalesced), so this is the data path's ceiling.
 struct RawPostgres {
@@ -129,7 +130,10 @@ async fn raw_postgres(schema: String) -> Box<dyn Writer> {
                    FROM (SELECT ('x' || encode(substring(sha256(decode('{salt}', 'hex') || k)
                                                          FROM 1 FOR 8), 'hex'))::bit(64)::bigint AS id,
                                 e AS exclusive
-                         FROM unnest($1::bytea[], $2::bool[]) AS t(k, e)) AS ids
+                         FROM unnest($1::bytea[], $2::bool[]) AS t(k, e)
+                         WHERE (SELECT coalesce(bool_and(coalesce(kv.version, 0) = c.expected), true)
+                                FROM unnest($3::bytea[], $4::bigint[]) AS c(k, expected)
+                                LEFT JOIN kv ON kv.key = c.k)) AS ids
                    GROUP BY id ORDER BY id OFFSET 0) AS sorted"
         ))
         .await
@@ -171,14 +175,21 @@ impl RawPostgres {
     ) -> bool {
         let tx = self.client.transaction().await.unwrap();
         let check_keys: Vec<&[u8]> = checked.iter().map(|(k, _)| *k).collect();
-        let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&locked, &exclusive];
+        let expected: Vec<i64> = checked.iter().map(|(_, v)| v.unwrap_or(0)).collect();
+        let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+            [&locked, &exclusive, &check_keys, &expected];
         let read_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&check_keys];
         let (l, rows) = tokio::join!(
             biased;
             tx.execute(&self.lock, &lock_params),
             tx.query(&self.versions, &read_params)
         );
-        l.unwrap();
+        // 0 rows: the fail-fast check took no lock (the read below then
+        // shows the mismatch, or the attempt just counts as failed).
+        if l.unwrap() == 0 {
+            tx.rollback().await.unwrap();
+            return false;
+        }
         let rows = rows.unwrap();
         for (key, expected) in checked {
             let current = rows

@@ -131,6 +131,10 @@ pub(crate) struct Plan<'a> {
     /// The keys whose precondition is not `Any`: those whose version is
     /// read.
     pub(crate) checked: Vec<&'a [u8]>,
+    /// What each checked key's version must be for the fail-fast check of
+    /// the lock statement: `Version(v)` is `v`, `Absent` is 0 (versions
+    /// start at 1).
+    expected: Vec<i64>,
     put_keys: Vec<&'a [u8]>,
     put_values: Vec<&'a [u8]>,
     delete_keys: Vec<&'a [u8]>,
@@ -142,13 +146,23 @@ impl<'a> Plan<'a> {
             keys: Vec::with_capacity(batch.len()),
             exclusive: Vec::with_capacity(batch.len()),
             checked: Vec::new(),
+            expected: Vec::new(),
             put_keys: Vec::new(),
             put_values: Vec::new(),
             delete_keys: Vec::new(),
         };
         for (key, pre, mutation) in batch.iter() {
-            if pre != Precondition::Any {
-                plan.checked.push(key);
+            match pre {
+                Precondition::Any => {}
+                Precondition::Absent => {
+                    plan.checked.push(key);
+                    plan.expected.push(0);
+                }
+                Precondition::Version(v) => {
+                    plan.checked.push(key);
+                    // A version beyond i64 exists nowhere: -1 matches no row.
+                    plan.expected.push(i64::try_from(v).unwrap_or(-1));
+                }
             }
             plan.keys.push(key);
             plan.exclusive.push(!matches!(mutation, Mutation::Check));
@@ -243,7 +257,8 @@ async fn write_once(
     } else {
         None
     };
-    let lock_params: [&(dyn ToSql + Sync); 2] = [&plan.keys, &plan.exclusive];
+    let lock_params: [&(dyn ToSql + Sync); 4] =
+        [&plan.keys, &plan.exclusive, &plan.checked, &plan.expected];
     let write_params: [&(dyn ToSql + Sync); 3] =
         [&plan.put_keys, &plan.put_values, &plan.delete_keys];
     let read_params: [&(dyn ToSql + Sync); 1] = [&plan.checked];
@@ -258,8 +273,21 @@ async fn write_once(
                 tx.execute(lock, &lock_params),
                 tx.query(read, &read_params)
             );
-            locked.map_err(step("locking the batch's keys"))?;
+            let locked = locked.map_err(step("locking the batch's keys"))?;
             let rows = rows.map_err(step("reading the batch's versions"))?;
+            if locked == 0 {
+                // The fail-fast check found a precondition false and took
+                // no lock. The read ran after it, from a snapshot of its
+                // own: the batch fails there (a check-only batch would
+                // too), naming the first failing key in key order. Should
+                // the read find every precondition true again (an
+                // `Absent` key deleted in between), nothing is locked to
+                // rely on: try again.
+                check(batch, &rows)?;
+                return Err(Abort::Retry(StorageError::backend(
+                    "a precondition changed between the fail-fast check and the read",
+                )));
+            }
             check(batch, &rows)?;
             tx.query_one(&write, &write_params).await
         }

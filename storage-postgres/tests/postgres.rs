@@ -73,7 +73,14 @@ async fn wait_for(raw: &tokio_postgres::Client, sql: &str, app: &str) {
         if n > 0 {
             return;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for: {sql}");
+        if Instant::now() >= deadline {
+            let rows = raw.query("SELECT coalesce(state,''), coalesce(wait_event_type,''), coalesce(wait_event,''), query FROM pg_stat_activity WHERE application_name = $1", &[&app]).await.unwrap();
+            let dump: Vec<(String, String, String, String)> = rows
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                .collect();
+            panic!("DEBUG {dump:?}");
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -185,8 +192,10 @@ async fn a_connection_dropped_mid_commit_applies_nothing() {
             store.commit(batch).await
         }
     });
-    wait_for(&raw, WAITING_ON_LOCK, &app).await;
+    // Polled from another connection: `raw` is inside a transaction, where
+    // pg_stat_activity stays the snapshot its first read took.
     let other = raw_client(&server_url().unwrap()).await.unwrap();
+    wait_for(&other, WAITING_ON_LOCK, &app).await;
     other
         .execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
@@ -644,6 +653,97 @@ async fn watch_wakes_for_a_commit_made_by_another_instance() {
     // A closed store ends its watches.
     watcher.close().await.unwrap();
     assert!(watch.changed().await.is_err());
+}
+
+/// A compare-and-swap that is already doomed fails at once instead of
+/// queueing behind the key's current writer: while a commit on `h` is held
+/// open with `h`'s lock (its `COMMIT` stalled in a deferred trigger), a
+/// `Version` precondition older than `h`'s current version and an `Absent`
+/// on the existing `h` both return `Conflict` within a second, whereas a
+/// CAS with the current version does wait (it could still win) and wins
+/// once the holder is cancelled — the authoritative check under the lock.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_doomed_compare_and_swap_fails_without_waiting_for_the_key() {
+    for isolation in BOTH {
+        let schema = fresh("doomed");
+        let app = fresh("doomed_app");
+        let url = with_param(&server_url().unwrap(), "application_name", &app);
+        let options = PostgresOptions::default()
+            .with_schema(&schema)
+            .isolation(isolation);
+        let store = PostgresStore::connect_with(&url, options).await.unwrap();
+        let raw = raw_client(&server_url().unwrap()).await.unwrap();
+        raw.batch_execute(&format!(
+            "CREATE FUNCTION \"{schema}\".stall() RETURNS trigger LANGUAGE plpgsql
+                 AS $$ BEGIN PERFORM pg_sleep(60); RETURN NULL; END $$;
+             CREATE CONSTRAINT TRIGGER stall AFTER INSERT OR UPDATE ON \"{schema}\".kv
+                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+                 WHEN (NEW.value = 'stall') EXECUTE FUNCTION \"{schema}\".stall();"
+        ))
+        .await
+        .unwrap();
+        let old = store
+            .commit(put(b"h", b"0", Precondition::Absent))
+            .await
+            .unwrap()
+            .version
+            .unwrap();
+        let current = store
+            .commit(put(b"h", b"1", Precondition::Version(old)))
+            .await
+            .unwrap()
+            .version
+            .unwrap();
+        let holder = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .commit(put(b"h", b"stall", Precondition::Version(current)))
+                    .await
+            }
+        });
+        wait_for(
+            &raw,
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE application_name = $1 AND state = 'active' AND query = 'COMMIT'",
+            &app,
+        )
+        .await;
+        for doomed in [Precondition::Version(old), Precondition::Absent] {
+            let outcome = tokio::time::timeout(
+                Duration::from_secs(1),
+                store.commit(put(b"h", b"2", doomed)),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{isolation:?}: {doomed:?} waited for the holder"));
+            assert!(
+                matches!(&outcome, Err(StorageError::Conflict { key }) if key == b"h"),
+                "{isolation:?}: {doomed:?}: {outcome:?}"
+            );
+        }
+        let waiter = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .commit(put(b"h", b"3", Precondition::Version(current)))
+                    .await
+            }
+        });
+        wait_for(&raw, WAITING_ON_LOCK, &app).await;
+        assert!(!waiter.is_finished(), "{isolation:?}: a live CAS waits");
+        raw.execute(
+            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity
+             WHERE application_name = $1 AND state = 'active' AND query = 'COMMIT'",
+            &[&app],
+        )
+        .await
+        .unwrap();
+        assert!(holder.await.unwrap().is_err(), "{isolation:?}");
+        let won = waiter.await.unwrap().unwrap().version.unwrap();
+        let got = store.get(b"h").await.unwrap().unwrap();
+        assert_eq!((got.value.as_slice(), got.version), (b"3".as_slice(), won));
+        store.close().await.unwrap();
+    }
 }
 
 /// `watch_poll_interval` zero would spin the listener: refused.
