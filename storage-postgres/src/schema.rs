@@ -11,21 +11,42 @@ use keystead::StorageError;
 use tokio_postgres::IsolationLevel;
 
 /// `(version, description, SQL)`, in order. `{s}` stands for the quoted
-/// schema followed by a dot, or nothing when no schema is configured.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "kv table and commit counter",
-    "CREATE TABLE {s}kv (
-         key     BYTEA  NOT NULL PRIMARY KEY,
-         value   BYTEA  NOT NULL,
-         version BIGINT NOT NULL
-     );
-     CREATE TABLE {s}commit_counter (
-         id          SMALLINT NOT NULL PRIMARY KEY CHECK (id = 0),
-         last_commit BIGINT   NOT NULL
-     );
-     INSERT INTO {s}commit_counter (id, last_commit) VALUES (0, 0);",
-)];
+/// schema followed by a dot, or nothing when no schema is configured;
+/// `{seq}` for the version sequence's name as a string literal.
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "kv table and commit counter",
+        "CREATE TABLE {s}kv (
+             key     BYTEA  NOT NULL PRIMARY KEY,
+             value   BYTEA  NOT NULL,
+             version BIGINT NOT NULL
+         );
+         CREATE TABLE {s}commit_counter (
+             id          SMALLINT NOT NULL PRIMARY KEY CHECK (id = 0),
+             last_commit BIGINT   NOT NULL
+         );
+         INSERT INTO {s}commit_counter (id, last_commit) VALUES (0, 0);",
+    ),
+    // Versions from a sequence instead of the counter row every writer
+    // queued on. The lock waits for writers of the old release still in
+    // flight, so the sequence starts above every number they drew; after
+    // the drop, such writers fail with an error (the table is gone) and
+    // write nothing. `CACHE 1` is what keeps versions increasing per key
+    // across connections: a cache would hand each session its own block.
+    (
+        2,
+        "versions from a sequence; no commit counter",
+        "LOCK TABLE {s}commit_counter IN ACCESS EXCLUSIVE MODE;
+         CREATE SEQUENCE {s}kv_version AS BIGINT MINVALUE 1 NO CYCLE CACHE 1;
+         SELECT setval({seq},
+                       GREATEST((SELECT last_commit FROM {s}commit_counter WHERE id = 0),
+                                (SELECT MAX(version) FROM {s}kv),
+                                0) + 1,
+                       false);
+         DROP TABLE {s}commit_counter;",
+    ),
+];
 
 /// The newest schema version this crate knows.
 pub(crate) const LATEST: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;

@@ -375,3 +375,15 @@ pub async fn raw_client(url: &str) -> Result<tokio_postgres::Client, HarnessErro
     });
     Ok(client)
 }
+
+/// Test hook: while `silent`, `store`'s writing commits send no `NOTIFY`
+/// after `COMMIT` — what other processes see of a writer that crashed
+/// between its `COMMIT` and its `NOTIFY`. Its own process's watches are
+/// still woken in-process. Lets a test show that the listeners' timer alone
+/// delivers such a commit (see the [crate docs](crate#watch)).
+pub fn suppress_notifications(store: &PostgresStore, silent: bool) {
+    store
+        .inner
+        .silent
+        .store(silent, std::sync::atomic::Ordering::Relaxed);
+}

@@ -54,3 +54,18 @@ fn server_binaries_are_found_under_the_newest_version() {
     let found = testing::find_bin_dir_in(None, root.path()).unwrap();
     assert_eq!(found, root.path().join("15").join("bin"));
 }
+
+#[test]
+fn placeholders_expand_once() {
+    let sql = Sql::new(Some("it's {seq}")).unwrap();
+    assert_eq!(
+        sql.expand("SELECT nextval({seq}) FROM {s}kv -- {other}"),
+        r#"SELECT nextval('"it''s {seq}".kv_version') FROM "it's {seq}".kv -- {other}"#
+    );
+    assert_eq!(
+        sql.expand("decode('{salt}', 'hex')"),
+        "decode('69742773207b7365717d', 'hex')"
+    );
+    let plain = Sql::new(None).unwrap();
+    assert_eq!(plain.expand("{seq}"), "'kv_version'");
+}

@@ -1,6 +1,8 @@
-//! keystead-postgres runs the storage conformance suite unchanged. Each case
-//! gets its own schema (derived from the case's private directory) on the
-//! cluster shared by this test binary; see `keystead_postgres::testing`.
+//! keystead-postgres runs the storage conformance suite unchanged, at the
+//! default `READ COMMITTED` (`conformance_serializable.rs` runs it again at
+//! `SERIALIZABLE`). Each case gets its own schema (derived from the case's
+//! private directory) on the cluster shared by this test binary; see
+//! `keystead_postgres::testing`.
 
 use std::path::PathBuf;
 

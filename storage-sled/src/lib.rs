@@ -835,11 +835,14 @@ mod tests {
             .open(&path)
             .await
             .unwrap();
-        store.commit(put(b"k", b"v")).await.unwrap();
+        let committed = store.commit(put(b"k", b"v")).await.unwrap();
         store.close().await.unwrap();
         let reopened = SledStore::open(&path).await.unwrap();
         let got = reopened.get(b"k").await.unwrap().unwrap();
-        assert_eq!((got.value.as_slice(), got.version), (b"v".as_slice(), 1));
+        assert_eq!(
+            (got.value.as_slice(), Some(got.version)),
+            (b"v".as_slice(), committed.version)
+        );
     }
 
     /// A scan never sees part of a multi-key commit: all keys of every page

@@ -126,6 +126,9 @@ async fn normal_synchronous_and_in_memory_work() {
     assert_eq!(sync, 1, "NORMAL");
     let memory = SqliteStore::open_in_memory().await.unwrap();
     assert_eq!(memory.path(), None);
-    memory.commit(put(b"k", b"v")).await.unwrap();
-    assert_eq!(memory.get(b"k").await.unwrap().unwrap().version, 1);
+    let committed = memory.commit(put(b"k", b"v")).await.unwrap();
+    assert_eq!(
+        Some(memory.get(b"k").await.unwrap().unwrap().version),
+        committed.version
+    );
 }

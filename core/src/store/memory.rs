@@ -21,7 +21,10 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct State {
     entries: BTreeMap<Vec<u8>, Versioned>,
-    last_commit: u64,
+    /// The last version handed out. One counter is the simplest way to
+    /// never repeat a version for a key (deleted keys included), and it
+    /// costs no parallelism here: every commit holds the one lock anyway.
+    last_version: u64,
 }
 
 impl MemoryStore {
@@ -100,8 +103,8 @@ impl Store for MemoryStore {
     }
 }
 
-/// Check every precondition, then apply every write under the next commit
-/// number; all or nothing.
+/// Check every precondition, then apply every write under the next version;
+/// all or nothing.
 fn apply(s: &mut State, batch: &Batch) -> Result<Committed, StorageError> {
     for (key, pre, _) in batch.iter() {
         if !pre.holds(s.entries.get(key).map(|v| v.version)) {
@@ -111,8 +114,8 @@ fn apply(s: &mut State, batch: &Batch) -> Result<Committed, StorageError> {
     if !batch.has_writes() {
         return Ok(Committed::default());
     }
-    s.last_commit += 1;
-    let version = s.last_commit;
+    s.last_version += 1;
+    let version = s.last_version;
     for (key, _, mutation) in batch.iter() {
         match mutation {
             Mutation::Put(value) => {

@@ -12,18 +12,31 @@
 //!   with a [`Precondition`]. Either every precondition holds and every write
 //!   applies, or nothing applies and the error is [`StorageError::Conflict`]
 //!   naming the first (smallest) key whose precondition failed. `Ok` carries
-//!   the commit number the batch took ([`Committed`]), i.e. the version of
-//!   everything it put.
+//!   the version the batch's puts took ([`Committed`]).
 //!
 //! # Versions
 //!
-//! A backend keeps a store-wide commit counter. Every commit that holds at
-//! least one put or delete takes the next number, and every key it puts gets
-//! that number as its version. Versions therefore start at 1, strictly
-//! increase, are shared by all keys of one commit, and never repeat for a key —
-//! even after it is deleted and re-created — so `Version(v)` compare-and-swap
-//! has no ABA problem. A batch of pure checks takes no number. All backends
-//! number identically, which lets one test compare them byte for byte.
+//! Every write gives a key a new version. Versions are at least 1, unique and
+//! strictly increasing *per key*, and never repeat for a key — not even after
+//! it is deleted and re-created — so `Version(v)` compare-and-swap has no ABA
+//! problem: a `Version(v)` that once held can never hold again after the key
+//! changed. All keys put by one batch get the same version, the one
+//! [`Committed::version`] returns.
+//!
+//! There is **no store-wide, gap-free numbering**, and nothing may rely on
+//! one: versions of different keys say nothing about the order of their
+//! commits, a backend may skip numbers (a failed or retried commit can burn
+//! one), and commits to disjoint keys must be able to proceed in parallel — a
+//! deployment-wide counter row or lock is a scaling bug, not a design.
+//!
+//! How each backend guarantees "never repeats after delete": the embedded
+//! backends ([`MemoryStore`], SQLite, sled) have one writer at a time anyway,
+//! so they keep a counter inside that writer (it costs no parallelism there);
+//! PostgreSQL draws versions from a non-transactional sequence, taken only
+//! once the commit holds the locks of all its keys, so every later writer of
+//! a key — including one that re-creates it after a delete — draws a larger
+//! number (see `keystead-postgres`). Tombstones were rejected: they would keep
+//! a row for every key ever deleted (every purged token) for ever.
 //!
 //! # Limits
 //!
@@ -64,11 +77,12 @@ pub const MAX_VALUE_LEN: usize = 4 * 1024 * 1024;
 pub struct Versioned {
     /// The stored bytes.
     pub value: Vec<u8>,
-    /// The number of the commit that last wrote this key (≥ 1).
+    /// The version of the last write of this key (≥ 1); see the
+    /// [module docs](self#versions).
     pub version: u64,
 }
 
-/// What a successful [`Store::commit`] did: the commit number it took.
+/// What a successful [`Store::commit`] did: the version its puts took.
 ///
 /// Why callers want it: a caller that keeps what it wrote (a refresh
 /// remembering the family it just rotated) can later write again with
@@ -77,9 +91,10 @@ pub struct Versioned {
 /// between.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Committed {
-    /// The commit number the batch took, which is the version every key it
-    /// put now has; `None` when it wrote nothing (an empty batch, or only
-    /// checks), since such a batch takes no number.
+    /// The version every key the batch put now has. `Some` whenever the
+    /// batch wrote anything (for a batch of deletes only, a fresh version no
+    /// key has); `None` when it wrote nothing (an empty batch, or only
+    /// checks).
     pub version: Option<u64>,
 }
 
@@ -240,7 +255,7 @@ impl Batch {
         self.ops.is_empty()
     }
 
-    /// Whether the batch puts or deletes anything, i.e. takes a commit number.
+    /// Whether the batch puts or deletes anything, i.e. takes a version.
     pub fn has_writes(&self) -> bool {
         self.ops
             .values()
@@ -347,7 +362,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Apply `batch` atomically, or nothing with [`StorageError::Conflict`].
     /// `Ok` means durable (see the adapter's docs for power loss) and says
-    /// which commit number the batch took ([`Committed`]).
+    /// which version the batch's puts took ([`Committed`]).
     async fn commit(&self, batch: Batch) -> Result<Committed, StorageError>;
 
     /// Flush and release the backend. Every later call, except `close`

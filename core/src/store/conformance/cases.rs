@@ -47,66 +47,243 @@ pub async fn get_put_delete_round_trip(h: Harness) {
     assert_eq!(store.commit(Batch::new()).await.unwrap().version, None);
 }
 
-/// Every commit with writes takes the next number; its keys share it; a
-/// re-created key never gets an old version back.
-pub async fn versions_come_from_a_commit_counter(h: Harness) {
+/// Every write gives a key a new, larger version; the keys of one batch share
+/// the version `commit` reports; checks write nothing; an old version never
+/// holds again, even after delete and re-create.
+pub async fn versions_are_new_per_key(h: Harness) {
     let store = h.open().await;
     let mut both = Batch::new();
     both.put(b"a".to_vec(), b"1".to_vec(), Precondition::Absent)
         .unwrap();
     both.put(b"b".to_vec(), b"1".to_vec(), Precondition::Absent)
         .unwrap();
+    let first = store
+        .commit(both)
+        .await
+        .unwrap()
+        .version
+        .expect("a version");
+    assert!(first >= 1, "versions start at 1");
     assert_eq!(
-        store.commit(both).await.unwrap().version,
-        Some(1),
-        "commit reports the number its puts got"
+        version(&*store, b"a").await,
+        Some(first),
+        "commit reports the version its puts got"
     );
-    assert_eq!(version(&*store, b"a").await, Some(1));
-    assert_eq!(version(&*store, b"b").await, Some(1));
+    assert_eq!(version(&*store, b"b").await, Some(first));
 
     let second = store
-        .commit(put(b"a", b"2", Precondition::Version(1)))
+        .commit(put(b"a", b"2", Precondition::Version(first)))
         .await
-        .unwrap();
-    assert_eq!(second.version, Some(2));
-    assert_eq!(version(&*store, b"a").await, Some(2));
+        .unwrap()
+        .version
+        .expect("a version");
+    assert!(second > first, "a rewrite takes a larger version");
+    assert_eq!(version(&*store, b"a").await, Some(second));
     assert_eq!(
         version(&*store, b"b").await,
-        Some(1),
+        Some(first),
         "untouched key keeps its version"
     );
 
     let mut checks = Batch::new();
     checks
-        .check(b"a".to_vec(), Precondition::Version(2))
+        .check(b"a".to_vec(), Precondition::Version(second))
         .unwrap();
     assert_eq!(
         store.commit(checks).await.unwrap().version,
         None,
-        "a batch of checks takes no number"
+        "a batch of checks writes no version"
     );
+    assert_eq!(version(&*store, b"a").await, Some(second));
 
     let mut delete = Batch::new();
     delete
-        .delete(b"a".to_vec(), Precondition::Version(2))
+        .delete(b"a".to_vec(), Precondition::Version(second))
         .unwrap();
-    assert_eq!(store.commit(delete).await.unwrap().version, Some(3));
+    assert!(
+        store.commit(delete).await.unwrap().version.is_some(),
+        "a batch that deletes wrote something"
+    );
     let recreated = store
         .commit(put(b"a", b"3", Precondition::Absent))
         .await
+        .unwrap()
+        .version
+        .expect("a version");
+    assert!(recreated > second, "no old version after re-creation");
+    assert_eq!(version(&*store, b"a").await, Some(recreated));
+    for old in [first, second] {
+        assert_conflict(
+            store
+                .commit(put(b"a", b"x", Precondition::Version(old)))
+                .await,
+            b"a",
+        );
+    }
+}
+
+/// A key deleted and re-created many times — alone, and in batches with
+/// other keys — gets a version above every one it had before each time, so
+/// a `Version(v)` read from an earlier incarnation never matches.
+pub async fn delete_then_recreate_never_yields_an_old_version(h: Harness) {
+    let store = h.open().await;
+    let mut seen: Vec<u64> = Vec::new();
+    for round in 0u8..20 {
+        let mut create = Batch::new();
+        create
+            .put(b"k".to_vec(), vec![round], Precondition::Absent)
+            .unwrap();
+        if round % 2 == 1 {
+            // Other keys in the batch must not change what `k` gets.
+            create
+                .put(vec![b'o', round], vec![round], Precondition::Absent)
+                .unwrap();
+        }
+        let v = store
+            .commit(create)
+            .await
+            .unwrap()
+            .version
+            .expect("a version");
+        assert_eq!(version(&*store, b"k").await, Some(v));
+        if let Some(&last) = seen.last() {
+            assert!(v > last, "round {round}: version {v} after {last}");
+        }
+        for &old in &seen {
+            let mut stale = Batch::new();
+            stale
+                .check(b"k".to_vec(), Precondition::Version(old))
+                .unwrap();
+            assert_conflict(store.commit(stale).await, b"k");
+        }
+        seen.push(v);
+        let mut delete = Batch::new();
+        delete
+            .delete(b"k".to_vec(), Precondition::Version(v))
+            .unwrap();
+        store.commit(delete).await.unwrap();
+        let mut gone = Batch::new();
+        gone.put(b"k".to_vec(), b"x".to_vec(), Precondition::Version(v))
+            .unwrap();
+        assert_conflict(store.commit(gone).await, b"k");
+    }
+}
+
+/// 32 writers commit registrations (one put under `Absent` plus an `Absent`
+/// check on an index key) on keys no other writer touches, all at once:
+/// every commit succeeds — disjoint keys never conflict, whatever the
+/// backend does to run them in parallel — and every write is there with the
+/// version its commit reported.
+pub async fn disjoint_key_writers_never_conflict(h: Harness) {
+    const WRITERS: u32 = 32;
+    const EACH: u32 = 8;
+    let store = h.open().await;
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for i in 0..EACH {
+                let record = Key::new()
+                    .push("user")
+                    .push(w.to_be_bytes())
+                    .push(i.to_be_bytes());
+                let index = Key::new()
+                    .push("name")
+                    .push(w.to_be_bytes())
+                    .push(i.to_be_bytes());
+                let mut batch = Batch::new();
+                batch
+                    .put(
+                        record.as_bytes().to_vec(),
+                        i.to_be_bytes().to_vec(),
+                        Precondition::Absent,
+                    )
+                    .unwrap()
+                    .check(index.into_bytes(), Precondition::Absent)
+                    .unwrap();
+                let committed = store
+                    .commit(batch)
+                    .await
+                    .expect("a disjoint commit succeeds");
+                got.push((record.into_bytes(), committed.version.expect("a version")));
+            }
+            got
+        }));
+    }
+    for task in tasks {
+        for (key, v) in task.await.expect("writer panicked") {
+            assert_eq!(version(&*store, &key).await, Some(v));
+        }
+    }
+    let all = store
+        .scan(Key::new().push("user").as_bytes(), None, usize::MAX)
+        .await
         .unwrap();
-    assert_eq!(recreated.version, Some(4));
-    assert_eq!(
-        version(&*store, b"a").await,
-        Some(4),
-        "check-only batches take no number; deletes do; no ABA after re-creation"
+    assert_eq!(all.len(), (WRITERS * EACH) as usize);
+}
+
+/// The hot key: 32 writers each make 16 read-then-compare-and-swap attempts
+/// at one counter, without retrying. The only error is `Conflict`, some
+/// attempts succeed (no livelock), and the counter ends at exactly the
+/// number of successes. Then every writer increments until it succeeds,
+/// within a deadline: each gets through.
+pub async fn hot_key_counter_ends_at_its_successes(h: Harness) {
+    const WRITERS: u64 = 32;
+    const ATTEMPTS: u64 = 16;
+    let store = h.open().await;
+    let mut tasks = Vec::new();
+    for _ in 0..WRITERS {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let mut wins = 0u64;
+            for _ in 0..ATTEMPTS {
+                let current = store.get(b"hot").await.expect("get the counter");
+                let (count, pre) = match &current {
+                    Some(v) => (
+                        u64::from_be_bytes(v.value.as_slice().try_into().expect("8 bytes")),
+                        Precondition::Version(v.version),
+                    ),
+                    None => (0, Precondition::Absent),
+                };
+                match store
+                    .commit(put(b"hot", &(count + 1).to_be_bytes(), pre))
+                    .await
+                {
+                    Ok(_) => wins += 1,
+                    Err(StorageError::Conflict { key }) => assert_eq!(key, b"hot"),
+                    Err(e) => panic!("a hot-key commit failed with other than Conflict: {e}"),
+                }
+                tokio::task::yield_now().await;
+            }
+            wins
+        }));
+    }
+    let mut successes = 0;
+    for task in tasks {
+        successes += task.await.expect("writer panicked");
+    }
+    assert!(
+        successes >= ATTEMPTS,
+        "only {successes} successes: writers starve each other"
     );
-    assert_conflict(
-        store
-            .commit(put(b"a", b"x", Precondition::Version(1)))
-            .await,
-        b"a",
-    );
+    assert_eq!(super::counter(&*store, b"hot").await, successes);
+
+    let mut tasks = Vec::new();
+    for _ in 0..WRITERS {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            super::increment(&*store, b"hot").await
+        }));
+    }
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        for task in tasks {
+            task.await.expect("writer panicked");
+        }
+    })
+    .await
+    .expect("every writer got its increment through (no livelock)");
+    assert_eq!(super::counter(&*store, b"hot").await, successes + WRITERS);
 }
 
 /// `Absent` on an existing key fails and changes nothing.
@@ -204,12 +381,6 @@ pub async fn failed_precondition_applies_nothing(h: Harness) {
     assert_eq!(version(&*store, b"d").await, before);
     assert_eq!(value(&*store, b"e").await.unwrap(), b"keep");
     assert_eq!(value(&*store, b"g").await, None);
-    // The failed commit took no number.
-    store
-        .commit(put(b"z", b"1", Precondition::Any))
-        .await
-        .unwrap();
-    assert_eq!(version(&*store, b"z").await, before.map(|v| v + 1));
 }
 
 /// Checks gate a batch without writing the checked key.
@@ -575,12 +746,12 @@ pub async fn reopen_keeps_acknowledged_commits(h: Harness) {
             .await
             .unwrap();
     }
+    let deleted = version(&*store, &7u32.to_be_bytes()).await.unwrap();
     let mut delete = Batch::new();
     delete
         .delete(7u32.to_be_bytes().to_vec(), Precondition::Any)
         .unwrap();
     store.commit(delete).await.unwrap();
-    let last_version = version(&*store, &49u32.to_be_bytes()).await.unwrap();
     drop(store);
 
     let reopened = h.open().await;
@@ -592,12 +763,22 @@ pub async fn reopen_keeps_acknowledged_commits(h: Harness) {
             "key {i}"
         );
     }
-    // The commit counter survives too: versions keep increasing.
+    // What versions come from survives too: the deleted key, re-created
+    // after the reopen, gets a version above the one it had.
+    let recreated = reopened
+        .commit(put(&7u32.to_be_bytes(), b"", Precondition::Absent))
+        .await
+        .unwrap()
+        .version
+        .expect("a version");
+    assert!(
+        recreated > deleted,
+        "version {recreated} after a reopen, not above the old {deleted}"
+    );
     reopened
         .commit(put(b"after", b"", Precondition::Any))
         .await
         .unwrap();
-    assert_eq!(version(&*reopened, b"after").await, Some(last_version + 2));
     reopened.close().await.unwrap();
     drop(reopened);
     let third = h.open().await;

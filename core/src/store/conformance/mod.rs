@@ -142,7 +142,10 @@ macro_rules! store_conformance_tests {
     ($open:expr) => {
         $crate::store_conformance_tests!(@cases $open, [
             get_put_delete_round_trip,
-            versions_come_from_a_commit_counter,
+            versions_are_new_per_key,
+            delete_then_recreate_never_yields_an_old_version,
+            disjoint_key_writers_never_conflict,
+            hot_key_counter_ends_at_its_successes,
             absent_on_existing_key_conflicts,
             version_mismatch_conflicts,
             failed_precondition_applies_nothing,

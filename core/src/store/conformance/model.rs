@@ -1,7 +1,14 @@
 //! Model-based property test: random sequences of batches and scans run
 //! against the backend and against a tiny `BTreeMap` model written from the
 //! contract's words; after every step the results and the whole contents
-//! (values and versions) must be identical.
+//! must be identical.
+//!
+//! Versions are compared by what the contract promises, not by number: the
+//! model adopts the version the backend reports for each commit, after
+//! checking that it is the same for every key the batch put and larger than
+//! any version that key ever had (deleted incarnations included). Contents
+//! are then compared with versions, so a backend that changes a version it
+//! did not write, or gives two keys of one batch different versions, fails.
 
 use super::Opener;
 use crate::store::{Batch, Precondition, StorageError, Versioned};
@@ -73,7 +80,16 @@ fn step() -> impl Strategy<Value = Step> {
 #[derive(Default)]
 struct Model {
     entries: BTreeMap<Vec<u8>, Versioned>,
-    last_commit: u64,
+    /// The largest version each key ever had, kept after deletes.
+    highest: BTreeMap<Vec<u8>, u64>,
+}
+
+/// What a batch must do by the model: fail naming a key, or apply.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Conflict(Vec<u8>),
+    /// Applies; `true` if it writes anything (and so must report a version).
+    Applies(bool),
 }
 
 impl Model {
@@ -83,32 +99,51 @@ impl Model {
             Pre::Any => Precondition::Any,
             Pre::Absent => Precondition::Absent,
             Pre::Current => current.map_or(Precondition::Absent, Precondition::Version),
-            Pre::Stale => Precondition::Version(current.unwrap_or(0) + 1),
+            // For a deleted key, the version its last incarnation had: that
+            // must never hold again (no ABA after re-creation).
+            Pre::Stale => match (current, self.highest.get(key)) {
+                (Some(v), _) => Precondition::Version(v + 1),
+                (None, Some(&old)) => Precondition::Version(old),
+                (None, None) => Precondition::Version(1),
+            },
         }
     }
 
     /// The contract in its plainest words: all preconditions hold or nothing
-    /// changes; writes share the next commit number, which is returned.
-    fn commit(&mut self, ops: &[(Vec<u8>, Precondition, Mut)]) -> Result<Option<u64>, Vec<u8>> {
+    /// changes.
+    fn outcome(&self, ops: &[(Vec<u8>, Precondition, Mut)]) -> Outcome {
         let mut sorted: Vec<_> = ops.iter().collect();
         sorted.sort_by(|a, b| a.0.cmp(&b.0));
         for (key, pre, _) in &sorted {
             if !pre.holds(self.entries.get(key).map(|v| v.version)) {
-                return Err(key.clone());
+                return Outcome::Conflict(key.clone());
             }
         }
-        if ops.iter().all(|(_, _, m)| matches!(m, Mut::Check)) {
-            return Ok(None);
-        }
-        self.last_commit += 1;
+        Outcome::Applies(ops.iter().any(|(_, _, m)| !matches!(m, Mut::Check)))
+    }
+
+    /// Apply a batch the backend committed under `version`, checking that
+    /// the version is new for every key it puts.
+    fn apply(
+        &mut self,
+        ops: &[(Vec<u8>, Precondition, Mut)],
+        version: u64,
+    ) -> Result<(), TestCaseError> {
+        prop_assert!(version >= 1, "versions start at 1");
         for (key, _, m) in ops {
             match m {
                 Mut::Put(value) => {
+                    let highest = self.highest.entry(key.clone()).or_insert(0);
+                    prop_assert!(
+                        version > *highest,
+                        "key {key:?} got version {version}, not above its earlier {highest}"
+                    );
+                    *highest = version;
                     self.entries.insert(
                         key.clone(),
                         Versioned {
                             value: value.clone(),
-                            version: self.last_commit,
+                            version,
                         },
                     );
                 }
@@ -118,7 +153,7 @@ impl Model {
                 Mut::Check => {}
             }
         }
-        Ok(Some(self.last_commit))
+        Ok(())
     }
 
     fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Vec<(Vec<u8>, Versioned)> {
@@ -168,13 +203,21 @@ pub fn check(open: Opener) {
                             }
                             .expect("generated batch is valid");
                         }
-                        let expected = model.commit(&ops);
+                        let expected = model.outcome(&ops);
                         let actual = store.commit(batch).await;
                         match (&expected, actual) {
-                            (Ok(version), Ok(committed)) => {
-                                prop_assert_eq!(*version, committed.version, "commit number");
+                            (Outcome::Applies(true), Ok(committed)) => {
+                                let Some(version) = committed.version else {
+                                    return Err(TestCaseError::fail(format!(
+                                        "a writing batch reported no version: {ops:?}"
+                                    )));
+                                };
+                                model.apply(&ops, version)?;
                             }
-                            (Err(key), Err(StorageError::Conflict { key: got })) => {
+                            (Outcome::Applies(false), Ok(committed)) => {
+                                prop_assert_eq!(committed.version, None, "a check-only batch");
+                            }
+                            (Outcome::Conflict(key), Err(StorageError::Conflict { key: got })) => {
                                 prop_assert_eq!(key, &got, "conflict key");
                             }
                             (expected, actual) => {
