@@ -79,7 +79,7 @@ async fn wait_for(raw: &tokio_postgres::Client, sql: &str, app: &str) {
                 .iter()
                 .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
                 .collect();
-            panic!("DEBUG {dump:?}");
+            panic!("timed out waiting for: {sql}; the store's sessions: {dump:?}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
