@@ -12,19 +12,34 @@
 //!   store-wide commit number that versions come from, and a
 //!   `keystead_schema` table recording applied migrations. SQLite compares
 //!   BLOBs with `memcmp` then length, which is exactly the contract's byte order.
-//! * **Atomic conditional batches.** `commit` runs `BEGIN IMMEDIATE`, reads
-//!   the version of every key in the batch in key order, and either applies
-//!   every write and the counter bump then `COMMIT`s, or rolls back with
-//!   [`StorageError::Conflict`] naming the first failing key. `IMMEDIATE`
-//!   takes the write lock up front, so two writers — threads or processes —
-//!   never interleave between the check and the write.
+//! * **Atomic conditional batches, by group commit.** Concurrent commits
+//!   of one store are coalesced: each call queues its batch and takes the
+//!   writer connection; the call that gets it first commits everything
+//!   queued (up to 256 batches, in arrival order) as one `BEGIN IMMEDIATE`
+//!   transaction — one WAL fsync for the whole group — and the others find
+//!   their result waiting. Inside the group each batch runs under a
+//!   `SAVEPOINT`: its preconditions are read in key order against the state
+//!   so far, which includes the earlier batches of the same group; if one
+//!   fails, `ROLLBACK TO` undoes that batch alone with
+//!   [`StorageError::Conflict`] naming the first failing key, and the
+//!   others go on. Each writing batch bumps the commit counter, so batches
+//!   of one group get distinct versions, increasing in arrival order. No
+//!   call returns before the group's `COMMIT` returned (fsync included): if
+//!   the `COMMIT` — or anything SQLite answers by ending the transaction,
+//!   such as a full disk — fails, every batch of the group fails with
+//!   [`StorageError::Backend`] and none was applied (a `Conflict` judged
+//!   against the group's own writes would be wrong then, so it is not
+//!   reported either). `IMMEDIATE` takes the write lock up front, so two
+//!   writers — threads or processes — never interleave between the check
+//!   and the write. A lone batch runs without a savepoint, as before.
 //! * **Durability.** WAL journal with `synchronous=FULL` by default: the WAL
 //!   is fsynced before `COMMIT` returns. [`Synchronous::Normal`] is an opt-in
 //!   that survives a process crash but may lose the last commits on power
 //!   loss, in exchange for several times faster commits.
 //! * **Threads.** SQLite calls block, so every call runs on the `blocking`
 //!   crate's thread pool, never on the caller's async executor. One writer
-//!   connection (behind a mutex) serialises commits in this process; reads
+//!   connection (behind a mutex) runs the group commits of this process;
+//!   reads
 //!   use a small pool of reader connections, which in WAL mode see the last
 //!   committed state without waiting for the writer.
 //! * **Several processes.** Processes may share the file: SQLite's file locks
@@ -55,10 +70,11 @@ use keystead::store::{
     Batch, Committed, DEFAULT_POLL_INTERVAL, Mutation, StorageError, Store, Versioned, prefix_end,
 };
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, params};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::time::Duration;
 
 /// How hard SQLite works to make a commit durable (`PRAGMA synchronous`).
@@ -94,6 +110,15 @@ impl Default for SqliteOptions {
     }
 }
 
+/// The most batches one group commit takes; the rest wait for the next.
+const MAX_GROUP: usize = 256;
+
+/// A batch waiting for a group commit, and where its result goes.
+struct Queued {
+    batch: Arc<Batch>,
+    reply: mpsc::Sender<Result<Committed, StorageError>>,
+}
+
 /// A [`Store`] in one SQLite database; see the [crate docs](crate).
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -106,6 +131,10 @@ struct Inner {
     options: SqliteOptions,
     writer: Mutex<Option<Connection>>,
     readers: Mutex<Vec<Connection>>,
+    /// Batches waiting for the next group commit, in arrival order.
+    queue: Mutex<VecDeque<Queued>>,
+    /// Group commits run so far (tests check that commits coalesce).
+    groups: AtomicU64,
     closed: AtomicBool,
     notifier: Notifier,
 }
@@ -169,6 +198,8 @@ impl SqliteStore {
                 options,
                 writer: Mutex::new(Some(writer)),
                 readers: Mutex::new(Vec::new()),
+                queue: Mutex::new(VecDeque::new()),
+                groups: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
                 notifier: Notifier::new(),
             }),
@@ -199,6 +230,66 @@ impl Inner {
         } else {
             Ok(())
         }
+    }
+
+    /// Commit `batch` by group commit: queue it, then take the writer. If
+    /// the previous holder committed it meanwhile, take that result;
+    /// otherwise lead: commit everything queued (up to [`MAX_GROUP`]
+    /// batches, in arrival order) as one transaction and hand each waiter
+    /// its result — only after the group's `COMMIT` returned.
+    fn commit(&self, batch: &Arc<Batch>) -> Result<Committed, StorageError> {
+        let (reply, result) = mpsc::channel();
+        self.queue().push_back(Queued {
+            batch: Arc::clone(batch),
+            reply,
+        });
+        loop {
+            let mut guard = match self.writer.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => {
+                    // Holding the lock, so nobody else can take the entry.
+                    self.withdraw(batch);
+                    drop(poisoned);
+                    return Err(StorageError::backend(
+                        "sqlite connection lock poisoned by a panic",
+                    ));
+                }
+            };
+            if let Ok(done) = result.try_recv() {
+                return done;
+            }
+            let Some(conn) = guard.as_mut() else {
+                self.withdraw(batch);
+                return Err(StorageError::closed());
+            };
+            let group: Vec<Queued> = {
+                let mut queue = self.queue();
+                let n = queue.len().min(MAX_GROUP);
+                queue.drain(..n).collect()
+            };
+            let batches: Vec<&Batch> = group.iter().map(|q| &*q.batch).collect();
+            let results = commit_group(conn, &batches);
+            self.groups.fetch_add(1, Ordering::Relaxed);
+            for (queued, outcome) in group.into_iter().zip(results) {
+                // The waiter is blocked on the writer lock until we release
+                // it, so the receiver is alive.
+                let _ = queued.reply.send(outcome);
+            }
+            if let Ok(done) = result.try_recv() {
+                return done;
+            }
+            // More than MAX_GROUP were ahead of us: lead another group.
+        }
+    }
+
+    fn queue(&self) -> MutexGuard<'_, VecDeque<Queued>> {
+        // A VecDeque is consistent after any panic: recover it.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Take `batch` back out of the queue (the call fails without it).
+    fn withdraw(&self, batch: &Arc<Batch>) {
+        self.queue().retain(|q| !Arc::ptr_eq(&q.batch, batch));
     }
 
     fn with_writer<T>(
@@ -304,32 +395,31 @@ fn current_version(conn: &Connection, key: &[u8]) -> Result<Option<u64>, Storage
     }
 }
 
-fn commit(conn: &mut Connection, batch: &Batch) -> Result<Committed, StorageError> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(backend)?;
+/// One batch inside the group's transaction: its preconditions read
+/// against the state so far (earlier batches of the group included), then
+/// its writes under a version of its own.
+fn apply(conn: &Connection, batch: &Batch) -> Result<Committed, StorageError> {
     for (key, precondition, _) in batch.iter() {
-        if !precondition.holds(current_version(&tx, key)?) {
-            // Dropping `tx` rolls back; nothing was written.
+        if !precondition.holds(current_version(conn, key)?) {
             return Err(StorageError::Conflict { key: key.to_vec() });
         }
     }
     let mut committed = Committed::default();
     if batch.has_writes() {
-        let version: i64 = tx
+        let version: i64 = conn
             .prepare_cached(
                 "UPDATE commit_counter SET last_commit = last_commit + 1 RETURNING last_commit",
             )
             .map_err(backend)?
             .query_row([], |row| row.get(0))
             .map_err(backend)?;
-        let mut put = tx
+        let mut put = conn
             .prepare_cached(
                 "INSERT INTO kv (key, value, version) VALUES (?1, ?2, ?3)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version",
             )
             .map_err(backend)?;
-        let mut delete = tx
+        let mut delete = conn
             .prepare_cached("DELETE FROM kv WHERE key = ?1")
             .map_err(backend)?;
         for (key, _, mutation) in batch.iter() {
@@ -344,8 +434,111 @@ fn commit(conn: &mut Connection, batch: &Batch) -> Result<Committed, StorageErro
             .map_err(|_| StorageError::backend("the commit counter is negative"))?;
         committed.version = Some(version);
     }
-    tx.commit().map_err(backend)?;
     Ok(committed)
+}
+
+/// A failure that rolled back a whole group commit: every batch of the
+/// group gets it (inside [`StorageError::Backend`]), and none was applied.
+#[derive(Debug, Clone)]
+struct GroupFailed(Arc<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for GroupFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (the group commit holding this batch was rolled back: nothing of it was applied)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for GroupFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+impl GroupFailed {
+    fn new(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self(Arc::from(cause.into()))
+    }
+
+    /// From a batch's error that ended the transaction.
+    fn from_storage(e: StorageError) -> Self {
+        match e {
+            StorageError::Backend(inner) => Self(Arc::from(inner)),
+            other => Self::new(other.to_string()),
+        }
+    }
+
+    fn all(&self, n: usize) -> Vec<Result<Committed, StorageError>> {
+        (0..n)
+            .map(|_| Err(StorageError::backend(self.clone())))
+            .collect()
+    }
+}
+
+/// Commit `group` — batches in arrival order — as one write transaction
+/// (one fsync): each batch under a savepoint, so a batch whose
+/// precondition fails (or that fails alone) is rolled back alone and the
+/// others commit. One result per batch, all decided by the `COMMIT`: if it
+/// fails, every batch fails, including those that found a conflict (their
+/// conflicts were judged against writes that never happened).
+fn commit_group(conn: &Connection, group: &[&Batch]) -> Vec<Result<Committed, StorageError>> {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        return GroupFailed::new(e).all(group.len());
+    }
+    let alone = group.len() == 1;
+    let mut results = Vec::with_capacity(group.len());
+    for batch in group {
+        // A lone batch needs no savepoint: its failure rolls back the
+        // transaction, which holds nothing else.
+        if !alone && let Err(e) = conn.execute_batch("SAVEPOINT batch") {
+            return rollback(conn, &GroupFailed::new(e), group.len());
+        }
+        match apply(conn, batch) {
+            Ok(committed) => {
+                if !alone && let Err(e) = conn.execute_batch("RELEASE batch") {
+                    return rollback(conn, &GroupFailed::new(e), group.len());
+                }
+                results.push(Ok(committed));
+            }
+            Err(e) if conn.is_autocommit() => {
+                // SQLite ended the transaction itself (disk full, I/O
+                // error): the earlier batches are gone too.
+                return GroupFailed::from_storage(e).all(group.len());
+            }
+            Err(e) if alone => {
+                // Its writes may be half done: never COMMIT them.
+                let _ = conn.execute_batch("ROLLBACK");
+                return vec![Err(e)];
+            }
+            Err(e) => {
+                if let Err(e) = conn.execute_batch("ROLLBACK TO batch; RELEASE batch") {
+                    return rollback(conn, &GroupFailed::new(e), group.len());
+                }
+                results.push(Err(e));
+            }
+        }
+    }
+    if let Err(e) = conn.execute_batch("COMMIT") {
+        return rollback(conn, &GroupFailed::new(e), group.len());
+    }
+    results
+}
+
+/// Abandon the group's transaction after `failure`.
+fn rollback(
+    conn: &Connection,
+    failure: &GroupFailed,
+    n: usize,
+) -> Vec<Result<Committed, StorageError>> {
+    if !conn.is_autocommit() {
+        // If even this fails, the connection stays in the transaction and
+        // the next BEGIN fails: a Backend error, never a wrong answer.
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    failure.all(n)
 }
 
 /// The number of the last commit, which changes whenever anything is written.
@@ -456,12 +649,9 @@ impl Store for SqliteStore {
             return Ok(Committed::default());
         }
         let inner = Arc::clone(&self.inner);
-        let (batch, committed) = blocking::unblock(move || {
-            inner
-                .with_writer(|conn| commit(conn, &batch))
-                .map(|committed| (batch, committed))
-        })
-        .await?;
+        let batch = Arc::new(batch);
+        let queued = Arc::clone(&batch);
+        let committed = blocking::unblock(move || inner.commit(&queued)).await?;
         self.inner.notifier.notify(&batch);
         Ok(committed)
     }
