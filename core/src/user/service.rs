@@ -161,8 +161,8 @@ impl Users {
 
     /// Write a validated new user (record and unique index entries, one
     /// batch), and with it the delete of `consume` (key, version) — a
-    /// pending sign-up that becomes this user. Fails fast on a taken name or
-    /// address; the `Absent` index keys decide races.
+    /// pending sign-up that becomes this user. A taken name or address is
+    /// decided by the `Absent` index keys (`USERNAME_TAKEN`, `EMAIL_TAKEN`).
     pub(crate) async fn insert_user(
         &self,
         new: NewUserRecord,
@@ -175,15 +175,9 @@ impl Users {
             password_hash,
         } = new;
         let name_index = keys::username(self.realm, &username_key);
+        // No index reads here: `register` already failed fast before its
+        // argon2 run, and the `Absent` index keys below decide.
         let email_index = email.as_ref().map(|(_, k)| keys::email(self.realm, k));
-        if self.indexed_user(&name_index).await?.is_some() {
-            return Err(UserError::UsernameTaken.into());
-        }
-        if let Some(index) = &email_index
-            && self.indexed_user(index).await?.is_some()
-        {
-            return Err(UserError::EmailTaken.into());
-        }
         let now = self.now();
         let id = UserId::generate(now);
         let stored = StoredUser {
