@@ -164,8 +164,9 @@ async fn raw_postgres(schema: String) -> Box<dyn Writer> {
 }
 
 impl RawPostgres {
-    /// BEGIN; locks and read, pipelined; check; write; COMMIT — as the
-    /// adapter does. `expected`: the version each checked key must have.
+    /// BEGIN, locks and read, pipelined; check; write and COMMIT,
+    /// pipelined — as the adapter does. `expected`: the version each
+    /// checked key must have.
     async fn commit(
         &mut self,
         locked: &[&[u8]],
@@ -173,42 +174,45 @@ impl RawPostgres {
         checked: &[(&[u8], Option<i64>)],
         put: (&[u8], &[u8]),
     ) -> bool {
-        let tx = self.client.transaction().await.unwrap();
+        let client = &self.client;
         let check_keys: Vec<&[u8]> = checked.iter().map(|(k, _)| *k).collect();
         let expected: Vec<i64> = checked.iter().map(|(_, v)| v.unwrap_or(0)).collect();
         let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
             [&locked, &exclusive, &check_keys, &expected];
         let read_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&check_keys];
-        let (l, rows) = tokio::join!(
+        let (begun, l, rows) = tokio::join!(
             biased;
-            tx.execute(&self.lock, &lock_params),
-            tx.query(&self.versions, &read_params)
+            client.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED"),
+            client.execute(&self.lock, &lock_params),
+            client.query(&self.versions, &read_params)
         );
+        begun.unwrap();
         // 0 rows: the fail-fast check took no lock (the read below then
         // shows the mismatch, or the attempt just counts as failed).
-        if l.unwrap() == 0 {
-            tx.rollback().await.unwrap();
+        let rows = rows.unwrap();
+        let holds = l.unwrap() != 0
+            && checked.iter().all(|(key, expected)| {
+                let current = rows
+                    .iter()
+                    .find(|r| r.get::<_, &[u8]>(0) == *key)
+                    .map(|r| r.get::<_, i64>(1));
+                current == *expected
+            });
+        if !holds {
+            client.batch_execute("ROLLBACK").await.unwrap();
             return false;
         }
-        let rows = rows.unwrap();
-        for (key, expected) in checked {
-            let current = rows
-                .iter()
-                .find(|r| r.get::<_, &[u8]>(0) == *key)
-                .map(|r| r.get::<_, i64>(1));
-            if current != *expected {
-                tx.rollback().await.unwrap();
-                return false;
-            }
-        }
         let none: &[&[u8]] = &[];
-        tx.query_one(
-            &self.write,
-            &[&[put.0].as_slice(), &[put.1].as_slice(), &none],
-        )
-        .await
-        .unwrap();
-        tx.commit().await.unwrap();
+        let (keys, values) = ([put.0], [put.1]);
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+            [&keys.as_slice(), &values.as_slice(), &none];
+        let (row, committed) = tokio::join!(
+            biased;
+            client.query_one(&self.write, &params),
+            client.batch_execute("COMMIT")
+        );
+        row.unwrap();
+        committed.unwrap();
         true
     }
 }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{IsolationLevel, Row, Statement};
+use tokio_postgres::{Row, Statement};
 
 /// Why one attempt at a transaction ended without committing.
 pub(crate) enum Abort {
@@ -202,7 +202,7 @@ pub(crate) fn first_conflict(batch: &Batch, versions: &HashMap<Vec<u8>, u64>) ->
 /// deadlocks; the version its keys took.
 pub(crate) async fn write(
     inner: &Inner,
-    client: &mut Object,
+    client: &Object,
     batch: &Batch,
     plan: &Plan<'_>,
 ) -> Result<u64, StorageError> {
@@ -216,26 +216,33 @@ pub(crate) async fn write(
     }
 }
 
-/// One attempt: the transaction described in the crate docs.
+/// One attempt: the transaction described in the crate docs, in at most
+/// two round trips. `BEGIN` is pipelined with the key locks and the
+/// precondition read; the write with `COMMIT`. PostgreSQL runs pipelined
+/// statements in order and, once one fails, answers every later statement
+/// of the transaction with an error and its `COMMIT` with a rollback, so a
+/// pipelined `COMMIT` never commits a transaction whose lock or write
+/// failed. A batch without conditioned keys sends everything at once.
+///
+/// The transaction is opened with a plain `BEGIN` (not tokio-postgres's
+/// `Transaction`, whose `BEGIN` must be awaited alone), so this future must
+/// not be dropped half-way: [`PostgresStore::commit`](crate::PostgresStore)
+/// runs it on a task of its own, which ends every transaction it opens.
 async fn write_once(
     inner: &Inner,
-    client: &mut Object,
+    client: &Object,
     batch: &Batch,
     plan: &Plan<'_>,
 ) -> Result<u64, Abort> {
     let sql = &inner.sql;
     let locking = inner.options.isolation == Isolation::ReadCommitted;
-    let tx = client
-        .build_transaction()
-        .isolation_level(if locking {
-            IsolationLevel::ReadCommitted
-        } else {
-            IsolationLevel::Serializable
-        })
-        .start()
-        .await
-        .map_err(step("starting a commit"))?;
-    let write = tx
+    let begin = if locking {
+        "BEGIN ISOLATION LEVEL READ COMMITTED"
+    } else {
+        "BEGIN ISOLATION LEVEL SERIALIZABLE"
+    };
+    // Prepared once per connection; later attempts find them cached.
+    let write = client
         .prepare_cached(&sql.write)
         .await
         .map_err(step("preparing the write"))?;
@@ -243,14 +250,16 @@ async fn write_once(
         None
     } else {
         Some(
-            tx.prepare_cached(&sql.versions)
+            client
+                .prepare_cached(&sql.versions)
                 .await
                 .map_err(step("preparing the precondition read"))?,
         )
     };
     let lock = if locking {
         Some(
-            tx.prepare_cached(&sql.lock)
+            client
+                .prepare_cached(&sql.lock)
                 .await
                 .map_err(step("preparing the key locks"))?,
         )
@@ -262,62 +271,93 @@ async fn write_once(
     let write_params: [&(dyn ToSql + Sync); 3] =
         [&plan.put_keys, &plan.put_values, &plan.delete_keys];
     let read_params: [&(dyn ToSql + Sync); 1] = [&plan.checked];
-    // Pipelined where the next statement does not depend on the last one's
-    // answer: the server still runs them in order, so the read (or, without
-    // a read, the write and its `nextval`) runs only once every key lock is
-    // held. `biased` makes `join!` poll — and so send — them in order.
-    let row = match (&lock, &read) {
-        (Some(lock), Some(read)) => {
-            let (locked, rows) = tokio::join!(
-                biased;
-                tx.execute(lock, &lock_params),
-                tx.query(read, &read_params)
-            );
-            let locked = locked.map_err(step("locking the batch's keys"))?;
-            let rows = rows.map_err(step("reading the batch's versions"))?;
-            if locked == 0 {
+    let Some(read) = read else {
+        // Nothing to check: one round trip. `biased` makes `join!` poll —
+        // and so send — the statements in order.
+        let (begun, locked, row, committed) = tokio::join!(
+            biased;
+            client.batch_execute(begin),
+            async {
+                match &lock {
+                    Some(lock) => client.execute(lock, &lock_params).await.map(Some),
+                    None => Ok(None),
+                }
+            },
+            client.query_one(&write, &write_params),
+            client.batch_execute("COMMIT")
+        );
+        begun.map_err(step("starting a commit"))?;
+        locked.map_err(step("locking the batch's keys"))?;
+        let row = row.map_err(step("writing the batch"))?;
+        committed.map_err(commit_abort)?;
+        return version_in(&row);
+    };
+    // The read runs only once every key lock is held: the server runs the
+    // pipelined statements in order.
+    let (begun, locked, rows) = tokio::join!(
+        biased;
+        client.batch_execute(begin),
+        async {
+            match &lock {
+                Some(lock) => client.execute(lock, &lock_params).await.map(Some),
+                None => Ok(None),
+            }
+        },
+        client.query(&read, &read_params)
+    );
+    let decided = begun
+        .map_err(step("starting a commit"))
+        .and_then(|()| locked.map_err(step("locking the batch's keys")))
+        .and_then(|locked| Ok((locked, rows.map_err(step("reading the batch's versions"))?)))
+        .and_then(|(locked, rows)| {
+            check(batch, &rows)?;
+            if locked == Some(0) {
                 // The fail-fast check found a precondition false and took
-                // no lock. The read ran after it, from a snapshot of its
-                // own: the batch fails there (a check-only batch would
-                // too), naming the first failing key in key order. Should
-                // the read find every precondition true again (an
-                // `Absent` key deleted in between), nothing is locked to
-                // rely on: try again.
-                check(batch, &rows)?;
+                // no lock, yet the read, from a later snapshot of its own,
+                // found every one true (an `Absent` key deleted in
+                // between; a failing read has already named its key as
+                // the `Conflict`, like a check-only batch would): nothing
+                // is locked to rely on, so try again.
                 return Err(Abort::Retry(StorageError::backend(
                     "a precondition changed between the fail-fast check and the read",
                 )));
             }
-            check(batch, &rows)?;
-            tx.query_one(&write, &write_params).await
-        }
-        (Some(lock), None) => {
-            let (locked, row) = tokio::join!(
-                biased;
-                tx.execute(lock, &lock_params),
-                tx.query_one(&write, &write_params)
-            );
-            locked.map_err(step("locking the batch's keys"))?;
-            row
-        }
-        (None, Some(read)) => {
-            let rows = tx
-                .query(read, &read_params)
-                .await
-                .map_err(step("reading the batch's versions"))?;
-            check(batch, &rows)?;
-            tx.query_one(&write, &write_params).await
-        }
-        (None, None) => tx.query_one(&write, &write_params).await,
+            Ok(())
+        });
+    if let Err(abort) = decided {
+        return Err(roll_back(client, abort).await);
     }
-    .map_err(step("writing the batch"))?;
+    let (row, committed) = tokio::join!(
+        biased;
+        client.query_one(&write, &write_params),
+        client.batch_execute("COMMIT")
+    );
+    let row = row.map_err(step("writing the batch"))?;
+    committed.map_err(commit_abort)?;
+    version_in(&row)
+}
+
+/// End a transaction that will not commit, then report why. If even the
+/// `ROLLBACK` fails the connection is broken, and the answer is `Backend`
+/// (nothing was applied; the connection is closed rather than pooled).
+async fn roll_back(client: &Object, abort: Abort) -> Abort {
+    match client.batch_execute("ROLLBACK").await {
+        Ok(()) => abort,
+        Err(e) => Abort::Fail(statement_failed(
+            "rolling back a batch that did not commit",
+            &e,
+        )),
+    }
+}
+
+/// The version the write statement drew.
+fn version_in(row: &Row) -> Result<u64, Abort> {
     let version: i64 = row.try_get(0).map_err(|e| {
         Abort::Fail(failure(
             "the version sequence returned no number",
             Some(Box::new(super::Described(chain(&e)))),
         ))
     })?;
-    tx.commit().await.map_err(commit_abort)?;
     u64::try_from(version)
         .ok()
         .filter(|v| *v > 0)
@@ -328,8 +368,8 @@ async fn write_once(
         })
 }
 
-/// `Conflict` naming the first failing key, if any. The caller's
-/// transaction is then dropped, which rolls it back (nothing was written).
+/// `Conflict` naming the first failing key, if any; the caller then rolls
+/// its transaction back (nothing was written).
 fn check(batch: &Batch, rows: &[Row]) -> Result<(), Abort> {
     let versions = decode_versions(rows)?;
     match first_conflict(batch, &versions) {

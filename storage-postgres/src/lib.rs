@@ -29,9 +29,17 @@
 //!   for one.
 //! * **Atomic conditional batches** ([`Isolation::ReadCommitted`], the
 //!   default). A batch with writes is one `READ COMMITTED` transaction of
-//!   four round trips: `BEGIN`; the key locks (after an early precondition
-//!   check, see *Hot keys*) and the precondition read, pipelined; the
-//!   write; `COMMIT`. The lock statement takes
+//!   two round trips: `BEGIN`, the key locks (after an early precondition
+//!   check, see *Hot keys*) and the precondition read, pipelined; then the
+//!   write and `COMMIT`, pipelined (a batch with no conditioned key sends
+//!   all of it in one). PostgreSQL runs pipelined statements in order and
+//!   answers the `COMMIT` of a transaction in which a statement failed with
+//!   a rollback, so nothing fails half-applied. Since the transaction is
+//!   opened by hand, each writing commit runs on a task of its own that
+//!   ends it (`COMMIT` or `ROLLBACK`) even when the caller stops waiting: a
+//!   dropped `commit` future never returns a connection to the pool inside
+//!   a transaction, and its outcome is then, as after a lost connection,
+//!   unknown to that caller. The lock statement takes
 //!   `pg_advisory_xact_lock` on every written key and
 //!   `pg_advisory_xact_lock_shared` on every checked-only key, in ascending
 //!   lock-id order (so two batches never deadlock); ids are computed by the
@@ -1121,27 +1129,40 @@ impl Store for PostgresStore {
         if batch.is_empty() {
             return Ok(Committed::default());
         }
-        let plan = commit::Plan::new(&batch);
-        let writes = batch.has_writes();
-        if !writes && plan.checked.is_empty() {
+        if !batch.has_writes() {
+            let plan = commit::Plan::new(&batch);
+            if !plan.checked.is_empty() {
+                let client = self.client().await?;
+                let result = self.commit_checks(&client, &batch, &plan.checked).await;
+                settle(client, result)?;
+            }
             return Ok(Committed::default());
         }
-        let mut client = self.client().await?;
-        let result = if writes {
-            commit::write(&self.inner, &mut client, &batch, &plan)
-                .await
-                .map(Some)
-        } else {
-            self.commit_checks(&client, &batch, &plan.checked)
-                .await
-                .map(|()| None)
-        };
-        let version = settle(client, result)?;
-        if writes {
-            self.inner.notifier.notify(&batch);
-            self.inner.announce();
-        }
-        Ok(Committed { version })
+        let client = self.client().await?;
+        let inner = Arc::clone(&self.inner);
+        // On a task of its own: the write opens its transaction with a
+        // plain `BEGIN` (pipelined with its first statements), so it must
+        // run to its `COMMIT` or `ROLLBACK` even if our caller stops
+        // waiting — a dropped future must not hand the pool a connection
+        // still inside a transaction. Watches are woken there too, so a
+        // commit that happened is announced whether or not anyone waits.
+        let task = tokio::spawn(async move {
+            let plan = commit::Plan::new(&batch);
+            let result = commit::write(&inner, &client, &batch, &plan).await;
+            let version = settle(client, result)?;
+            inner.notifier.notify(&batch);
+            inner.announce();
+            Ok::<_, StorageError>(version)
+        });
+        let version = task.await.map_err(|e| {
+            failure(
+                "the commit task ended without an answer (the outcome is unknown)",
+                Some(Box::new(Described(e.to_string()))),
+            )
+        })??;
+        Ok(Committed {
+            version: Some(version),
+        })
     }
 
     async fn close(&self) -> Result<(), StorageError> {

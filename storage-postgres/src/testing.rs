@@ -127,27 +127,42 @@ impl Cluster {
             "--locale=C",
             "-N",
         ]))?;
-        let options = format!(
-            "-k '{}' -c listen_addresses='' -p {PORT} -c fsync=on -c max_connections=300",
-            cluster.dir.display()
-        );
-        let log = cluster.dir.join("postgres.log");
-        let started = run(cluster
-            .command(&cluster.pg_ctl)
-            .arg("-D")
-            .arg(&data)
-            .arg("-l")
-            .arg(&log)
-            .args(["-w", "-t", "120", "-o", &options, "start"]));
-        if let Err(e) = started {
-            let log = std::fs::read_to_string(&log).unwrap_or_default();
-            return Err(error(format!("{e}\nserver log:\n{log}")));
-        }
+        cluster.launch()?;
         cluster.url = format!(
             "host={} port={PORT} user=postgres dbname=postgres",
             cluster.dir.display()
         );
         Ok(cluster)
+    }
+
+    /// Start the server on the existing data directory (`pg_ctl start`,
+    /// waiting until it accepts connections).
+    fn launch(&self) -> Result<(), HarnessError> {
+        let options = format!(
+            "-k '{}' -c listen_addresses='' -p {PORT} -c fsync=on -c max_connections=300",
+            self.dir.display()
+        );
+        let log = self.dir.join("postgres.log");
+        let started = run(self
+            .command(&self.pg_ctl)
+            .arg("-D")
+            .arg(self.data_dir())
+            .arg("-l")
+            .arg(&log)
+            .args(["-w", "-t", "120", "-o", &options, "start"]));
+        started.map_err(|e| {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            error(format!("{e}\nserver log:\n{log}"))
+        })
+    }
+
+    /// Crash and restart the server: `pg_ctl stop -m immediate` (every
+    /// session is cut, no shutdown checkpoint — what a killed server
+    /// leaves), then start it again on the same data directory, which
+    /// replays the WAL. The URL stays valid.
+    pub fn restart(&mut self) -> Result<(), HarnessError> {
+        self.stop()?;
+        self.launch()
     }
 
     /// The connection string (`key=value` form) of the cluster's `postgres`

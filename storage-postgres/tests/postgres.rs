@@ -1017,3 +1017,105 @@ async fn schema_version_1_migrates_keeping_every_version() {
         assert_eq!(applied, 2);
     }
 }
+
+/// A caller that stops waiting for a commit (its future dropped, e.g. an
+/// HTTP client that hung up) does not strand the connection inside the
+/// transaction: the commit runs on to its end on its own task — here it
+/// commits once the key it waited for is free — and no pooled connection
+/// is left `idle in transaction` for the next caller to inherit.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_commit_whose_caller_gives_up_still_ends_its_transaction() {
+    for isolation in BOTH {
+        let schema = fresh("gave_up");
+        let app = fresh("gave_up_app");
+        let url = with_param(&server_url().unwrap(), "application_name", &app);
+        let options = PostgresOptions::default()
+            .with_schema(&schema)
+            .isolation(isolation);
+        let store = PostgresStore::connect_with(&url, options).await.unwrap();
+        let raw = raw_client(&server_url().unwrap()).await.unwrap();
+        raw.batch_execute(&format!(
+            "CREATE FUNCTION \"{schema}\".stall() RETURNS trigger LANGUAGE plpgsql
+                 AS $$ BEGIN PERFORM pg_sleep(60); RETURN NULL; END $$;
+             CREATE CONSTRAINT TRIGGER stall AFTER INSERT OR UPDATE ON \"{schema}\".kv
+                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+                 WHEN (NEW.value = 'stall') EXECUTE FUNCTION \"{schema}\".stall();"
+        ))
+        .await
+        .unwrap();
+        let holder = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .commit(put(b"a", b"stall", Precondition::Absent))
+                    .await
+            }
+        });
+        wait_for(
+            &raw,
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE application_name = $1 AND state = 'active' AND query = 'COMMIT'",
+            &app,
+        )
+        .await;
+        // The second writer of `a` queues behind the holder; its caller
+        // gives up while it is inside its transaction. (Conditioned, so
+        // that at READ COMMITTED it waits between the round trip that
+        // opened its transaction and the one that would end it.)
+        let gave_up = tokio::spawn({
+            let store = store.clone();
+            async move {
+                tokio::time::timeout(
+                    Duration::from_secs(60),
+                    store.commit(put(b"a", b"after", Precondition::Absent)),
+                )
+                .await
+            }
+        });
+        wait_for(&raw, WAITING_ON_LOCK, &app).await;
+        gave_up.abort();
+        assert!(gave_up.await.unwrap_err().is_cancelled());
+        raw.execute(
+            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity
+             WHERE application_name = $1 AND state = 'active' AND query = 'COMMIT'",
+            &[&app],
+        )
+        .await
+        .unwrap();
+        assert!(holder.await.unwrap().is_err(), "{isolation:?}: cancelled");
+        // The abandoned commit finishes by itself.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let value = store.get(b"a").await.unwrap().map(|v| v.value);
+            if value.as_deref() == Some(b"after".as_slice()) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{isolation:?}: the abandoned commit never ended: {value:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let stranded: i64 = raw
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE application_name = $1 AND state LIKE 'idle in transaction%'",
+                &[&app],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            stranded, 0,
+            "{isolation:?}: a pooled connection is inside a transaction"
+        );
+        // And the pool's connections serve new commits normally.
+        for i in 0..32u8 {
+            store
+                .commit(put(&[b'n', i], b"1", Precondition::Absent))
+                .await
+                .unwrap();
+        }
+        store.close().await.unwrap();
+    }
+}

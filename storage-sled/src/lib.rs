@@ -51,6 +51,19 @@
 //! process crash — may be lost. Atomicity is kept either way: a batch is
 //! applied whole or not at all.
 //!
+//! # Concurrent commits
+//!
+//! Commits apply one at a time (sled serialises its transactions, and a
+//! gate keeps scans consistent), but their flushes overlap: the flush runs
+//! after the gate is released, and sled's `flush` makes the log stable up
+//! to the point reached when it was called, returning at once when another
+//! caller's flush already got there. Concurrent commits therefore share
+//! flushes without a queue of our own; SQLite-style group commit (one
+//! transaction for many batches) would save nothing here, since the
+//! transactions themselves are in-memory and cheap — the flush is the
+//! cost, and it is already shared. `benches/store_scaling.rs` measures
+//! what this gives on one machine (BENCHMARKS.md, "Write scaling").
+//!
 //! # One process at a time
 //!
 //! sled takes an exclusive `flock` on its data file. A second process (or a
@@ -721,6 +734,44 @@ mod tests {
             }
             other => panic!("expected Backend error, got {other:?}"),
         }
+    }
+
+    /// A store laid out by the release before per-key versions (the same
+    /// `keystead-sled/1` layout: data tree of version-prefixed values, meta
+    /// tree with the marker and a store-wide counter), built here with raw
+    /// sled calls: it opens without migration, keeps every value and
+    /// version, and new writes — re-creating a deleted key included — take
+    /// versions above every one it held.
+    #[tokio::test]
+    async fn a_store_written_by_the_previous_release_opens_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let db = raw_open(&path);
+            let data = db.open_tree(DATA_TREE).unwrap();
+            let meta = db.open_tree(META_TREE).unwrap();
+            meta.insert(FORMAT_KEY, b"keystead-sled/1".as_slice())
+                .unwrap();
+            data.insert(b"a", encode(3, b"old-a")).unwrap();
+            data.insert(b"b", encode(7, b"old-b")).unwrap();
+            // `c` was written at 9 and deleted; the counter remembers it.
+            meta.insert(COUNTER_KEY, 9u64.to_be_bytes().as_slice())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let store = SledStore::open(&path).await.unwrap();
+        let a = store.get(b"a").await.unwrap().unwrap();
+        assert_eq!((a.value.as_slice(), a.version), (b"old-a".as_slice(), 3));
+        let mut batch = Batch::new();
+        batch
+            .put(b"b".to_vec(), b"new-b".to_vec(), Precondition::Version(7))
+            .unwrap()
+            .put(b"c".to_vec(), b"new-c".to_vec(), Precondition::Absent)
+            .unwrap();
+        let version = store.commit(batch).await.unwrap().version.unwrap();
+        assert!(version > 9, "{version}");
+        assert_eq!(store.get(b"c").await.unwrap().unwrap().version, version);
+        store.close().await.unwrap();
     }
 
     #[tokio::test]

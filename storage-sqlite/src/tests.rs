@@ -194,3 +194,175 @@ async fn concurrent_commits_all_commit_through_groups() {
     let groups = store.inner.groups.load(Ordering::Relaxed);
     assert!(groups < 64, "{groups} write transactions for 64 commits");
 }
+
+/// Every key `store` holds, with its value and version.
+async fn contents(store: &SqliteStore) -> Vec<(Vec<u8>, Vec<u8>, u64)> {
+    store
+        .scan(b"", None, usize::MAX)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(key, v)| (key, v.value, v.version))
+        .collect()
+}
+
+/// A full disk: every commit that needs a page more answers `Backend`
+/// naming the cause, applies nothing (a multi-key batch not half), fails
+/// the same way when it is part of a group, and the store works again once
+/// there is room. The disk is filled with SQLite's own limit on the file's
+/// size (`PRAGMA max_page_count` on the writer), which makes SQLite fail
+/// with the same `SQLITE_FULL` a full file system gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_a_backend_error_and_applies_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("full.db")).await.unwrap();
+    store.commit(put(b"before", b"v")).await.unwrap();
+    let set_limit = |store: &SqliteStore, sql: &str| {
+        store
+            .inner
+            .with_writer(|conn| conn.execute_batch(sql).map_err(backend))
+            .unwrap();
+    };
+    // No page beyond the ones the file has now.
+    let pages: i64 = store
+        .inner
+        .with_writer(|conn| {
+            conn.query_row("PRAGMA page_count", [], |row| row.get(0))
+                .map_err(backend)
+        })
+        .unwrap();
+    set_limit(&store, &format!("PRAGMA max_page_count = {pages}"));
+    let before = contents(&store).await;
+    let big = vec![0xAB; 512 * 1024];
+    let mut batch = Batch::new();
+    batch
+        .put(b"a".to_vec(), big.clone(), Precondition::Absent)
+        .unwrap()
+        .put(b"b".to_vec(), big.clone(), Precondition::Absent)
+        .unwrap();
+    match store.commit(batch).await {
+        Err(StorageError::Backend(e)) => {
+            assert!(e.to_string().contains("full"), "names the cause: {e}");
+        }
+        other => panic!("expected Backend, got {other:?}"),
+    }
+    assert_eq!(contents(&store).await, before, "nothing applied");
+    // Concurrent commits, grouped: each fails alone or with its group,
+    // never with a wrong answer, and none half-applies.
+    let tasks: Vec<_> = (0..16u8)
+        .map(|i| {
+            let (store, big) = (store.clone(), big.clone());
+            tokio::spawn(async move {
+                let mut batch = Batch::new();
+                batch
+                    .put(vec![b'g', i, 1], big.clone(), Precondition::Absent)
+                    .unwrap()
+                    .put(vec![b'g', i, 2], big, Precondition::Absent)
+                    .unwrap();
+                store.commit(batch).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert!(matches!(task.await.unwrap(), Err(StorageError::Backend(_))));
+    }
+    assert_eq!(contents(&store).await, before, "nothing applied");
+    // Room again: the same store commits, and nothing of the refused
+    // batches reappears.
+    set_limit(&store, "PRAGMA max_page_count = 1073741823");
+    let mut batch = Batch::new();
+    batch
+        .put(b"a".to_vec(), big.clone(), Precondition::Absent)
+        .unwrap()
+        .put(b"b".to_vec(), big, Precondition::Absent)
+        .unwrap();
+    let version = store.commit(batch).await.unwrap().version;
+    let after = contents(&store).await;
+    assert_eq!(after.len(), before.len() + 2);
+    assert!(
+        after
+            .iter()
+            .filter(|(k, _, _)| k == b"a" || k == b"b")
+            .all(|(_, _, v)| Some(*v) == version)
+    );
+}
+
+/// A database that became read-only (a file system remounted read-only,
+/// permissions taken away) answers every commit with `Backend` naming the
+/// cause and applies nothing, and the store works again once writable.
+/// Simulated with `PRAGMA query_only`, which makes SQLite refuse writes
+/// with `SQLITE_READONLY` like a read-only file does (file permissions
+/// cannot be tested here: the tests may run as root, who ignores them).
+#[tokio::test]
+async fn a_read_only_database_is_a_backend_error_and_applies_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("ro.db")).await.unwrap();
+    store.commit(put(b"before", b"v")).await.unwrap();
+    let before = contents(&store).await;
+    let set = |store: &SqliteStore, sql: &str| {
+        store
+            .inner
+            .with_writer(|conn| conn.execute_batch(sql).map_err(backend))
+            .unwrap();
+    };
+    set(&store, "PRAGMA query_only = ON");
+    for batch in [put(b"before", b"changed"), put(b"new", b"v")] {
+        match store.commit(batch).await {
+            Err(StorageError::Backend(e)) => {
+                assert!(e.to_string().contains("readonly"), "names the cause: {e}");
+            }
+            other => panic!("expected Backend, got {other:?}"),
+        }
+    }
+    assert_eq!(contents(&store).await, before, "nothing applied");
+    set(&store, "PRAGMA query_only = OFF");
+    store.commit(put(b"new", b"v")).await.unwrap();
+    assert_eq!(contents(&store).await.len(), 2);
+}
+
+/// A file written by the release before per-key versions — the same
+/// schema version 1, built here by that release's statements (the kv table
+/// and the store-wide commit counter): it opens without a migration, keeps
+/// every value and version, and new writes — re-creating a deleted key
+/// included — take versions above every one it held.
+#[tokio::test]
+async fn a_file_written_by_the_previous_release_opens_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             CREATE TABLE keystead_schema (version INTEGER NOT NULL PRIMARY KEY, description TEXT NOT NULL);
+             INSERT INTO keystead_schema VALUES (1, 'kv table and commit counter');
+             CREATE TABLE kv (key BLOB NOT NULL PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE TABLE commit_counter (id INTEGER NOT NULL PRIMARY KEY CHECK (id = 0), last_commit INTEGER NOT NULL);
+             -- `c` was written at 9 and deleted; the counter remembers it.
+             INSERT INTO commit_counter VALUES (0, 9);
+             INSERT INTO kv VALUES (x'61', CAST('old-a' AS BLOB), 3), (x'62', CAST('old-b' AS BLOB), 7);",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    let a = store.get(b"a").await.unwrap().unwrap();
+    assert_eq!((a.value.as_slice(), a.version), (b"old-a".as_slice(), 3));
+    let mut batch = Batch::new();
+    batch
+        .put(b"b".to_vec(), b"new-b".to_vec(), Precondition::Version(7))
+        .unwrap()
+        .put(b"c".to_vec(), b"new-c".to_vec(), Precondition::Absent)
+        .unwrap();
+    let version = store.commit(batch).await.unwrap().version.unwrap();
+    assert!(version > 9, "{version}");
+    assert_eq!(store.get(b"c").await.unwrap().unwrap().version, version);
+    let schema: i64 = store
+        .inner
+        .with_writer(|conn| {
+            conn.query_row("SELECT max(version) FROM keystead_schema", [], |row| {
+                row.get(0)
+            })
+            .map_err(backend)
+        })
+        .unwrap();
+    assert_eq!(schema, 1, "no migration was needed");
+}
