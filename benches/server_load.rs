@@ -1,6 +1,6 @@
 //! A load run of the example server (issue 9, "Measure").
 //!
-//! The server (`keystead_examples::server::serve`) runs in-process on a
+//! The server (`keystead_axum::serve`) runs in-process on a
 //! loopback ephemeral port, once on SQLite in a temporary directory (the
 //! embedded default, `synchronous=FULL`) and once on the in-memory store,
 //! and is driven over real HTTP by [`CONCURRENCY`] workers, each with its
@@ -60,9 +60,9 @@ use keystead::id::{DeviceId, GroupId, RealmId};
 use keystead::realm::RealmSettings;
 use keystead::secret::SecretString;
 use keystead::token::{AccessRequest, ExchangeOutcome, Grant, TokenResponse, Tokens};
+use keystead_axum::authlance::PREFIX;
+use keystead_axum::{self as server, AppState, Backend, Config, directory};
 use keystead_benches::load::{BoxError, Op, OpFuture, Plan, Summary, cpu_time, measure};
-use keystead_examples::server::authlance::PREFIX;
-use keystead_examples::server::{self, AppState, Backend, Config, directory};
 use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
@@ -846,15 +846,13 @@ async fn caller(
     state: &AppState,
     bearer: &str,
 ) -> Result<(RealmId, keystead::token::AccessClaims), BoxError> {
-    let realm = server::auth::realm_of_token(state, bearer)
+    let verified = state
+        .auth
+        .verify_token(bearer)
         .await
-        .map_err(|e| format!("{e:?}"))?;
-    let claims = state
-        .ks
-        .tokens(realm)
-        .verify_access_token(bearer, &state.audience)
-        .await?;
-    Ok((realm, claims))
+        .map_err(|e| format!("{e:?}"))?
+        .0;
+    Ok((verified.realm, verified.claims))
 }
 
 /// The introspection endpoint's library calls: the caller's token and

@@ -14,7 +14,7 @@
 
 use clap::Parser;
 use keystead::secret::SecretString;
-use keystead_examples::server::{self, AppState, Backend, Config};
+use keystead_axum::{self as server, AppState, Backend, Config};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -32,7 +32,7 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Storage backend.
-    #[arg(long, value_enum, default_value_t = Backend::Sqlite)]
+    #[arg(long, default_value = "sqlite")]
     backend: Backend,
     /// Key file of the embedded backends (default `<db>.kek`).
     #[arg(long)]

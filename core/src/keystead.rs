@@ -273,6 +273,13 @@ impl Keystead {
         &self.ctx.store
     }
 
+    /// The time by this instance's clock: what a front-end compares token
+    /// times with (e.g. [`AccessClaims::authenticated_within`](crate::token::AccessClaims::authenticated_within)),
+    /// so a test's manual clock governs those checks too.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.ctx.clock.now()
+    }
+
     /// Another instance on the same store, clock and keys with nothing
     /// cached: what a second process of the same deployment is, for tests
     /// of what one instance must see of another's writes.

@@ -4,7 +4,11 @@
 //! envelopes locally with its own secret key file.
 #![allow(clippy::too_many_lines)] // end-to-end walkthroughs read top to bottom
 
+// The in-process server harness of keystead-axum's own tests.
+#[path = "../../axum/tests/common/mod.rs"]
 mod common;
+#[path = "../../axum/tests/support/mod.rs"]
+mod support;
 
 use keystead::id::GroupId;
 use keystead::secret::SecretString;
@@ -147,7 +151,7 @@ async fn cli_devices_share_open_and_rotate_the_group_key() {
 
 #[tokio::test]
 async fn cli_without_login_or_device_says_what_to_do() {
-    let server = common::start_on(keystead_examples::server::Backend::Memory).await;
+    let server = common::start_on(keystead_axum::Backend::Memory).await;
     let home = tempfile::tempdir().unwrap();
     let cli = Cli::new(&server.base, home.path()).unwrap();
     let group = GroupId::generate(chrono::Utc::now());
@@ -160,5 +164,44 @@ async fn cli_without_login_or_device_says_what_to_do() {
     let cli = cli_for(&server, home.path(), "e30.e30.c2ln");
     let refused = cli.group(group).await.unwrap_err();
     assert!(matches!(refused, CliError::Server { status, .. } if status == 401));
+    server.stop().await;
+}
+
+/// Seed 003's password grant, then seed 001's TOTP enrolment, as the CLI
+/// drives them.
+#[tokio::test]
+async fn the_cli_logs_in_and_enrols_totp_through_these_routes() {
+    let server = common::start_on(keystead_axum::Backend::Memory).await;
+    let (realm_id, _) = support::realm(&server, "acme", keystead::realm::MfaPolicy::Optional).await;
+    server
+        .ks()
+        .users(realm_id)
+        .register("erin", None, SecretString::new(support::PASSWORD.into()))
+        .await
+        .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&server.base, home.path()).unwrap();
+    let password = SecretString::new(support::PASSWORD.into());
+    // Seed 003's password grant, then seed 001's key creation and activation.
+    cli.login("acme", "erin", &password, "cli").await.unwrap();
+    assert_eq!(cli.token_show().unwrap().claims["client_id"], "cli");
+    let enrolment = cli.totp_enroll(&password, 1).await.unwrap();
+    cli.totp_activate(&enrolment.key_id, &support::totp_now(&enrolment.otpauth))
+        .await
+        .unwrap();
+    let user = server
+        .ks()
+        .users(realm_id)
+        .get_by_username("erin")
+        .await
+        .unwrap();
+    assert!(
+        server
+            .ks()
+            .users(realm_id)
+            .has_active_factor(user.id)
+            .await
+            .unwrap()
+    );
     server.stop().await;
 }

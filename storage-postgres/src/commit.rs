@@ -236,7 +236,7 @@ async fn write_once(
 ) -> Result<u64, Abort> {
     let sql = &inner.sql;
     let locking = inner.options.isolation == Isolation::ReadCommitted;
-    let begin = if locking {
+    let begin_sql = if locking {
         "BEGIN ISOLATION LEVEL READ COMMITTED"
     } else {
         "BEGIN ISOLATION LEVEL SERIALIZABLE"
@@ -276,7 +276,7 @@ async fn write_once(
         // and so send — the statements in order.
         let (begun, locked, row, committed) = tokio::join!(
             biased;
-            client.batch_execute(begin),
+            client.batch_execute(begin_sql),
             async {
                 match &lock {
                     Some(lock) => client.execute(lock, &lock_params).await.map(Some),
@@ -296,7 +296,7 @@ async fn write_once(
     // pipelined statements in order.
     let (begun, locked, rows) = tokio::join!(
         biased;
-        client.batch_execute(begin),
+        client.batch_execute(begin_sql),
         async {
             match &lock {
                 Some(lock) => client.execute(lock, &lock_params).await.map(Some),

@@ -11,12 +11,24 @@
 //! * **Redirect URIs** are matched byte for byte (RFC 9700 §4.1.3): no
 //!   wildcards, no prefix matching, no normalisation — a trailing slash,
 //!   another port, scheme, host case or path is another URI. Registration
-//!   ([`validate_redirect_uri`]) refuses what can't be matched safely:
-//!   fragments (RFC 6749 §3.1.2), userinfo (`https://good@evil`), `*`,
-//!   `..` segments, upper-case scheme or host, non-ASCII, and `http://`
-//!   except to loopback hosts (RFC 8252 §7.3). Native apps may use a
+//!   ([`validate_redirect_uri`]) parses with the `url` crate's WHATWG URL
+//!   parser, the one browsers follow, and refuses what can't be matched
+//!   safely: fragments (RFC 6749 §3.1.2), userinfo (`https://good@evil`),
+//!   `*`, `.` and `..` segments (also as `%2e`), malformed `%` escapes,
+//!   upper-case scheme or host, non-ASCII (IDNA hosts register in punycode),
+//!   tabs, newlines, backslashes, port 0, and `http://` except to `localhost`,
+//!   `127.0.0.1` and `[::1]` (RFC 8252 §7.3). Native apps may use a
 //!   private-use scheme in reverse-domain form (`com.example.app:/cb`,
 //!   RFC 8252 §7.1); only public clients may.
+//! * **Canonical form.** Since matching is byte for byte, a registered URI
+//!   must be what the parser serialises it to (`Url::parse(uri).as_str()`),
+//!   or the URI we checked would differ from the one a browser follows
+//!   (`http://0x7f000001` is `127.0.0.1`, `%2e%2e` climbs, IDNA hosts turn
+//!   to punycode, a default port disappears). Two rewrites are let through
+//!   as harmless, since the browser goes to the same place: the `/` of an
+//!   empty http(s) path (`https://app.example`) and an explicit default
+//!   port (`https://app.example:443/cb`); such a URI still matches only
+//!   as registered.
 //! * **Grants and scopes.** A client lists the grant types it may use and
 //!   the scope values it may ask for; anything else is refused
 //!   (`unauthorized_client`, `invalid_scope`).
@@ -34,6 +46,8 @@ use crate::secret::SecretString;
 use crate::store::{Batch, Precondition, StorageError, record};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use url::{Host, ParseError, Position, Url};
 
 /// Longest `client_id`, in bytes.
 pub const MAX_CLIENT_ID_LEN: usize = 128;
@@ -391,42 +405,57 @@ pub fn validate_redirect_uri(uri: &str) -> Result<bool, ValidationError> {
     if uri.is_empty() || uri.len() > MAX_REDIRECT_URI_LEN {
         return Err(bad("1 to 2048 bytes"));
     }
-    if !uri.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(bad("visible ASCII only (percent-encode the rest)"));
-    }
-    if uri.contains('#') {
-        return Err(bad("no fragment (RFC 6749 §3.1.2)"));
-    }
-    if uri.contains('*') {
-        return Err(bad("no wildcards: redirect URIs match exactly"));
-    }
-    let (scheme, rest) = uri.split_once(':').ok_or_else(|| bad("no scheme"))?;
-    let scheme_ok = scheme
-        .bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_lowercase())
-        && scheme.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'.' | b'-')
-        });
-    if !scheme_ok {
+    check_text(uri).map_err(bad)?;
+    let url = Url::parse(uri).map_err(|e| match e {
+        ParseError::RelativeUrlWithoutBase => bad("no scheme"),
+        ParseError::InvalidPort => bad("a port of 1 to 65535 without leading zeros"),
+        ParseError::InvalidIpv4Address | ParseError::InvalidIpv6Address => {
+            bad("a malformed IP literal (and no IPv6 zone)")
+        }
+        ParseError::EmptyHost => bad("http(s) URIs need a host"),
+        ParseError::IdnaError | ParseError::InvalidDomainCharacter => {
+            bad("a lower-case host name or IP literal")
+        }
+        e => ValidationError::new("redirect_uris", format!("not a URL: {e}")),
+    })?;
+    let scheme = url.scheme();
+    if !uri.starts_with(scheme) {
         return Err(bad("a lower-case scheme"));
     }
-    let (path, private_use) = match scheme {
+    let private_use = match scheme {
         "https" | "http" => {
-            let after = rest
-                .strip_prefix("//")
-                .ok_or_else(|| bad("http(s) URIs need an authority"))?;
-            let end = after.find(['/', '?']).unwrap_or(after.len());
-            let (authority, path) = after.split_at(end);
-            check_authority(authority, scheme == "http").map_err(bad)?;
-            (path, false)
+            let Some(rest) = uri[scheme.len()..].strip_prefix("://") else {
+                return Err(bad("http(s) URIs take the form scheme://host/path"));
+            };
+            if rest.is_empty() || rest.starts_with(['/', '?']) {
+                return Err(bad("http(s) URIs need a host"));
+            }
+            let authority = rest.split(['/', '?']).next().unwrap_or_default();
+            if authority.contains('@') || !url.username().is_empty() || url.password().is_some() {
+                return Err(bad("no userinfo in the authority"));
+            }
+            check_host(&url, rest).map_err(bad)?;
+            if url.port() == Some(0) {
+                return Err(bad("a port of 1 to 65535 without leading zeros"));
+            }
+            let loopback = match url.host() {
+                Some(Host::Domain(name)) => name == "localhost",
+                Some(Host::Ipv4(ip)) => ip == Ipv4Addr::LOCALHOST,
+                Some(Host::Ipv6(ip)) => ip == Ipv6Addr::LOCALHOST,
+                None => false,
+            };
+            if scheme == "http" && !loopback {
+                return Err(bad("http:// only to loopback hosts (RFC 8252 §7.3)"));
+            }
+            false
         }
         _ if scheme.contains('.') => {
             // RFC 8252 §7.1: `com.example.app:/path`, no authority.
-            if !rest.starts_with('/') || rest.starts_with("//") {
+            let rest = &uri[scheme.len() + 1..];
+            if !rest.starts_with('/') || rest.starts_with("//") || url.host().is_some() {
                 return Err(bad("a private-use scheme takes the form scheme:/path"));
             }
-            (rest, true)
+            true
         }
         _ => {
             return Err(bad(
@@ -434,67 +463,144 @@ pub fn validate_redirect_uri(uri: &str) -> Result<bool, ValidationError> {
             ));
         }
     };
-    let (path, query) = path.split_once('?').unwrap_or((path, ""));
-    if !path.is_empty() && !path.starts_with('/') {
-        return Err(bad("the path starts with '/'"));
+    if !is_canonical(&url, uri) {
+        return Err(ValidationError::new(
+            "redirect_uris",
+            format!(
+                "not in canonical form: the WHATWG URL parser reads it as {}",
+                url.as_str()
+            ),
+        ));
     }
-    if path.split('/').any(|s| s == ".." || s == ".") {
-        return Err(bad("no '.' or '..' path segments"));
-    }
-    check_percent(path).map_err(bad)?;
-    check_percent(query).map_err(bad)?;
     Ok(private_use)
 }
 
-/// The authority of an http(s) redirect URI: a lower-case host (name, IPv4
-/// or bracketed IPv6) and an optional port; no userinfo. `loopback_only`
-/// for `http://`.
-fn check_authority(authority: &str, loopback_only: bool) -> Result<(), &'static str> {
-    if authority.contains('@') {
-        return Err("no userinfo in the authority");
+/// What can be told about a redirect URI from its text alone, before
+/// parsing: first what the WHATWG parser would silently strip or rewrite,
+/// by name (the canonical-form check catches the rest), then the rules the
+/// parser has no opinion on.
+fn check_text(uri: &str) -> Result<(), &'static str> {
+    if uri.contains(['\t', '\n', '\r']) {
+        return Err("contains a tab or newline (the WHATWG URL parser strips them)");
     }
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (inner, after) = v6.split_once(']').ok_or("an unterminated IPv6 literal")?;
-        if inner.is_empty() || !inner.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') {
-            return Err("a malformed IPv6 literal");
-        }
-        let port = match after {
-            "" => None,
-            p => Some(p.strip_prefix(':').ok_or("junk after the IPv6 literal")?),
-        };
-        (&authority[..inner.len() + 2], port)
-    } else {
-        match authority.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        }
-    };
-    let host_ok = !host.is_empty()
-        && (host.starts_with('[')
-            || host.split('.').all(|label| {
-                !label.is_empty()
-                    && !label.starts_with('-')
-                    && !label.ends_with('-')
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            }));
-    if !host_ok {
-        return Err("a lower-case host name or IP literal");
+    if uri.contains('\\') {
+        return Err("contains a backslash (the WHATWG URL parser reads it as '/')");
     }
-    if let Some(port) = port {
-        let ok = !port.is_empty()
-            && !port.starts_with('0')
-            && port.bytes().all(|b| b.is_ascii_digit())
-            && port.parse::<u16>().is_ok();
-        if !ok {
-            return Err("a port of 1 to 65535 without leading zeros");
-        }
+    if !uri.is_ascii() {
+        // The parser maps a non-ASCII host to punycode (IDNA): then the
+        // host it reads is not where the input has it.
+        let idna = Url::parse(uri).ok().is_some_and(|url| {
+            url.host_str()
+                .is_some_and(|host| !after_scheme(uri, &url).starts_with(host))
+        });
+        return Err(if idna {
+            "host is not ASCII (IDNA): register its punycode (xn--) form"
+        } else {
+            "visible ASCII only (percent-encode the rest)"
+        });
     }
-    if loopback_only && !matches!(host, "localhost" | "127.0.0.1" | "[::1]") {
-        return Err("http:// only to loopback hosts (RFC 8252 §7.3)");
+    if !uri.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("visible ASCII only (percent-encode the rest)");
+    }
+    if uri.contains('#') {
+        return Err("no fragment (RFC 6749 §3.1.2)");
+    }
+    if uri.contains('*') {
+        return Err("no wildcards: redirect URIs match exactly");
+    }
+    check_percent(uri)?;
+    let before_query = uri.split_once('?').map_or(uri, |(p, _)| p);
+    for segment in before_query.split('/') {
+        if matches!(segment, "." | "..") {
+            return Err("no '.' or '..' path segments");
+        }
+        // WHATWG reads these as '.' and '..' too.
+        let lower = segment.to_ascii_lowercase();
+        if matches!(lower.as_str(), "%2e" | ".%2e" | "%2e." | "%2e%2e") {
+            return Err("no percent-encoded '.' or '..' path segments (%2e)");
+        }
     }
     Ok(())
+}
+
+/// `uri` after its scheme and `://` (or `:`), as written.
+fn after_scheme<'a>(uri: &'a str, url: &Url) -> &'a str {
+    let rest = uri.get(url.scheme().len()..).unwrap_or_default();
+    rest.strip_prefix("://")
+        .or_else(|| rest.strip_prefix(':'))
+        .unwrap_or(rest)
+}
+
+/// The host of an http(s) redirect URI, `rest` being the input after
+/// `://`: written as the parser serialises it (lower case, IPv4 in dotted
+/// decimal, IPv6 compressed), and a name is dot-separated labels of `a-z
+/// 0-9 -` without a leading or trailing `-` (no empty label, so no
+/// trailing dot).
+fn check_host(url: &Url, rest: &str) -> Result<(), &'static str> {
+    let host = url.host_str().unwrap_or_default();
+    if !rest.starts_with(host) {
+        let same_but_case = rest
+            .get(..host.len())
+            .is_some_and(|h| h.eq_ignore_ascii_case(host));
+        return Err(if same_but_case {
+            "a lower-case host"
+        } else {
+            "a host in canonical form (no escapes, IPv4 in dotted decimal, IPv6 compressed \
+             lower-case)"
+        });
+    }
+    if let Some(Host::Domain(name)) = url.host() {
+        let ok = name.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
+        if !ok {
+            return Err("a lower-case host name or IP literal");
+        }
+    }
+    Ok(())
+}
+
+/// Whether `uri` is exactly how the WHATWG parser serialises `url`, up to
+/// two rewrites that change nothing about where a browser goes: the `/` the
+/// parser gives an empty http(s) path (`https://app.example` reads as
+/// `https://app.example/`) and the default port it drops (`:443` for
+/// https, `:80` for http). Matching stays byte for byte against what was
+/// registered, so these only mean a client must send the form it
+/// registered; anything else the parser rewrites (case, escapes, IPv4
+/// forms, dot segments, …) would make the URI we check differ from the
+/// one a browser follows, and is refused.
+fn is_canonical(url: &Url, uri: &str) -> bool {
+    let serialised = url.as_str();
+    if serialised == uri {
+        return true;
+    }
+    if !matches!(url.scheme(), "https" | "http") {
+        return false;
+    }
+    let head = &url[..Position::AfterHost];
+    let port = &url[Position::AfterHost..Position::BeforePath];
+    let default_port = url
+        .port()
+        .is_none()
+        .then(|| url.port_or_known_default())
+        .flatten()
+        .map(|p| format!(":{p}"));
+    let tail = &url[Position::BeforePath..];
+    let no_path = (url.path() == "/").then(|| &url[Position::AfterPath..]);
+    [Some(port.to_owned()), default_port]
+        .iter()
+        .flatten()
+        .any(|port| {
+            [Some(tail), no_path]
+                .iter()
+                .flatten()
+                .any(|tail| format!("{head}{port}{tail}") == uri)
+        })
 }
 
 /// Every `%` starts a `%XX` escape.
@@ -635,23 +741,16 @@ fn dedup<T: PartialEq>(items: &mut Vec<T>) {
 /// id out of `Authorization: Basic` themselves (to compare it with a form
 /// field) before calling [`OAuth::authenticate_client`].
 pub fn form_decode(value: &str) -> Option<String> {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
+    // Not `form_urlencoded::parse`: it splits on `&` and `=` (a Basic user
+    // name or password is one value, and may hold either unencoded) and
+    // decodes invalid UTF-8 lossily. `percent_decode` passes a malformed
+    // escape (`%zz`, a lone `%`) through as is; the form encoding has no
+    // such thing, so it is refused rather than guessed at.
+    check_percent(value).ok()?;
+    percent_encoding::percent_decode_str(&value.replace('+', " "))
+        .decode_utf8()
+        .ok()
+        .map(std::borrow::Cow::into_owned)
 }
 
 impl OAuth {
@@ -991,6 +1090,124 @@ mod tests {
             assert!(validate_redirect_uri(bad).is_err(), "{bad:?} accepted");
         }
         assert!(validate_redirect_uri(&format!("https://a.example/{}", "x".repeat(2048))).is_err());
+    }
+
+    /// What an attacker registers to make the URI we check differ from the
+    /// one a browser follows (WHATWG rewrites), each refused with a message
+    /// naming the problem.
+    #[test]
+    fn whatwg_rewrites_do_not_register() {
+        let problem = |uri: &str| match validate_redirect_uri(uri) {
+            Ok(private_use) => panic!("{uri:?} accepted (private use: {private_use})"),
+            Err(e) => e.problem,
+        };
+        for (uri, named) in [
+            // IDNA: the parser turns the host to punycode.
+            ("https://bücher.example/cb", "IDNA"),
+            ("https://BÜCHER.example/cb", "IDNA"),
+            // Percent-encoded dot segments climb like `..`.
+            ("https://app.example/a/%2e%2e/cb", "%2e"),
+            ("https://app.example/a/%2E%2E/cb", "%2e"),
+            ("https://app.example/a/.%2E/cb", "%2e"),
+            ("https://app.example/a/%2E/cb", "%2e"),
+            ("com.example.app:/a/%2e%2e/cb", "%2e"),
+            // Backslashes are '/' to the parser (and to browsers).
+            ("https:\\\\evil.com/cb", "backslash"),
+            ("https://app.example\\@evil.com/", "backslash"),
+            ("https://app.example/cb\\..\\evil", "backslash"),
+            // Tabs and newlines are stripped.
+            ("https://app.exa\tmple/cb", "tab or newline"),
+            ("https://app.example/c\nb", "tab or newline"),
+            ("https://app.example/cb\r", "tab or newline"),
+            // An IPv6 zone is no URL.
+            ("http://[fe80::1%25eth0]:8080/cb", "IP literal"),
+            // Loopback look-alikes are other hosts.
+            ("http://127.0.0.1.evil.com/cb", "loopback"),
+            ("http://localhost.evil.com/cb", "loopback"),
+            ("http://localhost./cb", "host name"),
+            ("http://[::2]/cb", "loopback"),
+            // Other IPv4 spellings: the parser reads 127.0.0.1.
+            ("http://0x7f000001/cb", "canonical"),
+            ("http://2130706433/cb", "canonical"),
+            ("http://0177.0.0.1/cb", "canonical"),
+            ("http://127.1/cb", "canonical"),
+            ("https://[0:0:0:0:0:0:0:1]/cb", "canonical"),
+            ("https://[::ffff:127.0.0.1]/cb", "canonical"),
+            ("https://[::FFFF:7f00:1]/cb", "lower-case host"),
+            // Escapes in the host are decoded.
+            ("https://app%2eexample.com/cb", "canonical"),
+            // Userinfo, also empty.
+            ("https://app.example.com:443@evil.com/cb", "userinfo"),
+            ("https://@app.example.com/cb", "userinfo"),
+            ("https://app.example.com@/cb", "need a host"),
+            // Host name rules the parser is laxer about.
+            ("https://app_x.example/cb", "host name"),
+            ("https://-app.example/cb", "host name"),
+            ("https://app.example./cb", "host name"),
+            ("https://App.example/cb", "lower-case host"),
+            ("Com.Example.App:/cb", "lower-case scheme"),
+            // Ports the parser rewrites or that are no port.
+            ("https://app.example.com:08443/cb", "canonical"),
+            ("https://app.example.com:/cb", "canonical"),
+            // Characters the parser percent-encodes.
+            ("https://app.example/cb?x='", "canonical"),
+            ("https://app.example/{cb}", "canonical"),
+            ("https://app.example/\"cb\"", "canonical"),
+            ("https://app.example/<cb>", "canonical"),
+            // No authority.
+            ("https:app.example.com/cb", "scheme://host"),
+            ("https:/app.example.com/cb", "scheme://host"),
+            ("https:///app.example.com/cb", "need a host"),
+            ("com.example.app:cb", "scheme:/path"),
+            ("com.example.app:", "scheme:/path"),
+        ] {
+            let got = problem(uri);
+            assert!(
+                got.contains(named),
+                "{uri:?}: {got:?} does not say {named:?}"
+            );
+        }
+    }
+
+    /// What the WHATWG parser leaves as written, or rewrites harmlessly,
+    /// still registers.
+    #[test]
+    fn canonical_uris_register() {
+        for ok in [
+            // The ASCII (punycode) form of an IDNA host is canonical, so it
+            // is accepted: it is the name a browser resolves.
+            "https://xn--bcher-kva.example/cb",
+            // IPv6 loopback with a port is loopback (RFC 8252 §7.3).
+            "http://[::1]:8080/cb",
+            // Harmless rewrites: the empty path's '/', the default port.
+            "https://app.example.com?x=1",
+            "http://localhost:80/cb",
+            "https://app.example.com:443",
+            // Escapes stay as written (either case), and so must requests.
+            "https://app.example.com/a%2Fb?q=%2f",
+            "https://app.example.com/a%2e/b..c/.d",
+            "https://app.example.com/cb?",
+            "https://app.example.com/cb/",
+        ] {
+            assert_eq!(validate_redirect_uri(ok), Ok(false), "{ok}");
+        }
+        assert_eq!(validate_redirect_uri("com.example.app:/"), Ok(true));
+    }
+
+    #[test]
+    fn form_decoding_keeps_one_value() {
+        // One value: '&' and '=' are data, not separators.
+        assert_eq!(form_decode("a=b&c").as_deref(), Some("a=b&c"));
+        assert_eq!(form_decode("").as_deref(), Some(""));
+        assert_eq!(
+            form_decode("%C3%A9+%e9").as_deref(),
+            None,
+            "lone %e9 is not UTF-8"
+        );
+        assert_eq!(form_decode("%C3%A9").as_deref(), Some("é"));
+        // `u8::from_str_radix` used to take a sign: "%+f" was 0x0f.
+        assert_eq!(form_decode("%+f"), None);
+        assert_eq!(form_decode("%4é"), None);
     }
 
     #[test]

@@ -332,6 +332,29 @@ impl AccessClaims {
         }
     }
 
+    /// Whether the login behind this token proved a second factor: its
+    /// `amr` holds a TOTP code, a recovery code or a passkey — the methods
+    /// [`crate::user::step_up`] counts as a second factor. What a route
+    /// that needs MFA checks; one that needs a *recent* login checks
+    /// [`AccessClaims::authenticated_within`] too.
+    pub fn multi_factor(&self) -> bool {
+        self.amr.iter().any(|method| method.proves_second_factor())
+    }
+
+    /// Whether the user authenticated (`auth_time`) at most `max_age`
+    /// before `now` — RFC 9470's `max_age`. A login time in the future
+    /// (beyond `now`) is not recent: it was not made by this clock.
+    pub fn authenticated_within(&self, max_age: std::time::Duration, now: DateTime<Utc>) -> bool {
+        let max_age = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
+        let age = now.timestamp().saturating_sub(self.auth_time);
+        (0..=max_age).contains(&age)
+    }
+
+    /// Whether the token carries the scope value `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes().any(|s| s == scope)
+    }
+
     /// The scope values.
     pub fn scopes(&self) -> impl Iterator<Item = &str> {
         self.scope.split(' ').filter(|s| !s.is_empty())

@@ -82,6 +82,15 @@ const SECOND: &[AuthMethod] = &[
     AuthMethod::Swk,
 ];
 
+impl AuthMethod {
+    /// Whether this method proves a second factor (TOTP, a recovery code,
+    /// a passkey — which is something the user has and, verified, is or
+    /// knows). A trusted device and an application token prove nothing.
+    pub fn proves_second_factor(self) -> bool {
+        SECOND.contains(&self)
+    }
+}
+
 /// Whether `proofs` satisfy the [policy](self) at `now`: `Ok`, or the
 /// `STEP_UP_REQUIRED` to answer with. `just_proved` are methods the call
 /// itself proves now (the current password of a password change).

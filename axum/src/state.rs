@@ -10,7 +10,8 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 /// The storage backends the server can run on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// SQLite file (the embedded default).
     Sqlite,
@@ -23,12 +24,45 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// Every backend, by the name [`FromStr`](std::str::FromStr) accepts.
+    pub const ALL: [(&'static str, Backend); 4] = [
+        ("sqlite", Backend::Sqlite),
+        ("sled", Backend::Sled),
+        ("memory", Backend::Memory),
+        ("postgres", Backend::Postgres),
+    ];
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+
+    /// `sqlite`, `sled`, `memory` or `postgres`, as flags and config files
+    /// spell them.
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, backend)| *backend)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|(n, _)| *n).collect();
+                format!(
+                    "unknown backend `{name}`: expected one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
 /// What every handler shares. Cheap to clone: the library instance is
 /// already reference-counted, the rest sits behind `Arc`s.
 #[derive(Clone)]
 pub struct AppState {
     /// The library instance.
     pub ks: Keystead,
+    /// How the seed routes verify bearer tokens: by issuer, for
+    /// [`audience`](Self::audience).
+    pub auth: crate::extract::Auth,
     /// The admin bearer token; `None` disables the admin API.
     pub admin_token: Option<Arc<SecretString>>,
     /// The audience access tokens must carry (`aud`).
@@ -49,6 +83,12 @@ pub struct AppState {
 /// and tabs, not a connection flood.
 pub const DEFAULT_MAX_STREAMS_PER_USER: usize = 8;
 
+impl axum::extract::FromRef<AppState> for crate::extract::Auth {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth.clone()
+    }
+}
+
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
@@ -62,10 +102,12 @@ impl std::fmt::Debug for AppState {
 impl AppState {
     /// State around an already built library instance (tests, embedders).
     pub fn new(ks: Keystead, config: &Config) -> Self {
+        let audience: Arc<str> = Arc::from(config.audience.as_str());
         Self {
+            auth: crate::extract::Auth::by_issuer(ks.clone(), Arc::clone(&audience)),
             ks,
             admin_token: config.admin_token.clone().map(Arc::new),
-            audience: Arc::from(config.audience.as_str()),
+            audience,
             body_limit: config.body_limit,
             closing: Arc::new(tokio::sync::watch::channel(false).0),
             streams: super::streams::StreamCounts::default(),

@@ -25,7 +25,7 @@ use webauthn_authenticator_rs::prelude::{
 };
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 
-const AUDIENCE: &str = keystead_examples::server::DEFAULT_AUDIENCE;
+const AUDIENCE: &str = keystead_axum::DEFAULT_AUDIENCE;
 const RP_ID: &str = "example.com";
 /// Where the "browser" runs the ceremonies: an origin of the relying party.
 const ORIGIN: &str = "https://login.example.com";

@@ -184,7 +184,7 @@ pub async fn access_request(
 }
 
 /// The scope a login that names none gets: the server's own API scopes
-/// ([`API_SCOPES`](crate::server::auth::API_SCOPES)) that `client_id`
+/// ([`API_SCOPES`](crate::auth::API_SCOPES)) that `client_id`
 /// registered — so a first-party login can call the account, device and
 /// portal APIs, and a client registered for none of them gets none. An
 /// unknown client gets none (and is refused when the token is issued).
@@ -197,7 +197,7 @@ pub async fn default_scope(
         Ok(client) => Ok(client
             .scopes
             .into_iter()
-            .filter(|s| crate::server::auth::API_SCOPES.contains(&s.as_str()))
+            .filter(|s| crate::auth::API_SCOPES.contains(&s.as_str()))
             .collect()),
         Err(e) if e.code() == "OAUTH_CLIENT_NOT_FOUND" => Ok(Vec::new()),
         Err(e) => Err(e),

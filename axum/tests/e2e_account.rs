@@ -13,7 +13,7 @@ mod support;
 use keystead::realm::MfaPolicy;
 use keystead::secret::SecretString;
 use keystead::user::Authority;
-use keystead_examples::server::auth::REALM_HEADER;
+use keystead_axum::auth::REALM_HEADER;
 use serde_json::{Value, json};
 use support::{PASSWORD, call, realm, totp_next, totp_now};
 
@@ -358,7 +358,7 @@ async fn account_flow_with_totp_and_trusted_devices() {
         .ks()
         .oauth(users.realm())
         .update_client(
-            keystead_examples::server::account::ACCOUNT_CLIENT_ID,
+            keystead_axum::account::ACCOUNT_CLIENT_ID,
             keystead::oauth::ClientUpdate {
                 scopes: Some(vec!["openid".into(), "read".into()]),
                 ..Default::default()
@@ -401,7 +401,7 @@ async fn account_flow_with_totp_and_trusted_devices() {
 
 #[tokio::test]
 async fn refusals_of_the_account_api() {
-    let server = common::start_on(keystead_examples::server::Backend::Memory).await;
+    let server = common::start_on(keystead_axum::Backend::Memory).await;
     let (realm_id, _) = realm(&server, "acme", MfaPolicy::Required).await;
     server
         .ks()
@@ -521,42 +521,5 @@ async fn refusals_of_the_account_api() {
     .await;
     assert_eq!(status, 400);
 
-    server.stop().await;
-}
-
-#[tokio::test]
-async fn the_cli_logs_in_and_enrols_totp_through_these_routes() {
-    let server = common::start_on(keystead_examples::server::Backend::Memory).await;
-    let (realm_id, _) = realm(&server, "acme", MfaPolicy::Optional).await;
-    server
-        .ks()
-        .users(realm_id)
-        .register("erin", None, SecretString::new(PASSWORD.into()))
-        .await
-        .unwrap();
-    let home = tempfile::tempdir().unwrap();
-    let cli = keystead_examples::cli::Cli::new(&server.base, home.path()).unwrap();
-    let password = SecretString::new(PASSWORD.into());
-    // Seed 003's password grant, then seed 001's key creation and activation.
-    cli.login("acme", "erin", &password, "cli").await.unwrap();
-    assert_eq!(cli.token_show().unwrap().claims["client_id"], "cli");
-    let enrolment = cli.totp_enroll(&password, 1).await.unwrap();
-    cli.totp_activate(&enrolment.key_id, &totp_now(&enrolment.otpauth))
-        .await
-        .unwrap();
-    let user = server
-        .ks()
-        .users(realm_id)
-        .get_by_username("erin")
-        .await
-        .unwrap();
-    assert!(
-        server
-            .ks()
-            .users(realm_id)
-            .has_active_factor(user.id)
-            .await
-            .unwrap()
-    );
     server.stop().await;
 }

@@ -40,9 +40,9 @@
 //!   [`super::authorize`].
 
 use super::{FormOrJson, mfa_pending, no_store, oauth_error, realm_named, split_scope, token_json};
-use crate::server::auth::{bearer, is_admin_token};
-use crate::server::error::{ApiError, OAuthError};
-use crate::server::state::AppState;
+use crate::auth::{bearer, is_admin_token};
+use crate::error::{ApiError, OAuthError};
+use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};

@@ -4,7 +4,7 @@
 
 mod common;
 
-use keystead_examples::server::Backend;
+use keystead_axum::Backend;
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -181,9 +181,9 @@ async fn admin_creates_groups_with_members() {
 
 /// Serve a tiny router that echoes the verified caller, through the
 /// extractors of two route scopes, on the harness's state.
-async fn whoami_server(state: keystead_examples::server::AppState) -> String {
+async fn whoami_server(state: keystead_axum::AppState) -> String {
     use axum::routing::get;
-    use keystead_examples::server::auth::{AccountScope, Caller, DeviceScope};
+    use keystead_axum::auth::{AccountScope, Caller, DeviceScope};
     let app = axum::Router::new()
         .route(
             "/whoami",

@@ -61,7 +61,7 @@ pub async fn realm(server: &TestServer, name: &str, mfa: MfaPolicy) -> (RealmId,
 pub async fn register_test_clients(server: &TestServer, realm: RealmId) {
     let oauth = server.ks().oauth(realm);
     let audience = server.state.audience.to_string();
-    let api = keystead_examples::server::auth::API_SCOPES;
+    let api = keystead_axum::auth::API_SCOPES;
     for (id, scopes) in [
         ("web", vec!["openid", "introspect"]),
         ("cli", vec!["openid"]),

@@ -10,11 +10,11 @@ mod common;
 mod support;
 
 use keystead::realm::MfaPolicy;
-use keystead_examples::server::auth::REALM_HEADER;
+use keystead_axum::auth::REALM_HEADER;
 use serde_json::{Value, json};
 use support::{call, realm, verify_with_jwks};
 
-const AUDIENCE: &str = keystead_examples::server::DEFAULT_AUDIENCE;
+const AUDIENCE: &str = keystead_axum::DEFAULT_AUDIENCE;
 
 fn s(v: &Value) -> String {
     v.as_str()
@@ -261,7 +261,7 @@ async fn portal_access_tokens_expire_all_and_logout() {
 
 #[tokio::test]
 async fn refusals_of_the_portal_api() {
-    let server = common::start_on(keystead_examples::server::Backend::Memory).await;
+    let server = common::start_on(keystead_axum::Backend::Memory).await;
     let (realm_id, _) = realm(&server, "acme", MfaPolicy::Optional).await;
     let (_, token) = server.user_with_token(realm_id, "owner").await;
 

@@ -31,7 +31,7 @@ use openidconnect::url::Url;
 use serde_json::{Value, json};
 use support::{PASSWORD, answer, call, realm, totp_next, totp_now, verify_with_jwks};
 
-const AUDIENCE: &str = keystead_examples::server::DEFAULT_AUDIENCE;
+const AUDIENCE: &str = keystead_axum::DEFAULT_AUDIENCE;
 /// The relying party's redirect URI: nothing listens there — the test reads
 /// the `Location` header instead of following it.
 const REDIRECT: &str = "http://127.0.0.1:9/cb";

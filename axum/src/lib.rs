@@ -1,5 +1,5 @@
-//! The example HTTP server: keystead's library calls mapped back onto the
-//! seed APIs' paths, methods, field names and status codes.
+//! keystead over HTTP, for axum: the library's calls mapped onto the seed
+//! APIs' paths, methods, field names and status codes.
 //!
 //! * [`router`] merges one route module per seed — [`authlance`] (seed
 //!   000, devices), [`account`] (001/002), [`oidc`] (003), [`portal`]
@@ -11,9 +11,11 @@
 //!   realm; [`error::ApiError`] turns library errors into HTTP answers that
 //!   carry the library's stable codes.
 //!
-//! The server is an example, not a product: it shows where an embedder
-//! puts HTTP concerns (auth extraction, status codes, body limits, logs)
-//! and that every rule stays in the library.
+//! Every rule stays in the library (`keystead`): this crate adds only the
+//! HTTP concerns — extraction of bearer tokens, status codes, body limits,
+//! logs — so an app that merges one of these routers, or only uses the
+//! extractors, gets the same decisions as one that calls the library.
+#![forbid(unsafe_code)]
 
 pub mod account;
 pub mod admin;
@@ -22,6 +24,7 @@ pub mod authlance;
 pub mod body;
 pub mod directory;
 pub mod error;
+pub mod extract;
 pub mod oidc;
 pub mod portal;
 pub mod state;

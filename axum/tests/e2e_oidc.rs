@@ -12,11 +12,11 @@ mod common;
 mod support;
 
 use keystead::realm::MfaPolicy;
-use keystead_examples::server::oidc::mail;
+use keystead_axum::oidc::mail;
 use serde_json::{Value, json};
 use support::{PASSWORD, call, realm, totp_next, totp_now, verify_with_jwks};
 
-const AUDIENCE: &str = keystead_examples::server::DEFAULT_AUDIENCE;
+const AUDIENCE: &str = keystead_axum::DEFAULT_AUDIENCE;
 
 /// `POST <token endpoint>` with a form.
 async fn grant(server: &common::TestServer, realm: &str, form: &[(&str, &str)]) -> (u16, Value) {
@@ -545,7 +545,7 @@ async fn the_whole_oidc_flow() {
 
 #[tokio::test]
 async fn an_mfa_required_realm_enrols_at_first_login() {
-    let server = common::start_on(keystead_examples::server::Backend::Memory).await;
+    let server = common::start_on(keystead_axum::Backend::Memory).await;
     let (_, issuer) = realm(&server, "strict", MfaPolicy::Required).await;
     let base = "/realms/strict";
 
@@ -646,7 +646,7 @@ async fn an_mfa_required_realm_enrols_at_first_login() {
 
 #[tokio::test]
 async fn magic_links_log_in_once_and_never_reveal_addresses() {
-    let server = common::start_on(keystead_examples::server::Backend::Sled).await;
+    let server = common::start_on(keystead_axum::Backend::Sled).await;
     let (realm_id, issuer) = realm(&server, "links", MfaPolicy::Optional).await;
     let base = "/realms/links";
     let (status, _) = call(
@@ -740,7 +740,7 @@ async fn magic_links_log_in_once_and_never_reveal_addresses() {
 
 #[tokio::test]
 async fn refusals_of_the_realm_endpoints() {
-    let server = common::start_on(keystead_examples::server::Backend::Memory).await;
+    let server = common::start_on(keystead_axum::Backend::Memory).await;
     realm(&server, "acme", MfaPolicy::Optional).await;
     let url = |p: &str| server.url(&format!("/realms/acme{p}"));
 

@@ -43,8 +43,8 @@
 use super::html::{error_note, escape, hidden, page, security_headers};
 use super::login_actions;
 use super::realm_named;
-use crate::server::error::ApiError;
-use crate::server::state::AppState;
+use crate::error::ApiError;
+use crate::state::AppState;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};

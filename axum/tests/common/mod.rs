@@ -7,7 +7,7 @@ use keystead::id::{RealmId, UserId};
 use keystead::secret::SecretString;
 use keystead::token::AccessRequest;
 use keystead::user::LoginOutcome;
-use keystead_examples::server::{self, AppState, Backend, Config};
+use keystead_axum::{self as server, AppState, Backend, Config};
 use serde_json::{Value, json};
 
 /// The admin token every test server uses.

@@ -14,7 +14,7 @@
 //!
 //! All four are `POST`. The realm's relying party (rp id, name, origins,
 //! passwordless policy) is set by the administrator with
-//! `PUT /admin/realms/{realm}/webauthn` ([`admin`](crate::server::admin));
+//! `PUT /admin/realms/{realm}/webauthn` ([`admin`](crate::admin));
 //! until then every ceremony answers `404 WEBAUTHN_NOT_CONFIGURED`.
 //!
 //! # Ceremony ids
@@ -44,9 +44,9 @@
 
 use super::login_actions::success;
 use super::{LoginBearer, no_store, realm_named, verify_access, wrong_bearer};
-use crate::server::body::{json_error, parse_id};
-use crate::server::error::{ApiError, OAuthError};
-use crate::server::state::AppState;
+use crate::body::{json_error, parse_id};
+use crate::error::{ApiError, OAuthError};
+use crate::state::AppState;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;

@@ -35,8 +35,8 @@ use super::{
     FormOrJson, LoginBearer, access_request, mfa_pending, no_store, realm_base, realm_named,
     token_json, verify_access, wrong_bearer,
 };
-use crate::server::error::{ApiError, OAuthError};
-use crate::server::state::AppState;
+use crate::error::{ApiError, OAuthError};
+use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -268,7 +268,7 @@ async fn pending_key(
     key_id: Option<&str>,
 ) -> Result<MfaKeyId, OAuthError> {
     if let Some(id) = key_id {
-        return crate::server::body::parse_id("key_id", id).map_err(ApiError::oauth);
+        return crate::body::parse_id("key_id", id).map_err(ApiError::oauth);
     }
     state
         .ks
@@ -416,7 +416,7 @@ async fn verify_magic_link(
 ) -> Result<Response, OAuthError> {
     let realm = realm_named(&state, &realm_name).await?;
     let id: MagicLinkId =
-        crate::server::body::parse_id("token_id", &query.token_id).map_err(ApiError::oauth)?;
+        crate::body::parse_id("token_id", &query.token_id).map_err(ApiError::oauth)?;
     let outcome = state
         .ks
         .tokens(realm.id)

@@ -19,7 +19,7 @@ use keystead::device::Device;
 use keystead::id::{DeviceId, GroupId, RealmId, UserId};
 use keystead::realm::MfaPolicy;
 use keystead::secret::SecretString;
-use keystead_examples::server::auth::REALM_HEADER;
+use keystead_axum::auth::REALM_HEADER;
 use serde_json::{Value, json};
 use support::{PASSWORD, realm, verify_with_jwks};
 
@@ -91,7 +91,7 @@ async fn refresh_tokens_rotate_across_instances() {
         &a.http,
         &jwks_a,
         &s(&second["access_token"]),
-        keystead_examples::server::DEFAULT_AUDIENCE,
+        keystead_axum::DEFAULT_AUDIENCE,
         &issuer,
     )
     .await

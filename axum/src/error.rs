@@ -274,17 +274,35 @@ impl From<keystead::StorageError> for ApiError {
 }
 
 impl ApiError {
-    /// A `WWW-Authenticate` challenge more specific than `Bearer`: RFC 9470
-    /// §3 for a stale authentication, naming the `max_age` to ask for.
+    /// A `WWW-Authenticate` challenge more specific than `Bearer`: RFC
+    /// 9470 §3 for a login that is too old or lacks a second factor
+    /// (naming the `max_age` to ask for), RFC 6750 §3.1 for a missing
+    /// scope (naming it) or a bad token. A request without credentials
+    /// gets the bare `Bearer` (RFC 6750 §3.1: no error code then).
     fn challenge(&self) -> Option<String> {
-        let max_age = self.details.get("max_age")?;
-        (self.code == "STEP_UP_REQUIRED").then(|| {
-            format!(
+        if self.code == "STEP_UP_REQUIRED" || self.details.contains_key("needs_mfa") {
+            let max_age = self
+                .details
+                .get("max_age")
+                .and_then(Value::as_u64)
+                .map(|secs| format!(", max_age=\"{secs}\""))
+                .unwrap_or_default();
+            return Some(format!(
                 "Bearer error=\"insufficient_user_authentication\", \
-                 error_description=\"a more recent authentication is required\", \
-                 max_age=\"{max_age}\""
-            )
-        })
+                 error_description=\"a more recent authentication is required\"{max_age}"
+            ));
+        }
+        if self.code == "INSUFFICIENT_SCOPE" {
+            let scope = self
+                .details
+                .get("scope")
+                .and_then(Value::as_str)
+                .map(|scope| format!(", scope=\"{scope}\""))
+                .unwrap_or_default();
+            return Some(format!("Bearer error=\"insufficient_scope\"{scope}"));
+        }
+        (self.status == StatusCode::UNAUTHORIZED && self.code.starts_with("TOKEN_"))
+            .then(|| "Bearer error=\"invalid_token\"".to_owned())
     }
 }
 
@@ -324,9 +342,9 @@ impl IntoResponse for OAuthError {
             "error_description": e.message,
             "code": e.code,
         });
-        let challenge = (e.status == StatusCode::UNAUTHORIZED).then(|| {
-            e.challenge()
-                .unwrap_or_else(|| format!("Bearer error=\"{}\"", e.oauth_code))
+        let challenge = e.challenge().or_else(|| {
+            (e.status == StatusCode::UNAUTHORIZED)
+                .then(|| format!("Bearer error=\"{}\"", e.oauth_code))
         });
         if let Some(fields) = body.as_object_mut() {
             fields.extend(e.details);
@@ -352,7 +370,7 @@ fn finish(
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
-    if status == StatusCode::UNAUTHORIZED {
+    if status == StatusCode::UNAUTHORIZED || challenge.is_some() {
         let value = challenge
             .and_then(|c| HeaderValue::from_str(&c).ok())
             .unwrap_or_else(|| HeaderValue::from_static("Bearer"));

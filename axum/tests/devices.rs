@@ -13,8 +13,8 @@ use common::{SseReader, TestServer, call};
 use keystead::client::DeviceClient;
 use keystead::device::Device;
 use keystead::id::{DeviceId, GroupId, RealmId};
-use keystead_examples::server::Backend;
-use keystead_examples::server::auth::REALM_HEADER;
+use keystead_axum::Backend;
+use keystead_axum::auth::REALM_HEADER;
 use serde_json::{Value, json};
 
 const P: &str = "/authlance/identity/api/v1/realm";
