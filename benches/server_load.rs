@@ -40,7 +40,7 @@
 //! fails). A workload's variants (HTTP, handler, library; 16 workers and
 //! one) run interleaved in ten rounds, each pooling its samples over the
 //! rounds, so load from other jobs on a shared machine hits every variant
-//! alike. The whole bench takes about 90 s.
+//! alike. The whole bench takes about 110 s (20 s of it PostgreSQL).
 //!
 //! `cargo bench -p keystead-benches --bench server_load` runs it; extra
 //! arguments filter phases by substring (`… -- sqlite/refresh`). Without
