@@ -40,7 +40,7 @@
 //! fails). A workload's variants (HTTP, handler, library; 16 workers and
 //! one) run interleaved in ten rounds, each pooling its samples over the
 //! rounds, so load from other jobs on a shared machine hits every variant
-//! alike. The whole bench takes about 90 s.
+//! alike. The whole bench takes about 110 s (20 s of it PostgreSQL).
 //!
 //! `cargo bench -p keystead-benches --bench server_load` runs it; extra
 //! arguments filter phases by substring (`… -- sqlite/refresh`). Without
@@ -50,11 +50,30 @@
 //! has 2 cores), the HTTP clients a 1-worker runtime of their own, so the
 //! client's CPU is visible as competition, as it would be with `oha` on
 //! the same machine.
+//!
+//! PostgreSQL (issue 20): the writing workloads (`refresh`, `heartbeat`)
+//! also run on `Backend::Postgres`, in a fresh schema of the throwaway
+//! cluster of `keystead_postgres::testing::server_url` (or
+//! `KEYSTEAD_TEST_POSTGRES_URL`), reached through the connection string's
+//! `search_path`, since the server's `--db` takes no schema option. There
+//! are two instances on that one schema — two `AppState`s sharing the KEK,
+//! each served on its own listener and its own 1-worker runtime
+//! (`server-a`, `server-b`), as two 1-core server processes would be — and
+//! the HTTP phase runs once with all [`CONCURRENCY`] workers on instance A
+//! and once with them split half and half over A and B (`…/x2`), at the
+//! same total concurrency, interleaved in rounds with the library call on
+//! A. Equal-sized instances make `2/1` the scale-out figure: what a second
+//! instance adds, not what a second worker thread inside one adds. CPU per
+//! request is split three ways there: the server (the process minus the
+//! load generator), the PostgreSQL cluster (its postmaster and children,
+//! from `/proc/<pid>/stat`) and the load generator; with the cores busy
+//! (all CPU over wall time) it shows where the time goes.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use keystead::Keystead;
 use keystead::crypto::DeviceSecretKey;
+use keystead::crypto::at_rest::Kek;
 use keystead::device::{Devices, NewGroup};
 use keystead::id::{DeviceId, GroupId, RealmId};
 use keystead::realm::RealmSettings;
@@ -63,12 +82,13 @@ use keystead::token::{AccessRequest, ExchangeOutcome, Grant, TokenResponse, Toke
 use keystead_axum::authlance::PREFIX;
 use keystead_axum::{self as server, AppState, Backend, Config, directory};
 use keystead_benches::load::{BoxError, Op, OpFuture, Plan, Summary, cpu_time, measure};
+use keystead_postgres::testing::{raw_client, server_url};
 use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 
@@ -124,24 +144,38 @@ impl Workload {
         }
     }
 
-    /// The phases of the workload. At the default argon2 cost the hash is
-    /// the whole request, so one concurrent pair says all there is.
-    fn phases(self) -> &'static [(Via, usize)] {
-        const FULL: &[(Via, usize)] = &[
-            (Via::Http, CONCURRENCY),
-            (Via::Library, CONCURRENCY),
-            (Via::Http, 1),
-            (Via::Handler, 1),
-            (Via::Library, 1),
+    /// The phases of the workload on one instance of an embedded or the
+    /// in-memory backend. At the default argon2 cost the hash is the whole
+    /// request, so one concurrent pair says all there is.
+    fn phases(self) -> &'static [Shape] {
+        const FULL: &[Shape] = &[
+            Shape::new(Via::Http, CONCURRENCY),
+            Shape::new(Via::Library, CONCURRENCY),
+            Shape::new(Via::Http, 1),
+            Shape::new(Via::Handler, 1),
+            Shape::new(Via::Library, 1),
         ];
-        const CONCURRENT: &[(Via, usize)] =
-            &[(Via::Http, CONCURRENCY), (Via::Library, CONCURRENCY)];
+        const CONCURRENT: &[Shape] = &[
+            Shape::new(Via::Http, CONCURRENCY),
+            Shape::new(Via::Library, CONCURRENCY),
+        ];
         match self {
             Workload::PasswordDefault => CONCURRENT,
             _ => FULL,
         }
     }
 }
+
+/// The workloads run on PostgreSQL: the ones that write.
+const POSTGRES_WORKLOADS: [Workload; 2] = [Workload::Refresh, Workload::Heartbeat];
+
+/// Their phases: over HTTP on one instance and on two sharing the
+/// database at the same total concurrency, and the library call on one.
+const POSTGRES_PHASES: &[Shape] = &[
+    Shape::new(Via::Http, CONCURRENCY),
+    Shape::new(Via::Http, CONCURRENCY).on(2),
+    Shape::new(Via::Library, CONCURRENCY),
+];
 
 /// How a phase reaches the library.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +198,40 @@ impl Via {
             Via::Handler => "handler",
             Via::Library => "library",
         }
+    }
+}
+
+/// One variant of a workload: how it reaches the library, from how many
+/// workers, against how many server instances (HTTP only; the workers are
+/// split evenly over them, in order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shape {
+    via: Via,
+    concurrency: usize,
+    instances: usize,
+}
+
+impl Shape {
+    const fn new(via: Via, concurrency: usize) -> Self {
+        Self {
+            via,
+            concurrency,
+            instances: 1,
+        }
+    }
+
+    /// This shape against `instances` server instances.
+    const fn on(self, instances: usize) -> Self {
+        Self { instances, ..self }
+    }
+
+    /// `http/c16`, or `http/c16/x2` against two instances.
+    fn name(self) -> String {
+        let mut name = format!("{}/c{}", self.via.name(), self.concurrency);
+        if self.instances > 1 {
+            let _ = write!(name, "/x{}", self.instances);
+        }
+        name
     }
 }
 
@@ -226,51 +294,90 @@ impl Bounds {
 
 // ----- the server under load ----------------------------------------------
 
-/// A running server with its realms, users, devices and the tokens the
-/// workloads present.
-struct Fixture {
+/// One served instance of the server: its base URL, its heartbeat URLs,
+/// and how to stop it.
+struct Instance {
     base: String,
+    /// One heartbeat URL per device of the fixture, on this instance.
+    heartbeat_urls: Arc<Vec<String>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Instance {
+    /// Serve `state` on a fresh loopback listener on `runtime`.
+    async fn serve(runtime: &Handle, state: AppState) -> Result<Self, BoxError> {
+        // The listener registers with the runtime it is made on: the server's.
+        let listener = runtime
+            .spawn(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .await??;
+        let base = format!("http://{}", listener.local_addr()?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = runtime.spawn(server::serve(listener, state, async move {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            base,
+            heartbeat_urls: Arc::new(Vec::new()),
+            stop: Some(stop),
+            task,
+        })
+    }
+}
+
+/// A running server — one instance, or several on one database — with
+/// its realms, users, devices and the tokens the workloads present.
+struct Fixture {
+    /// What every instance is opened with.
+    config: Config,
+    kek: Option<Kek>,
+    /// The served instances; the first is the one set up and the one the
+    /// library and handler variants call.
+    instances: Vec<Instance>,
     state: AppState,
     ks: Keystead,
     default_realm: RealmId,
     cheap_realm: RealmId,
     group: GroupId,
     devices: Arc<Vec<DeviceId>>,
-    heartbeat_urls: Arc<Vec<String>>,
     /// Access token of the user who registered every device.
     owner_token: String,
     /// Access token with the `introspect` scope (a resource server's).
     introspector_token: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The PostgreSQL cluster's postmaster, when it runs on this machine:
+    /// its CPU (and its children's) is measured per phase.
+    postmaster: Option<u32>,
     _dir: tempfile::TempDir,
 }
 
 impl Fixture {
-    /// Open `backend` in a temporary directory and serve it on the server
-    /// runtime; create both realms with [`CONCURRENCY`] users each, the
-    /// device group, and register `bounds.devices` devices over HTTP.
-    async fn start(server_rt: &Handle, backend: Backend, bounds: Bounds) -> Result<Self, BoxError> {
+    /// Open `backend` on `db` (a file in a temporary directory when
+    /// `None`) with `kek`, and serve it on `server_rt`; create both realms
+    /// with [`CONCURRENCY`] users each, the device group, and register
+    /// `bounds.devices` devices over HTTP.
+    ///
+    /// Run this on `server_rt` itself: a PostgreSQL store's pooled
+    /// connections and background tasks live on the runtime that first
+    /// uses them, which must be the server's, not the load generator's.
+    async fn start(
+        server_rt: Handle,
+        backend: Backend,
+        db: Option<String>,
+        kek: Option<Kek>,
+        bounds: Bounds,
+    ) -> Result<Self, BoxError> {
         let dir = tempfile::tempdir()?;
         let config = Config {
             listen: ([127, 0, 0, 1], 0).into(),
             backend,
-            db: dir.path().join("server.db").to_string_lossy().into_owned(),
+            db: db.unwrap_or_else(|| dir.path().join("server.db").to_string_lossy().into_owned()),
             kek_file: None,
             admin_token: None,
             body_limit: server::DEFAULT_BODY_LIMIT,
             audience: server::DEFAULT_AUDIENCE.into(),
         };
-        let state = AppState::open(&config, None).await?;
-        // The listener registers with the runtime it is made on: the server's.
-        let listener = server_rt
-            .spawn(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .await??;
-        let base = format!("http://{}", listener.local_addr()?);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = server_rt.spawn(server::serve(listener, state.clone(), async move {
-            let _ = stopped.await;
-        }));
+        let state = AppState::open(&config, kek.clone()).await?;
+        let instance = Instance::serve(&server_rt, state.clone()).await?;
         let ks = state.ks.clone();
 
         let default_realm = ks
@@ -335,29 +442,46 @@ impl Fixture {
         .to_owned();
 
         let mut fixture = Self {
-            base,
+            config,
+            kek,
+            instances: vec![instance],
             state,
             ks,
             default_realm,
             cheap_realm,
             group,
             devices: Arc::new(Vec::new()),
-            heartbeat_urls: Arc::new(Vec::new()),
             owner_token,
             introspector_token,
-            stop: Some(stop),
-            task,
+            postmaster: None,
             _dir: dir,
         };
         fixture.register_devices(bounds.devices).await?;
         Ok(fixture)
     }
 
+    /// Open another instance on the same database (same config and KEK)
+    /// and serve it on `runtime`, where its store is opened too, so its
+    /// connections and tasks live there.
+    async fn add_instance(&mut self, runtime: &Handle) -> Result<(), BoxError> {
+        let (config, kek) = (self.config.clone(), self.kek.clone());
+        let state = runtime
+            .spawn(async move { AppState::open(&config, kek).await })
+            .await??;
+        let mut instance = Instance::serve(runtime, state).await?;
+        instance.heartbeat_urls = self.heartbeat_urls(&instance.base);
+        self.instances.push(instance);
+        Ok(())
+    }
+
     /// Register `count` devices one after another over HTTP, as their
     /// owner (the server records ownership, which heartbeats check).
     async fn register_devices(&mut self, count: usize) -> Result<(), BoxError> {
         let http = reqwest::Client::new();
-        let url = format!("{}{PREFIX}/groups/{}/devices", self.base, self.group);
+        let url = format!(
+            "{}{PREFIX}/groups/{}/devices",
+            self.instances[0].base, self.group
+        );
         let started = Instant::now();
         let mut devices = Vec::with_capacity(count);
         for i in 0..count {
@@ -383,19 +507,21 @@ impl Fixture {
             "  setup: {count} devices registered over HTTP, one at a time, in {:.2} s",
             started.elapsed().as_secs_f64()
         );
-        self.heartbeat_urls = Arc::new(
-            devices
-                .iter()
-                .map(|d| {
-                    format!(
-                        "{}{PREFIX}/groups/{}/devices/{d}/heartbeat",
-                        self.base, self.group
-                    )
-                })
-                .collect(),
-        );
         self.devices = Arc::new(devices);
+        for i in 0..self.instances.len() {
+            self.instances[i].heartbeat_urls = self.heartbeat_urls(&self.instances[i].base);
+        }
         Ok(())
+    }
+
+    /// The heartbeat URL of every device, on the instance at `base`.
+    fn heartbeat_urls(&self, base: &str) -> Arc<Vec<String>> {
+        Arc::new(
+            self.devices
+                .iter()
+                .map(|d| format!("{base}{PREFIX}/groups/{}/devices/{d}/heartbeat", self.group))
+                .collect(),
+        )
     }
 
     fn realm_of(&self, workload: Workload) -> (RealmId, &'static str) {
@@ -405,28 +531,40 @@ impl Fixture {
         }
     }
 
-    fn url(&self, realm_name: &str, path: &str) -> String {
-        format!("{}/realms/{realm_name}{path}", self.base)
+    /// The instances `shape`'s workers are split over: the first
+    /// `shape.instances`.
+    fn served(&self, shape: Shape) -> Result<&[Instance], BoxError> {
+        match self.instances.get(..shape.instances) {
+            Some(served) if !served.is_empty() => Ok(served),
+            _ => Err(format!(
+                "{} wants {} instances; {} are running",
+                shape.name(),
+                shape.instances,
+                self.instances.len()
+            )
+            .into()),
+        }
     }
 
-    /// One op per worker for `workload` over `via`. Workers that rotate or
-    /// present tokens get fresh ones of their own user, made through the
-    /// library so setup stays out of the measured phases.
-    async fn ops(
-        &self,
-        workload: Workload,
-        via: Via,
-        workers: usize,
-    ) -> Result<Vec<Box<dyn Op>>, BoxError> {
+    /// One op per worker for `workload` in `shape`. Workers that rotate
+    /// or present tokens get fresh ones of their own user, made through
+    /// the library so setup stays out of the measured phases. Over HTTP,
+    /// the workers are split evenly over the first `shape.instances`
+    /// instances, in order (half and half for two).
+    async fn ops(&self, workload: Workload, shape: Shape) -> Result<Vec<Box<dyn Op>>, BoxError> {
+        let (via, workers) = (shape.via, shape.concurrency);
+        let served = self.served(shape)?;
         let (realm, realm_name) = self.realm_of(workload);
         let cursor = Arc::new(AtomicUsize::new(0));
         let mut ops: Vec<Box<dyn Op>> = Vec::with_capacity(workers);
         for i in 0..workers {
+            let instance = &served[i * served.len() / workers];
+            let url = |path: &str| format!("{}/realms/{realm_name}{path}", instance.base);
             let op: Box<dyn Op> = match (workload, via) {
                 (Workload::PasswordDefault | Workload::PasswordCheap, Via::Http) => {
                     Box::new(HttpPassword {
                         http: client()?,
-                        url: self.url(realm_name, TOKEN_PATH),
+                        url: url(TOKEN_PATH),
                         body: form(&[
                             ("grant_type", "password"),
                             ("client_id", CLIENT_ID),
@@ -470,7 +608,7 @@ impl Fixture {
                 }),
                 (Workload::Refresh, Via::Http) => Box::new(HttpRefresh {
                     http: client()?,
-                    url: self.url(realm_name, TOKEN_PATH),
+                    url: url(TOKEN_PATH),
                     token: refresh_token_of(login(&self.ks, realm, i, Vec::new()).await?)?
                         .expose()
                         .to_owned(),
@@ -485,7 +623,7 @@ impl Fixture {
                     let subject = login(&self.ks, realm, i, Vec::new()).await?;
                     Box::new(HttpIntrospect {
                         http: client()?,
-                        url: self.url(realm_name, INTROSPECT_PATH),
+                        url: url(INTROSPECT_PATH),
                         bearer: self.introspector_token.clone(),
                         body: form(&[("token", subject.access_token.expose())]),
                     })
@@ -496,7 +634,7 @@ impl Fixture {
                 }),
                 (Workload::Heartbeat, Via::Http) => Box::new(HttpHeartbeat {
                     http: client()?,
-                    urls: Arc::clone(&self.heartbeat_urls),
+                    urls: Arc::clone(&instance.heartbeat_urls),
                     cursor: Arc::clone(&cursor),
                     bearer: self.owner_token.clone(),
                 }),
@@ -512,12 +650,16 @@ impl Fixture {
         Ok(ops)
     }
 
-    /// Shut the server down gracefully and wait for it.
+    /// Shut every instance down gracefully and wait for them.
     async fn stop(mut self) -> Result<(), BoxError> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+        for instance in &mut self.instances {
+            if let Some(stop) = instance.stop.take() {
+                let _ = stop.send(());
+            }
         }
-        tokio::time::timeout(Duration::from_secs(10), self.task).await???;
+        for instance in self.instances {
+            tokio::time::timeout(Duration::from_secs(10), instance.task).await???;
+        }
         Ok(())
     }
 }
@@ -928,8 +1070,7 @@ fn next_of<'a, T>(items: &'a [T], cursor: &AtomicUsize) -> Result<&'a T, BoxErro
 struct Row {
     backend: &'static str,
     workload: Workload,
-    via: Via,
-    concurrency: usize,
+    shape: Shape,
     summary: Summary,
     cpu: Option<Cpu>,
 }
@@ -964,19 +1105,9 @@ fn load_average() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-fn find<'a>(
-    rows: &'a [Row],
-    backend: &str,
-    workload: Workload,
-    via: Via,
-    concurrency: usize,
-) -> Option<&'a Row> {
-    rows.iter().find(|r| {
-        r.backend == backend
-            && r.workload == workload
-            && r.via == via
-            && r.concurrency == concurrency
-    })
+fn find<'a>(rows: &'a [Row], backend: &str, workload: Workload, shape: Shape) -> Option<&'a Row> {
+    rows.iter()
+        .find(|r| r.backend == backend && r.workload == workload && r.shape == shape)
 }
 
 /// Server-side CPU per request in µs, or `?`.
@@ -991,15 +1122,24 @@ fn server_cpu(row: &Row) -> String {
 /// [`CONCURRENCY`] over HTTP and through the library, and the serial
 /// per-request comparison.
 fn report(rows: &[Row]) {
+    let concurrent = |via| Shape::new(via, CONCURRENCY);
+    let serial = |via| Shape::new(via, 1);
+    let backends: Vec<&str> = ["sqlite", "memory"]
+        .into_iter()
+        .filter(|b| rows.iter().any(|r| r.backend == *b))
+        .collect();
+    if backends.is_empty() {
+        return;
+    }
     println!(
         "\n| backend | workload | HTTP req/s | p50 | p99 | library calls/s | p50 | p99 | HTTP / library throughput | server CPU/req: HTTP | library | client CPU/req |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for backend in ["sqlite", "memory"] {
+    for &backend in &backends {
         for workload in Workload::ALL {
             let (Some(http_row), Some(lib_row)) = (
-                find(rows, backend, workload, Via::Http, CONCURRENCY),
-                find(rows, backend, workload, Via::Library, CONCURRENCY),
+                find(rows, backend, workload, concurrent(Via::Http)),
+                find(rows, backend, workload, concurrent(Via::Library)),
             ) else {
                 continue;
             };
@@ -1027,12 +1167,12 @@ fn report(rows: &[Row]) {
         "\n| backend | workload | one client: HTTP p50 | handler's calls p50 | core call p50 | HTTP / core | transport's share | handler checks' share |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    for backend in ["sqlite", "memory"] {
+    for &backend in &backends {
         for workload in Workload::ALL {
             let (Some(http), Some(handler), Some(lib)) = (
-                find(rows, backend, workload, Via::Http, 1).map(|r| &r.summary),
-                find(rows, backend, workload, Via::Handler, 1).map(|r| &r.summary),
-                find(rows, backend, workload, Via::Library, 1).map(|r| &r.summary),
+                find(rows, backend, workload, serial(Via::Http)).map(|r| &r.summary),
+                find(rows, backend, workload, serial(Via::Handler)).map(|r| &r.summary),
+                find(rows, backend, workload, serial(Via::Library)).map(|r| &r.summary),
             ) else {
                 continue;
             };
@@ -1051,36 +1191,258 @@ fn report(rows: &[Row]) {
     }
 }
 
+/// The PostgreSQL table of BENCHMARKS.md — throughput, latency and where
+/// the CPU went per request, on one instance and on two — and the
+/// `instances postgres <workload> 2/1 = <ratio>` lines.
+fn report_postgres(rows: &[Row]) {
+    let mine: Vec<&Row> = rows.iter().filter(|r| r.backend == "postgres").collect();
+    if mine.is_empty() {
+        return;
+    }
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    println!(
+        "\n| workload | variant | instances | req/s | p50 | p99 | server CPU/req | postgres CPU/req | client CPU/req | all CPU/req | cores busy (of {cores}) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let micros = |v: Option<f64>| v.map_or_else(|| "?".into(), |v| format!("{v:.0} µs"));
+    for workload in POSTGRES_WORKLOADS {
+        for &shape in POSTGRES_PHASES {
+            let Some(row) = find(rows, "postgres", workload, shape) else {
+                continue;
+            };
+            let s = &row.summary;
+            let split = row.cpu.map(|cpu| cpu.split(s.requests));
+            println!(
+                "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
+                workload.name(),
+                match shape.via {
+                    Via::Http => "HTTP",
+                    Via::Handler => "handler",
+                    Via::Library => "library",
+                },
+                shape.instances,
+                s.per_sec(),
+                show(s.p50),
+                show(s.p99),
+                micros(split.map(|c| c.server)),
+                micros(split.and_then(|c| c.postgres)),
+                micros(split.map(|c| c.client)),
+                micros(split.and_then(|c| c.postgres.map(|pg| c.server + pg + c.client))),
+                row.cpu
+                    .and_then(Cpu::cores_busy)
+                    .map_or_else(|| "?".into(), |busy| format!("{busy:.2}")),
+            );
+        }
+    }
+    println!();
+    for workload in POSTGRES_WORKLOADS {
+        let one = Shape::new(Via::Http, CONCURRENCY);
+        if let (Some(one), Some(two)) = (
+            find(rows, "postgres", workload, one),
+            find(rows, "postgres", workload, one.on(2)),
+        ) {
+            println!(
+                "instances postgres {} 2/1 = {:.2}",
+                workload.name(),
+                two.summary.per_sec() / one.summary.per_sec()
+            );
+        }
+    }
+}
+
 /// The name of the client runtime's threads (CPU accounting tells them
 /// from the server's by it).
 const CLIENT_THREADS: &str = "client";
 
-/// Where a variant's CPU time went: the load generator's threads, and
-/// everything else in the process (the server's runtime, the blocking
-/// pools with SQLite and argon2).
+/// Where a variant's CPU time went: the load generator's threads,
+/// everything else in the process (the server's runtimes, the blocking
+/// pools with SQLite and argon2), and the PostgreSQL cluster's processes
+/// when one is measured; and the wall time it was measured over.
 #[derive(Debug, Clone, Copy, Default)]
 struct Cpu {
     server: Duration,
     client: Duration,
+    postgres: Option<Duration>,
+    wall: Duration,
+}
+
+/// [`Cpu`] per request, in µs.
+#[derive(Debug, Clone, Copy)]
+struct CpuPerRequest {
+    server: f64,
+    client: f64,
+    postgres: Option<f64>,
 }
 
 impl Cpu {
     /// CPU per request in µs: (server, client).
     fn per_request(self, requests: u64) -> (f64, f64) {
+        let split = self.split(requests);
+        (split.server, split.client)
+    }
+
+    /// CPU per request in µs of the server, the client and PostgreSQL.
+    fn split(self, requests: u64) -> CpuPerRequest {
         // Request counts are far below 2^52: the conversion is exact.
         #[allow(clippy::cast_precision_loss)]
         let n = requests.max(1) as f64;
-        (
-            self.server.as_secs_f64() * 1e6 / n,
-            self.client.as_secs_f64() * 1e6 / n,
-        )
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / n;
+        CpuPerRequest {
+            server: per(self.server),
+            client: per(self.client),
+            postgres: self.postgres.map(per),
+        }
+    }
+
+    /// Cores kept busy on average: all CPU measured over the wall time.
+    fn cores_busy(self) -> Option<f64> {
+        let all = self.server + self.client + self.postgres?;
+        (!self.wall.is_zero()).then(|| all.as_secs_f64() / self.wall.as_secs_f64())
+    }
+}
+
+/// A CPU reading: the process's and the client threads' (see
+/// [`cpu_time`]), PostgreSQL's, and when.
+struct CpuReading {
+    process: Option<(Duration, Duration)>,
+    postgres: Option<Duration>,
+    at: Instant,
+}
+
+impl CpuReading {
+    fn now(postmaster: Option<u32>) -> Self {
+        Self {
+            process: cpu_time(CLIENT_THREADS),
+            postgres: postmaster.and_then(postgres_cpu),
+            at: Instant::now(),
+        }
+    }
+
+    /// What was spent since `before`; `None` if a `/proc` read failed.
+    fn since(&self, before: &CpuReading) -> Option<Cpu> {
+        let ((all0, client0), (all1, client1)) = (before.process?, self.process?);
+        let client = client1.saturating_sub(client0);
+        Some(Cpu {
+            server: all1.saturating_sub(all0).saturating_sub(client),
+            client,
+            postgres: match (before.postgres, self.postgres) {
+                (Some(pg0), Some(pg1)) => Some(pg1.saturating_sub(pg0)),
+                _ => None,
+            },
+            wall: self.at.duration_since(before.at),
+        })
+    }
+}
+
+impl std::ops::Add for Cpu {
+    type Output = Cpu;
+
+    fn add(self, other: Cpu) -> Cpu {
+        Cpu {
+            server: self.server + other.server,
+            client: self.client + other.client,
+            postgres: self.postgres.zip(other.postgres).map(|(a, b)| a + b),
+            wall: self.wall + other.wall,
+        }
+    }
+}
+
+/// Clock ticks per second of the times in `/proc/<pid>/stat`: `getconf
+/// CLK_TCK`, or 100 (`USER_HZ` on every Linux keystead builds for).
+fn clock_ticks() -> u64 {
+    static TICKS: OnceLock<u64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .and_then(|text| text.trim().parse().ok())
+            .filter(|&ticks| ticks > 0)
+            .unwrap_or(100)
+    })
+}
+
+/// `(pid, ppid, utime + stime in ticks)` of a `/proc/<pid>/stat` line.
+fn proc_stat(stat: &str) -> Option<(u32, u32, u64)> {
+    let pid = stat.split_whitespace().next()?.parse().ok()?;
+    // `pid (comm) state ppid …`: comm may hold spaces and parentheses, so
+    // split at the last ')'. After it: state, ppid, …, utime (12th), stime.
+    let fields: Vec<&str> = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .collect();
+    let parent = fields.get(1)?.parse().ok()?;
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((pid, parent, utime + stime))
+}
+
+/// CPU time (user + system) so far of the PostgreSQL server whose
+/// postmaster is `postmaster` and of its live children (backends, WAL
+/// writer, checkpointer, …), from `/proc`; `None` once the postmaster is
+/// gone. Only this cluster's processes: the machine is shared, and other
+/// sessions' clusters must not count. A child that exits between two
+/// readings takes its time with it (the pools keep their backends, so
+/// that is autovacuum at most).
+fn postgres_cpu(postmaster: u32) -> Option<Duration> {
+    let mut ticks = 0;
+    let mut found = false;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        if !entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.bytes().all(|b| b.is_ascii_digit()))
+        {
+            continue;
+        }
+        // A process may exit between listing and reading: skip it.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if let Some((pid, ppid, t)) = proc_stat(&stat)
+            && (pid == postmaster || ppid == postmaster)
+        {
+            ticks += t;
+            found |= pid == postmaster;
+        }
+    }
+    found.then(|| Duration::from_micros(ticks * 1_000_000 / clock_ticks()))
+}
+
+/// The postmaster of the server at `url` if it runs on this machine: the
+/// parent of this connection's backend, both named `postgres`.
+async fn postmaster_of(url: &str) -> Option<u32> {
+    let client = raw_client(url).await.ok()?;
+    let backend: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .ok()?
+        .get(0);
+    let comm = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok();
+    let backend = u32::try_from(backend).ok()?;
+    let (_, postmaster, _) =
+        proc_stat(&std::fs::read_to_string(format!("/proc/{backend}/stat")).ok()?)?;
+    (comm(backend)?.trim() == "postgres" && comm(postmaster)?.trim() == "postgres")
+        .then_some(postmaster)
+}
+
+/// `url` (a `key=value` connection string or a `postgres://` URL) with
+/// `search_path` set to `schema`: the server's `--db` takes no schema, but
+/// the connection string can carry server options. `schema` must be a
+/// plain lower-case identifier.
+fn in_schema(url: &str, schema: &str) -> String {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}options=-c%20search_path%3D{schema}")
+    } else {
+        format!("{url} options='-c search_path={schema}'")
     }
 }
 
 /// One variant of a workload while its rounds run.
 struct Variant {
-    via: Via,
-    concurrency: usize,
+    shape: Shape,
     ops: Vec<Box<dyn Op>>,
     samples: Vec<Duration>,
     elapsed: Duration,
@@ -1091,49 +1453,43 @@ struct Variant {
 /// Measure `variants` of `workload` interleaved: [`Bounds::rounds`] rounds,
 /// each running every variant for its share of the phase's bounds, their
 /// samples pooled per variant. HTTP ops run on `runtimes[0]` (the
-/// client's), library calls on `runtimes[1]` (the server's, where a
+/// client's), library calls on `runtimes[1]` (the first instance's, where a
 /// handler would make them).
 async fn run_workload(
     fixture: &Fixture,
     workload: Workload,
-    variants: &[(Via, usize)],
+    variants: &[Shape],
     bounds: Bounds,
     runtimes: [&Handle; 2],
-) -> Result<Vec<(Via, usize, Summary, Option<Cpu>)>, BoxError> {
+) -> Result<Vec<(Shape, Summary, Option<Cpu>)>, BoxError> {
     let mut running = Vec::with_capacity(variants.len());
-    for &(via, concurrency) in variants {
+    for &shape in variants {
         running.push(Variant {
-            via,
-            concurrency,
-            ops: fixture.ops(workload, via, concurrency).await?,
+            shape,
+            ops: fixture.ops(workload, shape).await?,
             samples: Vec::new(),
             elapsed: Duration::ZERO,
-            cpu: Some(Cpu::default()),
+            cpu: Some(Cpu {
+                postgres: fixture.postmaster.map(|_| Duration::ZERO),
+                ..Cpu::default()
+            }),
         });
     }
-    let phase = |v: &Variant| format!("{}/{}/c{}", workload.name(), v.via.name(), v.concurrency);
+    let phase = |v: &Variant| format!("{}/{}", workload.name(), v.shape.name());
     for round in 0..bounds.rounds {
         for variant in &mut running {
-            let runtime = match variant.via {
+            let runtime = match variant.shape.via {
                 Via::Http => runtimes[0],
                 Via::Handler | Via::Library => runtimes[1],
             };
-            let plan = bounds.plan(workload, variant.concurrency, round);
+            let plan = bounds.plan(workload, variant.shape.concurrency, round);
             let ops = std::mem::take(&mut variant.ops);
-            let before = cpu_time(CLIENT_THREADS);
+            let before = CpuReading::now(fixture.postmaster);
             let measured = measure(runtime, ops, plan)
                 .await
                 .map_err(|e| format!("{}: {e}", phase(variant)))?;
-            variant.cpu = match (variant.cpu, before, cpu_time(CLIENT_THREADS)) {
-                (Some(sum), Some((all0, client0)), Some((all1, client1))) => {
-                    let client = client1.saturating_sub(client0);
-                    Some(Cpu {
-                        server: sum.server + all1.saturating_sub(all0).saturating_sub(client),
-                        client: sum.client + client,
-                    })
-                }
-                _ => None,
-            };
+            let spent = CpuReading::now(fixture.postmaster).since(&before);
+            variant.cpu = variant.cpu.zip(spent).map(|(sum, spent)| sum + spent);
             variant.ops = measured.ops;
             variant.samples.extend(measured.samples);
             variant.elapsed += measured.elapsed;
@@ -1145,9 +1501,122 @@ async fn run_workload(
             let name = phase(&v);
             let summary = Summary::from_samples(v.samples, v.elapsed)
                 .ok_or_else(|| format!("{name}: no request completed within the bounds"))?;
-            Ok((v.via, v.concurrency, summary, v.cpu))
+            Ok((v.shape, summary, v.cpu))
         })
         .collect()
+}
+
+/// Run `phases` on `fixture`, a workload's variants interleaved, printing
+/// each phase's line and collecting its row; then stop the fixture.
+fn run_backend(
+    client_rt: &tokio::runtime::Runtime,
+    library_rt: &Handle,
+    name: &'static str,
+    fixture: Fixture,
+    phases: &[(Workload, Shape)],
+    bounds: Bounds,
+    rows: &mut Vec<Row>,
+) -> Result<(), BoxError> {
+    for workload in Workload::ALL {
+        let variants: Vec<Shape> = phases
+            .iter()
+            .filter(|&&(w, _)| w == workload)
+            .map(|&(_, shape)| shape)
+            .collect();
+        if variants.is_empty() {
+            continue;
+        }
+        let measured = client_rt.block_on(run_workload(
+            &fixture,
+            workload,
+            &variants,
+            bounds,
+            [client_rt.handle(), library_rt],
+        ))?;
+        for (shape, summary, cpu) in measured {
+            let phase = format!("{name}/{}/{}", workload.name(), shape.name());
+            let cpu_text = cpu.map_or_else(String::new, |cpu| {
+                let split = cpu.split(summary.requests);
+                let postgres = split
+                    .postgres
+                    .map_or_else(String::new, |pg| format!(", postgres {pg:.0} µs"));
+                format!(
+                    "  CPU/req server {:.0} µs{postgres}, client {:.0} µs",
+                    split.server, split.client
+                )
+            });
+            println!(
+                "  {phase:<36} {:>6} in {:>5.2} s  {:>8.0}/s  p50 {:>9}  p99 {:>9}  max {:>9}{cpu_text}",
+                summary.requests,
+                summary.elapsed.as_secs_f64(),
+                summary.per_sec(),
+                show(summary.p50),
+                show(summary.p99),
+                show(summary.max),
+            );
+            rows.push(Row {
+                backend: name,
+                workload,
+                shape,
+                summary,
+                cpu,
+            });
+        }
+    }
+    client_rt.block_on(fixture.stop())
+}
+
+/// A multi-threaded runtime of `workers` threads named `name`.
+fn runtime(workers: usize, name: &str) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name(name)
+        .enable_all()
+        .build()
+}
+
+/// Set up the PostgreSQL fixture: a fresh schema on the test server, two
+/// instances on it (A on `runtimes[0]`, where the setup runs, B on
+/// `runtimes[1]`), sharing one KEK, and the cluster's postmaster.
+fn start_postgres(
+    client_rt: &tokio::runtime::Runtime,
+    runtimes: [&Handle; 2],
+    bounds: Bounds,
+) -> Result<Fixture, BoxError> {
+    let url = server_url()?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos();
+    let schema = format!("server_load_{}_{nanos:x}", std::process::id());
+    let admin = client_rt.block_on(raw_client(&url))?;
+    client_rt.block_on(admin.batch_execute(&format!("CREATE SCHEMA {schema}")))?;
+    let mut fixture = client_rt.block_on(runtimes[0].spawn(Fixture::start(
+        runtimes[0].clone(),
+        Backend::Postgres,
+        Some(in_schema(&url, &schema)),
+        Some(Kek::generate()?),
+        bounds,
+    )))??;
+    client_rt.block_on(fixture.add_instance(runtimes[1]))?;
+    // The tables must be where the schema says, not in `public`.
+    let tables: i64 = client_rt
+        .block_on(admin.query_one(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1",
+            &[&schema],
+        ))?
+        .get(0);
+    if tables == 0 {
+        return Err(format!("the server's tables are not in schema {schema}").into());
+    }
+    fixture.postmaster = client_rt.block_on(postmaster_of(&url));
+    println!(
+        "  setup: schema {schema}, 2 instances; PostgreSQL CPU {}",
+        fixture.postmaster.map_or_else(
+            || "not measured (server not on this machine)".to_owned(),
+            |pid| format!("measured from postmaster {pid} and its children"),
+        )
+    );
+    Ok(fixture)
 }
 
 fn main() -> Result<(), BoxError> {
@@ -1165,16 +1634,8 @@ fn main() -> Result<(), BoxError> {
         .collect();
     let wanted = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f));
 
-    let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("server")
-        .enable_all()
-        .build()?;
-    let client_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("client")
-        .enable_all()
-        .build()?;
+    let server_rt = runtime(2, "server")?;
+    let client_rt = runtime(1, CLIENT_THREADS)?;
     let started = Instant::now();
     println!(
         "server load run ({}): {CONCURRENCY} connections, {} devices, phases ≤ {:?} (one client: ≤ {:?}) and ≤ {} requests; load average {}",
@@ -1193,60 +1654,56 @@ fn main() -> Result<(), BoxError> {
     let mut rows = Vec::new();
     for backend in [Backend::Sqlite, Backend::Memory] {
         let name = backend_name(backend);
-        let phases: Vec<(Workload, Via, usize)> = Workload::ALL
+        let phases: Vec<(Workload, Shape)> = Workload::ALL
             .iter()
-            .flat_map(|&w| w.phases().iter().map(move |&(via, c)| (w, via, c)))
-            .filter(|&(w, via, c)| wanted(&format!("{name}/{}/{}/c{c}", w.name(), via.name())))
+            .flat_map(|&w| w.phases().iter().map(move |&shape| (w, shape)))
+            .filter(|&(w, shape)| wanted(&format!("{name}/{}/{}", w.name(), shape.name())))
             .collect();
         if phases.is_empty() {
             continue;
         }
         println!("{name}:");
-        let fixture = client_rt.block_on(Fixture::start(server_rt.handle(), backend, bounds))?;
-        for workload in Workload::ALL {
-            let variants: Vec<(Via, usize)> = phases
-                .iter()
-                .filter(|&&(w, _, _)| w == workload)
-                .map(|&(_, via, c)| (via, c))
-                .collect();
-            if variants.is_empty() {
-                continue;
-            }
-            let measured = client_rt.block_on(run_workload(
-                &fixture,
-                workload,
-                &variants,
-                bounds,
-                [client_rt.handle(), server_rt.handle()],
-            ))?;
-            for (via, concurrency, summary, cpu) in measured {
-                let phase = format!("{name}/{}/{}/c{concurrency}", workload.name(), via.name());
-                let cpu_text = cpu.map_or_else(String::new, |cpu| {
-                    let (server, client) = cpu.per_request(summary.requests);
-                    format!("  CPU/req server {server:.0} µs, client {client:.0} µs")
-                });
-                println!(
-                    "  {phase:<36} {:>6} in {:>5.2} s  {:>8.0}/s  p50 {:>9}  p99 {:>9}  max {:>9}{cpu_text}",
-                    summary.requests,
-                    summary.elapsed.as_secs_f64(),
-                    summary.per_sec(),
-                    show(summary.p50),
-                    show(summary.p99),
-                    show(summary.max),
-                );
-                rows.push(Row {
-                    backend: name,
-                    workload,
-                    via,
-                    concurrency,
-                    summary,
-                    cpu,
-                });
-            }
-        }
-        client_rt.block_on(fixture.stop())?;
+        let handle = server_rt.handle().clone();
+        let fixture = client_rt
+            .block_on(server_rt.spawn(Fixture::start(handle, backend, None, None, bounds)))??;
+        run_backend(
+            &client_rt,
+            server_rt.handle(),
+            name,
+            fixture,
+            &phases,
+            bounds,
+            &mut rows,
+        )?;
     }
+
+    let name = backend_name(Backend::Postgres);
+    let phases: Vec<(Workload, Shape)> = POSTGRES_WORKLOADS
+        .iter()
+        .flat_map(|&w| POSTGRES_PHASES.iter().map(move |&shape| (w, shape)))
+        .filter(|&(w, shape)| wanted(&format!("{name}/{}/{}", w.name(), shape.name())))
+        .collect();
+    if !phases.is_empty() {
+        println!("{name} (instances A and B on 1-worker runtimes of their own):");
+        let instance_rts = [runtime(1, "server-a")?, runtime(1, "server-b")?];
+        let fixture = start_postgres(
+            &client_rt,
+            [instance_rts[0].handle(), instance_rts[1].handle()],
+            bounds,
+        )?;
+        run_backend(
+            &client_rt,
+            instance_rts[0].handle(),
+            name,
+            fixture,
+            &phases,
+            bounds,
+            &mut rows,
+        )?;
+    }
+
     report(&rows);
+    report_postgres(&rows);
     println!(
         "\nwhole run {:.1} s; load average {}",
         started.elapsed().as_secs_f64(),
