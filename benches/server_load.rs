@@ -375,6 +375,10 @@ impl Fixture {
             admin_token: None,
             body_limit: server::DEFAULT_BODY_LIMIT,
             audience: server::DEFAULT_AUDIENCE.into(),
+            // The tests log in far more often than a person: the limits
+            // have tests of their own.
+            rate_limits: server::limits::RateLimits::off(),
+            ..Config::default()
         };
         let state = AppState::open(&config, kek.clone()).await?;
         let instance = Instance::serve(&server_rt, state.clone()).await?;

@@ -74,6 +74,14 @@ impl ApiError {
         self
     }
 
+    /// Ask the client to wait `secs` seconds before retrying
+    /// (`Retry-After`).
+    #[must_use]
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status
@@ -309,16 +317,19 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let challenge = self.challenge();
+        let outcome = crate::observe::Outcome(self.code.into());
         let mut body = Map::new();
         body.insert("code".into(), self.code.into());
         body.insert("message".into(), self.message.into());
         body.extend(self.details);
-        finish(
+        let mut response = finish(
             self.status,
             self.retry_after,
             challenge,
             Json(Value::Object(body)).into_response(),
-        )
+        );
+        response.extensions_mut().insert(outcome);
+        response
     }
 }
 
@@ -349,12 +360,16 @@ impl IntoResponse for OAuthError {
         if let Some(fields) = body.as_object_mut() {
             fields.extend(e.details);
         }
-        finish(
+        let mut response = finish(
             e.status,
             e.retry_after,
             challenge,
             Json(body).into_response(),
-        )
+        );
+        response
+            .extensions_mut()
+            .insert(crate::observe::Outcome(e.code.into()));
+        response
     }
 }
 

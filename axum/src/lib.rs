@@ -22,9 +22,13 @@ pub mod admin;
 pub mod auth;
 pub mod authlance;
 pub mod body;
+pub mod config;
 pub mod directory;
 pub mod error;
 pub mod extract;
+pub mod health;
+pub mod limits;
+pub mod observe;
 pub mod oidc;
 pub mod portal;
 pub mod state;
@@ -37,7 +41,6 @@ use axum::extract::DefaultBodyLimit;
 use std::future::Future;
 use std::net::SocketAddr;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::trace::TraceLayer;
 
 /// The default request body limit: generous for a 1000-device rotation
 /// (each envelope is ~120 bytes, base64 in JSON), small enough that a
@@ -69,6 +72,13 @@ pub struct Config {
     pub body_limit: usize,
     /// The audience access tokens must be issued for.
     pub audience: String,
+    /// Rate limits on the credential endpoints ([`limits`]).
+    pub rate_limits: limits::RateLimits,
+    /// Origins (`https://app.example`) whose browser front-ends may call
+    /// the APIs (CORS); none by default.
+    pub cors_origins: Vec<String>,
+    /// Serve Prometheus metrics at `/metrics` ([`observe`]).
+    pub metrics: bool,
 }
 
 impl Default for Config {
@@ -81,29 +91,68 @@ impl Default for Config {
             admin_token: None,
             body_limit: DEFAULT_BODY_LIMIT,
             audience: DEFAULT_AUDIENCE.into(),
+            rate_limits: limits::RateLimits::default(),
+            cors_origins: Vec::new(),
+            metrics: false,
         }
     }
 }
 
-/// Every route of the server, with the body limit and request tracing.
+/// Every route of the server, with the body limit, rate limits, CORS,
+/// request ids, tracing and metrics.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.body_limit;
-    Router::new()
+    let limiter = state.limiter.clone();
+    let cors = cors(&state.cors_origins);
+    let routes = Router::new()
         .merge(admin::routes())
         .merge(authlance::routes())
         .merge(account::routes())
         .merge(oidc::routes())
         .merge(portal::routes())
+        .merge(health::routes())
+        .layer(axum::middleware::from_fn(move |request, next| {
+            limits::limit(limiter.clone(), request, next)
+        }))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyLimitLayer::new(body_limit))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-                // Method and path only: query strings and headers can carry
-                // bearer secrets (magic links, tokens) that must never be logged.
-                tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
-            }),
-        )
-        .with_state(state)
+        .layer(axum::middleware::from_fn(observe::observe));
+    match cors {
+        Some(cors) => routes.layer(cors),
+        None => routes,
+    }
+    .with_state(state)
+}
+
+/// The CORS layer for `origins`, or none when the list is empty (then a
+/// browser on another origin cannot read any answer). Bearer tokens only,
+/// no cookies: credentials are not allowed.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderName, HeaderValue, Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static(auth::REALM_HEADER),
+            ])
+            .expose_headers([
+                header::WWW_AUTHENTICATE,
+                header::RETRY_AFTER,
+                observe::REQUEST_ID,
+            ])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
 }
 
 /// Serve `state` on `listener` until `shutdown` completes, then stop
@@ -114,7 +163,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let closing = state.closing.clone();
-    let app = router(state);
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

@@ -77,6 +77,12 @@ pub struct AppState {
     /// The most event streams one user may hold open (default
     /// [`DEFAULT_MAX_STREAMS_PER_USER`]).
     pub max_streams_per_user: usize,
+    /// The rate limits' buckets ([`crate::limits`]).
+    pub limiter: crate::limits::Limiter,
+    /// Origins allowed by CORS.
+    pub cors_origins: Arc<[String]>,
+    /// The Prometheus exporter behind `/metrics`; `None` answers 404.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 /// How many event streams a user may hold open by default: a few devices
@@ -112,6 +118,15 @@ impl AppState {
             closing: Arc::new(tokio::sync::watch::channel(false).0),
             streams: super::streams::StreamCounts::default(),
             max_streams_per_user: DEFAULT_MAX_STREAMS_PER_USER,
+            limiter: crate::limits::Limiter::new(config.rate_limits, config.body_limit),
+            cors_origins: config.cors_origins.clone().into(),
+            metrics: if config.metrics {
+                crate::observe::prometheus()
+                    .map_err(|e| tracing::warn!("metrics disabled: {e}"))
+                    .ok()
+            } else {
+                None
+            },
         }
     }
 

@@ -40,7 +40,7 @@
 //! are not offered in this flow either (the link would have to carry the
 //! transaction through the mailbox).
 
-use super::html::{error_note, escape, hidden, page, security_headers};
+use super::html::{self, Flow, error_note, page, security_headers};
 use super::login_actions;
 use super::realm_named;
 use crate::error::ApiError;
@@ -54,12 +54,12 @@ use axum::http::{HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use keystead::id::MfaKeyId;
-use keystead::mfa::{MfaAnswer, MfaFactor};
+use keystead::mfa::MfaAnswer;
 use keystead::oauth::{AuthorizationRequest, AuthorizeError, ErrorRedirect, LoginStep, OAuth};
 use keystead::realm::Realm;
 use keystead::secret::SecretString;
+use maud::Markup;
 use serde::Deserialize;
-use std::fmt::Write as _;
 
 /// The form field that carries the login transaction's handle.
 pub const TX_FIELD: &str = "login_tx";
@@ -179,19 +179,15 @@ async fn auth(State(state): State<AppState>, Path(realm_name): Path<String>, uri
             Err(e) => failure_page(&ApiError::from(e)),
         };
     }
-    let scope = if tx.scope.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "<p class=\"muted\">Access asked for: {}</p>",
-            escape(&tx.scope.join(" "))
-        )
-    };
-    let intro = format!(
-        "<p>Sign in to continue to <strong>{}</strong>.</p>{scope}",
-        escape(&tx.client_id)
-    );
-    password_page(StatusCode::OK, &realm, tx.handle.expose(), &intro, "", None)
+    let intro = html::sign_in_intro(&tx.client_id, &tx.scope);
+    password_page(
+        StatusCode::OK,
+        &realm,
+        tx.handle.expose(),
+        &intro,
+        None,
+        None,
+    )
 }
 
 /// Which login action a form posts to.
@@ -329,7 +325,7 @@ async fn browser_step(
         Ok(LoginStep::Authorized(r)) => redirect(r.location().expose()),
         Ok(LoginStep::MfaRequired { factors }) => {
             let names: Vec<&str> = factors.iter().map(|f| f.as_str()).collect();
-            second_factor_page(StatusCode::OK, &realm, handle.expose(), &names, "")
+            second_factor_page(StatusCode::OK, &realm, handle.expose(), &names, None)
         }
         Ok(LoginStep::MfaEnrollmentRequired) => enrollment_page(&oauth, &realm, &handle).await,
         Err(e) => {
@@ -344,66 +340,52 @@ async fn browser_step(
             {
                 return failure_page(&api);
             }
-            let note = error_note(api.message());
+            let note = api.message();
             let handle = handle.expose();
             match step {
                 Step::Password => password_page(
                     api.status(),
                     &realm,
                     handle,
-                    "",
-                    &note,
+                    &Markup::default(),
+                    Some(note),
                     text(&form.username).as_deref(),
                 ),
                 Step::Totp | Step::Recovery => {
                     let factors = form.factors.unwrap_or_default();
                     let names: Vec<&str> = factors.split(' ').collect();
-                    second_factor_page(api.status(), &realm, handle, &names, &note)
+                    second_factor_page(api.status(), &realm, handle, &names, Some(note))
                 }
                 Step::Enrollment => enrollment_retry_page(
                     api.status(),
                     &realm,
                     handle,
                     form.key_id.as_deref().unwrap_or_default(),
-                    &note,
+                    note,
                 ),
             }
         }
     }
 }
 
-/// The path of a login action of `realm` (realm names are DNS labels;
-/// escaped anyway where it lands in an attribute).
-fn action(realm: &Realm, name: &str) -> String {
-    escape(&format!("/realms/{}/login-actions/{name}", realm.name))
+/// Where `realm`'s forms post, and the transaction `handle` they carry.
+fn flow<'a>(realm: &'a Realm, handle: &'a str) -> Flow<'a> {
+    Flow {
+        realm: &realm.name,
+        handle,
+    }
 }
-
-/// The Cancel button (skips the browser's required-field checks).
-const CANCEL: &str =
-    "<button type=\"submit\" name=\"action\" value=\"cancel\" formnovalidate>Cancel</button>";
 
 /// The username and password form.
 fn password_page(
     status: StatusCode,
     realm: &Realm,
     handle: &str,
-    intro: &str,
-    note: &str,
+    intro: &Markup,
+    note: Option<&str>,
     username: Option<&str>,
 ) -> Response {
-    let body = format!(
-        "{intro}{note}<form method=\"post\" action=\"{action}\">{tx}\
-         <label for=\"username\">Username</label>\
-         <input id=\"username\" name=\"username\" autocomplete=\"username\" required \
-         autofocus value=\"{username}\">\
-         <label for=\"password\">Password</label>\
-         <input id=\"password\" name=\"password\" type=\"password\" \
-         autocomplete=\"current-password\" required>\
-         <button type=\"submit\">Sign in</button> {CANCEL}</form>",
-        action = action(realm, "authenticate"),
-        tx = hidden(TX_FIELD, handle),
-        username = escape(username.unwrap_or_default()),
-    );
+    let body = html::password_form(flow(realm, handle), intro, note, username);
     page(status, "Sign in", &body)
 }
 
@@ -413,42 +395,9 @@ fn second_factor_page(
     realm: &Realm,
     handle: &str,
     factors: &[&str],
-    note: &str,
+    note: Option<&str>,
 ) -> Response {
-    let has = |f: MfaFactor| factors.contains(&f.as_str());
-    let kept = hidden("factors", &factors.join(" "));
-    let tx = hidden(TX_FIELD, handle);
-    let mut body = note.to_owned();
-    if has(MfaFactor::Totp) {
-        let _ = write!(
-            body,
-            "<form method=\"post\" action=\"{}\">{tx}{kept}\
-             <label for=\"code\">Code from your authenticator app</label>\
-             <input id=\"code\" name=\"code\" inputmode=\"numeric\" \
-             autocomplete=\"one-time-code\" required autofocus>\
-             <button type=\"submit\">Verify</button> {CANCEL}</form>",
-            action(realm, "challenge-otp"),
-        );
-    }
-    if has(MfaFactor::Recovery) {
-        let _ = write!(
-            body,
-            "<form method=\"post\" action=\"{}\">{tx}{kept}\
-             <label for=\"recovery_code\">Or a recovery code</label>\
-             <input id=\"recovery_code\" name=\"recovery_code\" autocomplete=\"off\" required>\
-             <button type=\"submit\">Use recovery code</button></form>",
-            action(realm, "burn-recovery-code"),
-        );
-    }
-    if !has(MfaFactor::Totp) && !has(MfaFactor::Recovery) {
-        let _ = write!(
-            body,
-            "<p>Your second factor needs a security key or passkey, which this page \
-             cannot use. Sign in from an application that supports it.</p>\
-             <form method=\"post\" action=\"{}\">{tx}{CANCEL}</form>",
-            action(realm, "challenge-otp"),
-        );
-    }
+    let body = html::second_factor_forms(flow(realm, handle), factors, note);
     page(status, "Second factor", &body)
 }
 
@@ -459,13 +408,7 @@ async fn enrollment_page(oauth: &OAuth, realm: &Realm, handle: &SecretString) ->
         Ok(key) => key,
         Err(e) => return failure_page(&ApiError::from(e)),
     };
-    let intro = format!(
-        "<p>This realm requires a second factor. Add this key to your authenticator app \
-         (the URI as a QR code, or the secret by hand), then enter its current code.</p>\
-         <p>Secret: <code>{}</code></p><p class=\"muted\">URI: <code>{}</code></p>",
-        escape(key.secret_base32.expose()),
-        escape(key.otpauth_uri.expose()),
-    );
+    let intro = html::enrollment_intro(key.secret_base32.expose(), key.otpauth_uri.expose());
     enrollment_form(
         StatusCode::OK,
         realm,
@@ -484,7 +427,7 @@ fn enrollment_retry_page(
     key_id: &str,
     note: &str,
 ) -> Response {
-    enrollment_form(status, realm, handle, key_id, note)
+    enrollment_form(status, realm, handle, key_id, &error_note(note))
 }
 
 fn enrollment_form(
@@ -492,31 +435,15 @@ fn enrollment_form(
     realm: &Realm,
     handle: &str,
     key_id: &str,
-    intro: &str,
+    intro: &Markup,
 ) -> Response {
-    let body = format!(
-        "{intro}<form method=\"post\" action=\"{action}\">{tx}{key}\
-         <label for=\"code\">Code from your authenticator app</label>\
-         <input id=\"code\" name=\"code\" inputmode=\"numeric\" \
-         autocomplete=\"one-time-code\" required autofocus>\
-         <button type=\"submit\">Activate and sign in</button> {CANCEL}</form>",
-        action = action(realm, "verify-otp"),
-        tx = hidden(TX_FIELD, handle),
-        key = hidden("key_id", key_id),
-    );
+    let body = html::enrollment_form(flow(realm, handle), key_id, intro);
     page(status, "Set up a second factor", &body)
 }
 
 /// A page that ends the flow: the request can't continue here.
 fn refused_page(status: StatusCode, message: &str) -> Response {
-    page(
-        status,
-        "Sign-in failed",
-        &format!(
-            "{}<p>Return to the application and start signing in again.</p>",
-            error_note(message)
-        ),
-    )
+    page(status, "Sign-in failed", &html::refusal(message))
 }
 
 /// [`refused_page`] for an error of the library or the server: its

@@ -104,7 +104,11 @@ pub fn oauth_error(
         "error_description": description.into(),
         "code": code,
     });
-    (status, no_store(), Json(body)).into_response()
+    let mut response = (status, no_store(), Json(body)).into_response();
+    response
+        .extensions_mut()
+        .insert(crate::observe::Outcome(code.to_owned().into()));
+    response
 }
 
 /// `Cache-Control: no-store` and `Pragma: no-cache` (RFC 6749 §5.1): token

@@ -370,7 +370,9 @@ async fn token(
         },
     };
     let exchanged = grant_type == keystead::token::grants::GRANT_TOKEN_EXCHANGE;
-    match state.ks.tokens(realm.id).exchange(grant).await {
+    let result = state.ks.tokens(realm.id).exchange(grant).await;
+    count_grant(&grant_type, &result);
+    match result {
         Ok(ExchangeOutcome::Tokens(tokens)) => {
             let mut body = token_json(&tokens);
             if exchanged {
@@ -384,6 +386,24 @@ async fn token(
         }
         Err(e) => Ok(grant_error(e, &realm.name)),
     }
+}
+
+/// Count a grant by type and outcome (see [`crate::observe`]).
+/// `grant_type` passed `check_type`: one of a handful of names, a safe
+/// label.
+fn count_grant(grant_type: &str, result: &Result<ExchangeOutcome, keystead::Error>) {
+    let outcome = match result {
+        Ok(ExchangeOutcome::Tokens(_)) => "ok",
+        Ok(ExchangeOutcome::MfaRequired { .. }) => "mfa_required",
+        Ok(ExchangeOutcome::MfaEnrollmentRequired { .. }) => "mfa_enrollment_required",
+        Err(e) => e.code(),
+    };
+    metrics::counter!(
+        "keystead_token_grants_total",
+        "grant_type" => grant_type.to_owned(),
+        "outcome" => outcome
+    )
+    .increment(1);
 }
 
 async fn certs(

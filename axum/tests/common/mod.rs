@@ -38,6 +38,12 @@ pub async fn start() -> TestServer {
 /// of `keystead_postgres::testing` (or `KEYSTEAD_TEST_POSTGRES_URL`), in a
 /// schema of this server's own.
 pub async fn start_on(backend: Backend) -> TestServer {
+    start_configured(backend, |_| {}).await
+}
+
+/// [`start_on`] with the test config changed by `tweak` first (limits,
+/// CORS, metrics).
+pub async fn start_configured(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestServer {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
@@ -47,7 +53,12 @@ pub async fn start_on(backend: Backend) -> TestServer {
         admin_token: Some(SecretString::new(ADMIN_TOKEN.into())),
         body_limit: 64 * 1024,
         audience: server::DEFAULT_AUDIENCE.into(),
+        // The tests log in far more often than a person: the limits
+        // have tests of their own.
+        rate_limits: server::limits::RateLimits::off(),
+        ..Config::default()
     };
+    tweak(&mut config);
     let state = if backend == Backend::Postgres {
         config.db = "postgres (test cluster)".into();
         let store = keystead_postgres::testing::open_in(dir.path())
@@ -79,6 +90,10 @@ pub async fn start_pair_on_postgres() -> (TestServer, TestServer) {
         admin_token: Some(SecretString::new(ADMIN_TOKEN.into())),
         body_limit: 64 * 1024,
         audience: server::DEFAULT_AUDIENCE.into(),
+        // The tests log in far more often than a person: the limits
+        // have tests of their own.
+        rate_limits: server::limits::RateLimits::off(),
+        ..Config::default()
     };
     let mut instances = Vec::new();
     for _ in 0..2 {
