@@ -30,6 +30,7 @@ pub mod health;
 pub mod limits;
 pub mod observe;
 pub mod oidc;
+pub mod openapi;
 pub mod portal;
 pub mod state;
 pub mod streams;
@@ -111,6 +112,7 @@ pub fn router(state: AppState) -> Router {
         .merge(oidc::routes())
         .merge(portal::routes())
         .merge(health::routes())
+        .merge(openapi::routes())
         .layer(axum::middleware::from_fn(move |request, next| {
             limits::limit(limiter.clone(), request, next)
         }))
