@@ -55,10 +55,11 @@
 //! for any user of that realm. Anyone else gets 403.
 
 use super::auth::{AccountScope, Caller, REALM_HEADER, RealmAdmin};
-use super::body::{JsonBody, parse_id};
+// `Path` with the server's rejections (a 400 with a code, not axum's text).
+use super::body::{JsonBody, PathParams as Path, parse_id};
 use super::error::ApiError;
 use super::state::AppState;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::header::USER_AGENT;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};

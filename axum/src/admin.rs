@@ -23,12 +23,13 @@
 //! in the answer that creates (or rotates) it and nowhere else.
 
 use super::auth::{Admin, RouteScope as _};
-use super::body::{JsonBody, parse_id};
+// `Path` and `Query` with the server's rejections (a 400 with a code, not
+// axum's text).
+use super::body::{JsonBody, PathParams as Path, QueryParams as Query, parse_id};
 use super::directory;
 use super::error::ApiError;
 use super::state::AppState;
-use axum::extract::Query;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};

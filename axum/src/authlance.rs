@@ -35,13 +35,14 @@
 //! library's UUIDs (the seed's numeric ids are another product's choice).
 
 use super::auth::{Caller, DeviceScope, RealmAdmin};
-use super::body::{JsonBody, parse_id};
+// `Path` and `Query` with the server's rejections (a 400 with a code, not
+// axum's text).
+use super::body::{JsonBody, PathParams as Path, QueryParams as Query, RawBody, parse_id};
 use super::directory;
 use super::error::ApiError;
 use super::state::AppState;
 use super::streams::{StreamSlot, Watched, until_unauthorized};
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -506,7 +507,7 @@ async fn revoke_device(
     admin: RealmAdmin,
     State(state): State<AppState>,
     Path((group, device)): Path<(String, String)>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let group: GroupId = parse_id("groupId", &group)?;
     let device: DeviceId = parse_id("deviceId", &device)?;

@@ -32,6 +32,7 @@ pub mod observe;
 pub mod oidc;
 pub mod openapi;
 pub mod portal;
+pub mod rejections;
 pub mod state;
 pub mod streams;
 
@@ -118,6 +119,7 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(axum::middleware::from_fn(rejections::normalize))
         .layer(axum::middleware::from_fn(observe::observe));
     match cors {
         Some(cors) => routes.layer(cors),

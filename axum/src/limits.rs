@@ -114,15 +114,25 @@ fn takes_credentials(route: &str) -> bool {
     route.contains("/login-actions/") || CREDENTIAL_ROUTES.iter().any(|r| route.ends_with(r))
 }
 
-/// `429 RATE_LIMITED`, retry after `secs`.
-fn limited(secs: u64, what: &str) -> Response {
-    ApiError::new(
+/// `429 RATE_LIMITED`, retry after `secs`; in the OAuth dialect on the
+/// OAuth endpoints.
+fn limited(route: &str, secs: u64, what: &str) -> Response {
+    let error = ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "RATE_LIMITED",
         format!("too many attempts {what}; retry later"),
     )
-    .with_retry_after(secs.max(1))
-    .into_response()
+    .with_retry_after(secs.max(1));
+    render(route, error)
+}
+
+/// `error` as the route's dialect speaks it.
+fn render(route: &str, error: ApiError) -> Response {
+    if route.starts_with("/realms/") {
+        error.oauth().into_response()
+    } else {
+        error.into_response()
+    }
 }
 
 /// Check `key` in `limiter`: `Err(seconds to wait)` when its bucket is
@@ -159,7 +169,7 @@ pub async fn limit(limiter: Limiter, request: Request, next: Next) -> Response {
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
         if let Err(secs) = check(per_ip, &ip) {
-            return limited(secs, "from this address");
+            return limited(&route, secs, "from this address");
         }
     }
     let Some(per_username) = &limiter.per_username else {
@@ -167,12 +177,7 @@ pub async fn limit(limiter: Limiter, request: Request, next: Next) -> Response {
     };
     let (parts, body) = request.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, limiter.body_limit).await else {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "PAYLOAD_TOO_LARGE",
-            "the request body is too large",
-        )
-        .into_response();
+        return render(&route, super::body::too_large());
     };
     if let Some(username) = username_in(&bytes) {
         let realm = parts
@@ -185,7 +190,7 @@ pub async fn limit(limiter: Limiter, request: Request, next: Next) -> Response {
             parts.uri.path()
         );
         if let Err(secs) = check(per_username, &key) {
-            return limited(secs, "for this username");
+            return limited(&route, secs, "for this username");
         }
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))

@@ -3,9 +3,10 @@
 //!
 //! [`ROUTES`] is the list of (method, path) pairs with a tag and a
 //! summary; [`document`] builds the document from it with utoipa's builder
-//! types. A test (`tests/openapi.rs`) keeps the list equal to the router:
-//! every entry must reach a handler (not the router's fallback), and every
-//! `.route(…)` in this crate's sources must have its entries — so a route
+//! types. Tests keep the list equal to the router: every entry must reach
+//! a handler, not the router's fallback (`tests/openapi.rs`), and the list
+//! must equal the bad-input test's route table, which is held to every
+//! `.route(…)` in this crate's sources (`tests/bad_input.rs`) — so a route
 //! can be neither missing nor invented. Request and response bodies are
 //! described by the seeds' references (`docs/`), not yet as schemas here.
 

@@ -37,11 +37,12 @@
 //!   ([`RealmAdmin`]) may call it.
 
 use super::auth::{Caller, PortalScope, REALM_HEADER, RealmAdmin, authenticate};
-use super::body::JsonBody;
+// `Path` with the server's rejections (a 400 with a code, not axum's text).
+use super::body::{JsonBody, PathParams as Path};
 use super::error::ApiError;
 use super::oidc::realm_base;
 use super::state::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -85,12 +86,21 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The request of an application's tokens: client `app_id`, the server's
-/// audience.
-fn app_request(app_id: &str, scope: Vec<String>) -> Result<AccessRequest, ApiError> {
+/// audience. The application must be a client of `realm`: an unknown one
+/// is `404 OAUTH_CLIENT_NOT_FOUND` — the library would refuse it as a
+/// failed client authentication (401), which tells a caller with a valid
+/// bearer that its token is bad.
+async fn app_request(
+    state: &AppState,
+    realm: RealmId,
+    app_id: &str,
+    scope: Vec<String>,
+) -> Result<AccessRequest, ApiError> {
     let request = AccessRequest::public(app_id, scope);
     request
         .validate()
         .map_err(|e| ApiError::bad_request("app_id", e.problem))?;
+    state.ks.oauth(realm).get_client(app_id).await?;
     Ok(request)
 }
 
@@ -107,7 +117,7 @@ async fn app_portal_access(
     Path(app_id): Path<String>,
     JsonBody(body): JsonBody<AppPortalAccessIn>,
 ) -> Result<Json<Value>, ApiError> {
-    app_request(&app_id, Vec::new())?;
+    app_request(&state, caller.realm, &app_id, Vec::new()).await?;
     let ttl = i64::from(body.expiry.unwrap_or(u32::MAX)).min(MAGIC_LINK_MAX_TTL_SECS);
     let realm = state.ks.realms().get(caller.realm).await?;
     let base = format!("{}/app-portal/{app_id}", realm_base(&realm)?);
@@ -127,7 +137,7 @@ async fn dashboard_access(
     State(state): State<AppState>,
     Path(app_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let request = app_request(&app_id, Vec::new())?;
+    let request = app_request(&state, caller.realm, &app_id, Vec::new()).await?;
     let ttl = DASHBOARD_TOKEN_TTL_SECS.min(ONE_TIME_MAX_TTL_SECS);
     let token = state
         .ks
@@ -194,7 +204,7 @@ async fn create_message_token(
     Path(app_id): Path<String>,
     JsonBody(body): JsonBody<CreateMessageTokenIn>,
 ) -> Result<Json<Value>, ApiError> {
-    let request = app_request(&app_id, vec![MESSAGE_SCOPE.into()])?;
+    let request = app_request(&state, caller.realm, &app_id, vec![MESSAGE_SCOPE.into()]).await?;
     let secs = match body.expiry {
         None | Some(0) => SCOPED_MAX_TTL_SECS,
         Some(secs) => i64::from(secs),
@@ -237,7 +247,7 @@ async fn expire_all(
     Path(app_id): Path<String>,
     JsonBody(body): JsonBody<ApplicationTokenExpireIn>,
 ) -> Result<StatusCode, ApiError> {
-    app_request(&app_id, Vec::new())?;
+    app_request(&state, admin.realm, &app_id, Vec::new()).await?;
     let grace = body.expiry.unwrap_or(0);
     if grace > MAX_GRACE_SECS {
         return Err(ApiError::bad_request(
