@@ -766,6 +766,42 @@ const BOTH: [Isolation; 2] = [Isolation::ReadCommitted, Isolation::Serializable]
 /// holds `a`; once the holder is cancelled it goes through. With a
 /// store-wide commit lock (the old counter row) the other commits would
 /// wait out the holder.
+/// A commit of `a` (value `stall`) that stalls inside its `COMMIT` for a
+/// minute — a deferred trigger sleeps — holding `a`'s lock meanwhile;
+/// returned once it is stalled there. Cancel it with `pg_cancel_backend`.
+async fn hold_key_a(
+    store: &PostgresStore,
+    raw: &tokio_postgres::Client,
+    schema: &str,
+    app: &str,
+) -> tokio::task::JoinHandle<Result<keystead::store::Committed, StorageError>> {
+    raw.batch_execute(&format!(
+        "CREATE FUNCTION \"{schema}\".stall() RETURNS trigger LANGUAGE plpgsql
+             AS $$ BEGIN PERFORM pg_sleep(60); RETURN NULL; END $$;
+         CREATE CONSTRAINT TRIGGER stall AFTER INSERT OR UPDATE ON \"{schema}\".kv
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+             WHEN (NEW.value = 'stall') EXECUTE FUNCTION \"{schema}\".stall();"
+    ))
+    .await
+    .unwrap();
+    let holder = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .commit(put(b"a", b"stall", Precondition::Absent))
+                .await
+        }
+    });
+    wait_for(
+        raw,
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE application_name = $1 AND state = 'active' AND query = 'COMMIT'",
+        app,
+    )
+    .await;
+    holder
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_commit_held_open_on_one_key_never_delays_commits_on_others() {
     for isolation in BOTH {
@@ -777,30 +813,7 @@ async fn a_commit_held_open_on_one_key_never_delays_commits_on_others() {
             .isolation(isolation);
         let store = PostgresStore::connect_with(&url, options).await.unwrap();
         let raw = raw_client(&server_url().unwrap()).await.unwrap();
-        raw.batch_execute(&format!(
-            "CREATE FUNCTION \"{schema}\".stall() RETURNS trigger LANGUAGE plpgsql
-                 AS $$ BEGIN PERFORM pg_sleep(60); RETURN NULL; END $$;
-             CREATE CONSTRAINT TRIGGER stall AFTER INSERT OR UPDATE ON \"{schema}\".kv
-                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
-                 WHEN (NEW.value = 'stall') EXECUTE FUNCTION \"{schema}\".stall();"
-        ))
-        .await
-        .unwrap();
-        let holder = tokio::spawn({
-            let store = store.clone();
-            async move {
-                store
-                    .commit(put(b"a", b"stall", Precondition::Absent))
-                    .await
-            }
-        });
-        wait_for(
-            &raw,
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE application_name = $1 AND state = 'active' AND query = 'COMMIT'",
-            &app,
-        )
-        .await;
+        let holder = hold_key_a(&store, &raw, &schema, &app).await;
         let started = Instant::now();
         let mut batch = put(b"c", b"1", Precondition::Absent);
         batch
@@ -1034,30 +1047,7 @@ async fn a_commit_whose_caller_gives_up_still_ends_its_transaction() {
             .isolation(isolation);
         let store = PostgresStore::connect_with(&url, options).await.unwrap();
         let raw = raw_client(&server_url().unwrap()).await.unwrap();
-        raw.batch_execute(&format!(
-            "CREATE FUNCTION \"{schema}\".stall() RETURNS trigger LANGUAGE plpgsql
-                 AS $$ BEGIN PERFORM pg_sleep(60); RETURN NULL; END $$;
-             CREATE CONSTRAINT TRIGGER stall AFTER INSERT OR UPDATE ON \"{schema}\".kv
-                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
-                 WHEN (NEW.value = 'stall') EXECUTE FUNCTION \"{schema}\".stall();"
-        ))
-        .await
-        .unwrap();
-        let holder = tokio::spawn({
-            let store = store.clone();
-            async move {
-                store
-                    .commit(put(b"a", b"stall", Precondition::Absent))
-                    .await
-            }
-        });
-        wait_for(
-            &raw,
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE application_name = $1 AND state = 'active' AND query = 'COMMIT'",
-            &app,
-        )
-        .await;
+        let holder = hold_key_a(&store, &raw, &schema, &app).await;
         // The second writer of `a` queues behind the holder; its caller
         // gives up while it is inside its transaction. (Conditioned, so
         // that at READ COMMITTED it waits between the round trip that
