@@ -123,15 +123,17 @@ enum Workload {
     Refresh,
     Introspect,
     Heartbeat,
+    ClientCredentials,
 }
 
 impl Workload {
-    const ALL: [Workload; 5] = [
+    const ALL: [Workload; 6] = [
         Workload::PasswordDefault,
         Workload::PasswordCheap,
         Workload::Refresh,
         Workload::Introspect,
         Workload::Heartbeat,
+        Workload::ClientCredentials,
     ];
 
     fn name(self) -> &'static str {
@@ -141,6 +143,7 @@ impl Workload {
             Workload::Refresh => "refresh",
             Workload::Introspect => "introspect",
             Workload::Heartbeat => "heartbeat",
+            Workload::ClientCredentials => "client-credentials",
         }
     }
 
@@ -159,8 +162,16 @@ impl Workload {
             Shape::new(Via::Http, CONCURRENCY),
             Shape::new(Via::Library, CONCURRENCY),
         ];
+        // No handler variant: the grant is one library call.
+        const NO_HANDLER: &[Shape] = &[
+            Shape::new(Via::Http, CONCURRENCY),
+            Shape::new(Via::Library, CONCURRENCY),
+            Shape::new(Via::Http, 1),
+            Shape::new(Via::Library, 1),
+        ];
         match self {
             Workload::PasswordDefault => CONCURRENT,
+            Workload::ClientCredentials => NO_HANDLER,
             _ => FULL,
         }
     }
@@ -344,6 +355,9 @@ struct Fixture {
     owner_token: String,
     /// Access token with the `introspect` scope (a resource server's).
     introspector_token: String,
+    /// The secret of [`SERVICE_ID`], a confidential client of the cheap
+    /// realm allowed the client-credentials grant.
+    service_secret: SecretString,
     /// The PostgreSQL cluster's postmaster, when it runs on this machine:
     /// its CPU (and its children's) is measured per phase.
     postmaster: Option<u32>,
@@ -445,6 +459,8 @@ impl Fixture {
         .expose()
         .to_owned();
 
+        let service_secret = service_client(&ks, cheap_realm).await?;
+
         let mut fixture = Self {
             config,
             kek,
@@ -457,6 +473,7 @@ impl Fixture {
             devices: Arc::new(Vec::new()),
             owner_token,
             introspector_token,
+            service_secret,
             postmaster: None,
             _dir: dir,
         };
@@ -555,6 +572,7 @@ impl Fixture {
     /// the library so setup stays out of the measured phases. Over HTTP,
     /// the workers are split evenly over the first `shape.instances`
     /// instances, in order (half and half for two).
+    #[allow(clippy::too_many_lines)] // one arm per workload and path: a table, read as one
     async fn ops(&self, workload: Workload, shape: Shape) -> Result<Vec<Box<dyn Op>>, BoxError> {
         let (via, workers) = (shape.via, shape.concurrency);
         let served = self.served(shape)?;
@@ -642,6 +660,9 @@ impl Fixture {
                     cursor: Arc::clone(&cursor),
                     bearer: self.owner_token.clone(),
                 }),
+                (Workload::ClientCredentials, via) => {
+                    self.service_op(via, url(TOKEN_PATH), realm)?
+                }
                 (Workload::Heartbeat, Via::Library) => Box::new(LibraryHeartbeat {
                     devices: self.ks.devices(realm),
                     group: self.group,
@@ -652,6 +673,23 @@ impl Fixture {
             ops.push(op);
         }
         Ok(ops)
+    }
+
+    /// One worker of the client-credentials workload (no handler variant:
+    /// the grant is one library call).
+    fn service_op(&self, via: Via, url: String, realm: RealmId) -> Result<Box<dyn Op>, BoxError> {
+        Ok(match via {
+            Via::Http => Box::new(HttpClientCredentials {
+                http: client()?,
+                url,
+                secret: self.service_secret.expose().to_owned(),
+            }),
+            Via::Library => Box::new(LibraryClientCredentials {
+                oauth: self.ks.oauth(realm),
+                secret: self.service_secret.clone(),
+            }),
+            Via::Handler => return Err("client credentials have no handler variant".into()),
+        })
     }
 
     /// Shut every instance down gracefully and wait for them.
@@ -894,6 +932,69 @@ impl Op for LibraryIntrospect {
             if answer["active"] != Value::Bool(true) {
                 return Err(format!("a live token introspected as {answer}").into());
             }
+            Ok(())
+        })
+    }
+}
+
+/// Register [`SERVICE_ID`] in `realm`; its secret.
+async fn service_client(ks: &Keystead, realm: RealmId) -> Result<SecretString, BoxError> {
+    ks.oauth(realm)
+        .create_client(keystead::oauth::NewClient::service(
+            SERVICE_ID,
+            vec![SERVICE_SCOPE.to_owned()],
+        ))
+        .await?
+        .secret
+        .ok_or_else(|| "a service client gets a secret".into())
+}
+
+/// The service client of the client-credentials workload.
+const SERVICE_ID: &str = "load-service";
+/// The scope it asks for.
+const SERVICE_SCOPE: &str = "reports";
+
+/// `POST …/token` with `grant_type=client_credentials`, the client
+/// authenticated with HTTP Basic (RFC 6749 §2.3.1).
+struct HttpClientCredentials {
+    http: reqwest::Client,
+    url: String,
+    secret: String,
+}
+
+impl Op for HttpClientCredentials {
+    fn call(&mut self) -> OpFuture<'_> {
+        Box::pin(async move {
+            let response = self
+                .http
+                .post(&self.url)
+                .basic_auth(SERVICE_ID, Some(&self.secret))
+                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(format!(
+                    "grant_type=client_credentials&scope={SERVICE_SCOPE}"
+                ))
+                .send()
+                .await?;
+            let answer = expect_json(response, StatusCode::OK).await?;
+            if answer["access_token"].as_str().is_none() {
+                return Err(format!("no access token in {answer}").into());
+            }
+            Ok(())
+        })
+    }
+}
+
+struct LibraryClientCredentials {
+    oauth: keystead::oauth::OAuth,
+    secret: SecretString,
+}
+
+impl Op for LibraryClientCredentials {
+    fn call(&mut self) -> OpFuture<'_> {
+        Box::pin(async move {
+            self.oauth
+                .client_credentials(SERVICE_ID, &self.secret, &[SERVICE_SCOPE.to_owned()], None)
+                .await?;
             Ok(())
         })
     }
