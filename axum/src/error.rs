@@ -101,6 +101,24 @@ impl ApiError {
     pub fn oauth(self) -> OAuthError {
         OAuthError(self)
     }
+
+    /// This error in the OAuth dialect if `oauth`, else in the plain one;
+    /// see [`oauth_route`]. For answers made outside a handler (rate
+    /// limits, axum's own rejections), which cannot ask their handler.
+    pub fn respond(self, oauth: bool) -> Response {
+        if oauth {
+            self.oauth().into_response()
+        } else {
+            self.into_response()
+        }
+    }
+}
+
+/// Whether the route at `path` (a path or a route template) answers in
+/// the OAuth dialect: the realm routes (`/realms/…`: OAuth, OIDC, login
+/// actions) do, every other route speaks the plain one.
+pub fn oauth_route(path: &str) -> bool {
+    path.starts_with("/realms/")
 }
 
 /// The HTTP status for a library error code. Codes are stable, so this

@@ -28,7 +28,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -123,16 +123,7 @@ fn limited(route: &str, secs: u64, what: &str) -> Response {
         format!("too many attempts {what}; retry later"),
     )
     .with_retry_after(secs.max(1));
-    render(route, error)
-}
-
-/// `error` as the route's dialect speaks it.
-fn render(route: &str, error: ApiError) -> Response {
-    if route.starts_with("/realms/") {
-        error.oauth().into_response()
-    } else {
-        error.into_response()
-    }
+    error.respond(super::error::oauth_route(route))
 }
 
 /// Check `key` in `limiter`: `Err(seconds to wait)` when its bucket is
@@ -177,7 +168,7 @@ pub async fn limit(limiter: Limiter, request: Request, next: Next) -> Response {
     };
     let (parts, body) = request.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, limiter.body_limit).await else {
-        return render(&route, super::body::too_large());
+        return super::body::too_large().respond(super::error::oauth_route(&route));
     };
     if let Some(username) = username_in(&bytes) {
         let realm = parts

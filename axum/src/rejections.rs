@@ -14,16 +14,14 @@ use super::observe::Outcome;
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 /// Largest rejection text kept as the message.
 const MAX_MESSAGE: usize = 512;
 
 /// The middleware.
 pub async fn normalize(request: Request, next: Next) -> Response {
-    // The realm routes (OAuth, OIDC, login actions) answer in the OAuth
-    // dialect.
-    let oauth = request.uri().path().starts_with("/realms/");
+    let oauth = super::error::oauth_route(request.uri().path());
     let response = next.run(request).await;
     let status = response.status();
     if !status.is_client_error() || response.extensions().get::<Outcome>().is_some() {
@@ -59,11 +57,7 @@ pub async fn normalize(request: Request, next: Next) -> Response {
         ),
         _ => ApiError::bad_request("request", non_empty(text, "malformed request")),
     };
-    let mut response = if oauth {
-        error.oauth().into_response()
-    } else {
-        error.into_response()
-    };
+    let mut response = error.respond(oauth);
     if let Some(allow) = allow {
         response
             .headers_mut()

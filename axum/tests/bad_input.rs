@@ -570,7 +570,7 @@ fn params_of(path: &str) -> Vec<&str> {
 }
 
 fn is_oauth(route: &Route) -> bool {
-    route.path.starts_with("/realms/")
+    keystead_axum::error::oauth_route(route.path)
 }
 
 // ----- the route table against the sources -----------------------------------

@@ -51,6 +51,26 @@ fn app(auth: Auth) -> Router {
                     .map(|()| "recent")
             }),
         )
+        .route(
+            "/recent-tomorrow",
+            get(|claims: Claims| async move {
+                // The same rule judged a day later: the MFA login is stale.
+                let later = chrono::Utc::now() + chrono::Duration::days(1);
+                claims
+                    .require_recent_login(Duration::from_secs(600), later)
+                    .map(|()| "recent")
+            }),
+        )
+        .route(
+            "/recent-yesterday",
+            get(|claims: Claims| async move {
+                // A login time after `now` is not recent either.
+                let earlier = chrono::Utc::now() - chrono::Duration::days(1);
+                claims
+                    .require_recent_login(Duration::from_secs(600), earlier)
+                    .map(|()| "recent")
+            }),
+        )
         .with_state(auth)
 }
 
@@ -361,6 +381,12 @@ async fn mfa_routes_need_a_login_with_a_second_factor() {
         call(&app, "/recent", &[bearer.as_bytes()]).await.status(),
         200
     );
+    // The second factor is there, but too long ago (or "in the future").
+    for path in ["/recent-tomorrow", "/recent-yesterday"] {
+        let response = call(&app, path, &[bearer.as_bytes()]).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+        assert!(challenge(&response).contains("max_age=\"600\""), "{path}");
+    }
 }
 
 fn claims_of(token: &str) -> serde_json::Value {

@@ -271,18 +271,21 @@ async fn write_once(
     let write_params: [&(dyn ToSql + Sync); 3] =
         [&plan.put_keys, &plan.put_values, &plan.delete_keys];
     let read_params: [&(dyn ToSql + Sync); 1] = [&plan.checked];
+    // The lock statement at `ReadCommitted` (how many locks it took), none
+    // at `Serializable`.
+    let take_locks = || async {
+        match &lock {
+            Some(lock) => client.execute(lock, &lock_params).await.map(Some),
+            None => Ok(None),
+        }
+    };
     let Some(read) = read else {
         // Nothing to check: one round trip. `biased` makes `join!` poll —
         // and so send — the statements in order.
         let (begun, locked, row, committed) = tokio::join!(
             biased;
             client.batch_execute(begin_sql),
-            async {
-                match &lock {
-                    Some(lock) => client.execute(lock, &lock_params).await.map(Some),
-                    None => Ok(None),
-                }
-            },
+            take_locks(),
             client.query_one(&write, &write_params),
             client.batch_execute("COMMIT")
         );
@@ -297,12 +300,7 @@ async fn write_once(
     let (begun, locked, rows) = tokio::join!(
         biased;
         client.batch_execute(begin_sql),
-        async {
-            match &lock {
-                Some(lock) => client.execute(lock, &lock_params).await.map(Some),
-                None => Ok(None),
-            }
-        },
+        take_locks(),
         client.query(&read, &read_params)
     );
     let decided = begun
